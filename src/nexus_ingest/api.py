@@ -1,0 +1,301 @@
+"""The HTTP service: the producer endpoint, the seed's consumer endpoint, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from nexus_ingest import QUEUE_NAME, __version__, queue
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.limits import Limits, Problem, check_snapshot
+from nexus_ingest.metrics import ENQUEUED, QUEUE_LENGTH, QUEUE_OLDEST_AGE, REJECTED
+from nexus_ingest.models import SnapshotIn
+from nexus_ingest.ratelimit import RateLimiter, retry_after_header
+from nexus_ingest.settings import Settings
+from nexus_ingest.store import open_pool
+from nexus_ingest.tracing import continue_traceparent, trace_id
+
+log = structlog.get_logger("nexus.producer")
+
+PRODUCER_PATH = "/api/nexus/producer"
+_MAX_IDEMPOTENCY_KEY = 255
+_DB_RETRY_AFTER_S = "2"
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than allowed."""
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    """Build the service; the pool opens with the app and closes with it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await open_pool(
+            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    app = FastAPI(title="Nexus", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.limits = Limits(settings.max_messages, settings.max_content_chars, settings.max_id_chars)
+    app.state.ip_limiter = RateLimiter(settings.rate_limit_ip_per_minute, settings.rate_limit_ip_burst)
+    app.state.fp_limiter = RateLimiter(
+        settings.rate_limit_fingerprint_per_minute, settings.rate_limit_fingerprint_burst
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Idempotency-Key", "traceparent"],
+        )
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
+    _add_routes(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    app.add_api_route(PRODUCER_PATH, health, methods=["GET"], summary="Producer health and queue metrics")
+    app.add_api_route(
+        PRODUCER_PATH,
+        post_snapshot,
+        methods=["POST"],
+        status_code=202,
+        summary="Queue a conversation snapshot",
+        openapi_extra=_POST_DOC,
+    )
+    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], summary="Prometheus metrics")
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _reject(status: int, reason: str, message: str, **extra: Any) -> Response:
+    REJECTED.labels(reason=reason).inc()
+    headers = extra.pop("headers", None)
+    return _json(status, {"status": "error", "error": reason, "message": message, **extra}, headers)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database_unavailable", path=request.url.path)
+    return _reject(503, "database_unavailable", "The database is unavailable; retry shortly.",
+                   headers={"Retry-After": _DB_RETRY_AFTER_S})
+
+
+async def health(request: Request) -> Response:
+    """The seed's health check: status, version, role and queue metrics."""
+    settings: Settings = request.app.state.settings
+    try:
+        m = await queue.metrics(request.app.state.pool, timeout=settings.db_timeout_s)
+    except DatabaseUnavailable:
+        return _json(503, {"status": "unhealthy", "version": f"{__version__}-producer",
+                           "role": "message-producer", "reasons": ["database unreachable"]},
+                     {"Retry-After": _DB_RETRY_AFTER_S})
+    reasons = health_reasons(m, settings)
+    return _json(200, {
+        "status": "degraded" if reasons else "healthy",
+        "version": f"{__version__}-producer",
+        "role": "message-producer",
+        "reasons": reasons,
+        "queue": {"name": QUEUE_NAME, "metrics": _metrics_body(m)},
+    })
+
+
+def health_reasons(m: queue.QueueMetrics, settings: Settings) -> list[str]:
+    """Which alert thresholds the queue crosses now."""
+    reasons = []
+    if m.queue_length > settings.alert_queue_length:
+        reasons.append(f"queue_length {m.queue_length} > {settings.alert_queue_length}")
+    if (m.oldest_msg_age_sec or 0) > settings.alert_oldest_age_s:
+        reasons.append(f"oldest_msg_age_sec {m.oldest_msg_age_sec} > {settings.alert_oldest_age_s}")
+    return reasons
+
+
+def _metrics_body(m: queue.QueueMetrics) -> dict[str, Any]:
+    return {
+        "queue_length": m.queue_length,
+        "oldest_msg_age_sec": m.oldest_msg_age_sec,
+        "newest_msg_age_sec": m.newest_msg_age_sec,
+        "total_messages": m.total_messages,
+    }
+
+
+async def post_snapshot(request: Request) -> Response:
+    """Validate a snapshot and queue it; 202 once it is durably in PGMQ."""
+    state = request.app.state
+    settings: Settings = state.settings
+    client_ip = request.client.host if request.client else "unknown"
+    if wait := state.ip_limiter.acquire(client_ip):
+        return _too_many(wait)
+    if not _is_json(request.headers.get("content-type")):
+        return _reject(415, "unsupported_media_type", "Send the snapshot as application/json.")
+    try:
+        body = await _read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return _reject(413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes.")
+    parsed = _parse_snapshot(body, state.limits)
+    if isinstance(parsed, Response):
+        return parsed
+    if wait := state.fp_limiter.acquire(parsed.fingerprint):
+        return _too_many(wait)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not _valid_key(key):
+        return _reject(400, "invalid_idempotency_key",
+                       f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} visible ASCII characters.")
+    return await _enqueue(request, parsed, body, key)
+
+
+async def _enqueue(request: Request, snapshot: SnapshotIn, body: bytes, key: str | None) -> Response:
+    settings: Settings = request.app.state.settings
+    traceparent = continue_traceparent(request.headers.get("traceparent"))
+    result = await queue.enqueue(
+        request.app.state.pool,
+        session_id=snapshot.session_id,
+        fingerprint_id=snapshot.fingerprint,
+        message=_queued_body(snapshot),
+        headers={"traceparent": traceparent},
+        idempotency_key=key,
+        request_hash=hashlib.sha256(body).hexdigest() if key else None,
+        timeout=settings.db_timeout_s,
+    )
+    if result.conflict:
+        return _reject(422, "idempotency_key_reused",
+                       "This Idempotency-Key was already used with a different body.")
+    if not result.duplicate:
+        ENQUEUED.inc()
+    log.info("🟢 [PRODUCTOR] queued", msg_id=result.msg_id, session_id=snapshot.session_id,
+             seq=result.seq, turns=len(snapshot.messages), bytes=len(body),
+             duplicate=result.duplicate, trace_id=trace_id(traceparent))
+    return _json(202, {
+        "status": "accepted",
+        "messageId": result.msg_id,
+        "message": "Your message has been queued for processing",
+        "estimatedProcessingTime": _estimate(settings),
+        "sessionId": snapshot.session_id,
+        "sequence": result.seq,
+        "duplicate": result.duplicate,
+    }, {"traceparent": traceparent})
+
+
+def _queued_body(snapshot: SnapshotIn) -> dict[str, Any]:
+    return {
+        "sessionId": snapshot.session_id,
+        "fingerprint": snapshot.fingerprint,
+        "messages": [m.model_dump() for m in snapshot.messages],
+        "metadata": snapshot.metadata or {},
+    }
+
+
+def _estimate(settings: Settings) -> str:
+    return "under 1 second" if settings.resolved_extractor() in ("rules", "noop") else "2-5 seconds"
+
+
+def _too_many(wait: float) -> Response:
+    return _reject(429, "rate_limited", "Too many requests; slow down.",
+                   headers={"Retry-After": retry_after_header(wait)})
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _valid_key(key: str) -> bool:
+    return 0 < len(key) <= _MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_snapshot(body: bytes, limits: Limits) -> SnapshotIn | Response:
+    try:
+        snapshot = SnapshotIn.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+        if any(e["type"] in ("json_invalid", "json_type") for e in errors):
+            return _reject(400, "malformed_json", "The body is not valid JSON.")
+        return _invalid([Problem(tuple(e["loc"]), e["msg"]) for e in errors])
+    problems = check_snapshot(snapshot, limits)
+    return _invalid(problems) if problems else snapshot
+
+
+def _invalid(problems: list[Problem]) -> Response:
+    detail = [{"loc": list(p.loc), "msg": p.msg} for p in problems]
+    return _reject(422, "invalid_snapshot", "The snapshot does not match the schema.", detail=detail)
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """Every metric of this process, plus the queue's length and age read now."""
+    try:
+        m = await queue.metrics(request.app.state.pool, timeout=request.app.state.settings.db_timeout_s)
+        QUEUE_LENGTH.set(m.queue_length)
+        QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
+    except DatabaseUnavailable:
+        pass  # the scrape still answers; queue gauges keep their last value
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def bearer_matches(request: Request, expected: str | None) -> bool:
+    """Constant-time check of `Authorization: Bearer <token>`; no token configured means no access."""
+    if not expected:
+        return False
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+_SNAPSHOT_SCHEMA = SnapshotIn.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+_SNAPSHOT_DEFS = _SNAPSHOT_SCHEMA.pop("$defs", {})
+_ERROR = {"description": "Refused", "content": {"application/json": {"schema": {"type": "object"}}}}
+_POST_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SnapshotIn"}}},
+    },
+    "responses": {
+        "202": {"description": "Queued"},
+        **{str(code): _ERROR for code in (400, 413, 415, 422, 429, 503)},
+    },
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update({**_SNAPSHOT_DEFS, "SnapshotIn": _SNAPSHOT_SCHEMA})
+    app.openapi_schema = schema
+    return schema
+
+
+__all__ = ["JSONResponse", "bearer_matches", "create_app", "health_reasons"]

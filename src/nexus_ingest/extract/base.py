@@ -1,0 +1,36 @@
+"""The one interface every extractor implements, and what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from nexus_ingest.models import ChatMessage, Prospect
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """A prospect pulled out of one snapshot, with what it cost."""
+
+    prospect: Prospect
+    extractor: str
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+class Extractor(Protocol):
+    """Turns a chat snapshot into a prospect.
+
+    Raises `RetryLater` for passing failures (rate limits, timeouts, 5xx) and `Permanent` for
+    failures that retrying cannot fix (output still invalid after one re-ask).
+    """
+
+    name: str
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,76 @@
+"""The shapes of what flows through the pipeline: chat snapshots and prospects."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["user", "assistant", "system"]
+Intent = Literal["compra", "informacion", "soporte", "queja", "otro"]
+
+PROSPECT_FIELDS: tuple[str, ...] = (
+    "nombre",
+    "email",
+    "telefono",
+    "empresa",
+    "cargo",
+    "ubicacion",
+    "productos_interes",
+    "presupuesto",
+    "plazo",
+    "nivel_interes",
+    "intencion",
+    "idioma",
+    "resumen",
+)
+
+
+class ChatMessage(BaseModel):
+    """One turn of a chat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    content: str
+
+
+ShortText = Annotated[str | None, Field(default=None, max_length=500)]
+
+
+class Prospect(BaseModel):
+    """What we know about the person on the other side of the chat (never the assistant)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    nombre: ShortText = None
+    email: ShortText = None
+    telefono: ShortText = None
+    empresa: ShortText = None
+    cargo: ShortText = None
+    ubicacion: ShortText = None
+    productos_interes: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=50
+    )
+    presupuesto: ShortText = None
+    plazo: ShortText = None
+    nivel_interes: int | None = Field(default=None, ge=1, le=10)
+    intencion: Intent | None = None
+    idioma: Annotated[str | None, Field(default=None, max_length=8)] = None
+    resumen: Annotated[str | None, Field(default=None, max_length=2000)] = None
+
+    @field_validator("productos_interes", mode="before")
+    @classmethod
+    def _none_is_empty_list(cls, value: object) -> object:
+        return [] if value is None else value
+
+
+class SnapshotIn(BaseModel):
+    """The body of `POST /api/nexus/producer`: a whole conversation so far."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    fingerprint: str = Field(min_length=1)
+    session_id: str = Field(alias="sessionId", min_length=1)
+    metadata: dict[str, object] | None = None

@@ -1,0 +1,143 @@
+"""PGMQ operations on the ingestion queue: enqueue, grouped reads, acknowledgements, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NewType
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest import DLQ_NAME, QUEUE_NAME
+from nexus_ingest.queries import query
+from nexus_ingest.store import connection
+
+MsgId = NewType("MsgId", int)
+
+GROUP_HEADER = "x-pgmq-group"
+
+
+def stored_name(queue_name: str) -> str:
+    """PGMQ's name for a queue: table names cannot hold dashes."""
+    return queue_name.replace("-", "_")
+
+
+QUEUE = stored_name(QUEUE_NAME)
+DLQ = stored_name(DLQ_NAME)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The producer's receipt for one snapshot."""
+
+    msg_id: MsgId
+    seq: int
+    duplicate: bool
+    conflict: bool
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message as read from the queue, still invisible to other readers until its timeout."""
+
+    msg_id: MsgId
+    read_ct: int
+    enqueued_at: datetime
+    body: Any
+    headers: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """The seed's monitoring figures."""
+
+    queue_name: str
+    queue_length: int
+    oldest_msg_age_sec: int | None
+    newest_msg_age_sec: int | None
+    total_messages: int
+
+
+async def enqueue(
+    pool: AsyncConnectionPool,
+    *,
+    session_id: str,
+    fingerprint_id: str,
+    message: Mapping[str, Any],
+    headers: Mapping[str, Any],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    timeout: float | None = None,
+) -> Enqueued:
+    """Queue one snapshot, numbered within its session, in one round trip."""
+    params = {
+        "queue": QUEUE,
+        "session_id": session_id,
+        "fingerprint_id": fingerprint_id,
+        "message": Jsonb(message),
+        "headers": Jsonb({**headers, GROUP_HEADER: session_id}),
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+    }
+    async with connection(pool, timeout=timeout) as conn:
+        row = await (await conn.execute(query("enqueue_snapshot"), params)).fetchone()
+    assert row is not None
+    return Enqueued(MsgId(row[0]), row[1], row[2], row[3])
+
+
+async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) -> QueueMetrics:
+    """Length and ages of the ingestion queue."""
+    async with connection(pool, timeout=timeout) as conn:
+        row = await (await conn.execute(query("queue_metrics"), {"queue": QUEUE_NAME})).fetchone()
+    assert row is not None
+    return QueueMetrics(row[0], row[1], row[2], row[3], row[4])
+
+
+async def read_grouped(
+    conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int
+) -> list[QueuedMessage]:
+    """Up to `qty` visible messages, FIFO per session, skipping sessions with work in flight."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("read_grouped"), {"queue": QUEUE, "qty": qty, "vt": vt})
+        rows = await cur.fetchall()
+    return [
+        QueuedMessage(MsgId(r["msg_id"]), r["read_ct"], r["enqueued_at"], r["message"], r["headers"] or {})
+        for r in rows
+    ]
+
+
+async def latest_seqs(conn: psycopg.AsyncConnection[Any], session_ids: Sequence[str]) -> dict[str, int]:
+    """The newest snapshot number handed out for each session."""
+    cur = await conn.execute(query("session_last_seq"), {"session_ids": list(session_ids)})
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
+async def acknowledge(
+    conn: psycopg.AsyncConnection[Any], msg_ids: Sequence[int], *, archive: bool
+) -> None:
+    """Remove handled messages from the queue, keeping a copy in the archive when asked."""
+    if msg_ids:
+        name = "archive_messages" if archive else "delete_messages"
+        await conn.execute(query(name), {"queue": QUEUE, "msg_ids": list(msg_ids)})
+
+
+async def retry_later(conn: psycopg.AsyncConnection[Any], msg_id: int, delay_s: int) -> None:
+    """Hide a message for `delay_s` seconds so it is read again after a back-off."""
+    await conn.execute(query("set_visibility"), {"queue": QUEUE, "msg_id": msg_id, "delay": delay_s})
+
+
+async def dead_letter(
+    conn: psycopg.AsyncConnection[Any], message: QueuedMessage, error: Mapping[str, Any]
+) -> None:
+    """Move a message to the dead-letter queue with why it failed, archiving the original."""
+    body = {"original": message.body, "originalMsgId": message.msg_id, "error": dict(error)}
+    async with conn.transaction():
+        await conn.execute(
+            query("send_message"),
+            {"queue": DLQ, "message": Jsonb(body), "headers": Jsonb(dict(message.headers))},
+        )
+        await conn.execute(query("archive_messages"), {"queue": QUEUE, "msg_ids": [message.msg_id]})

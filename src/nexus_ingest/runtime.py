@@ -1,0 +1,92 @@
+"""Running the service and the worker: one event loop, clean stop on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator
+
+import structlog
+import uvicorn
+
+from nexus_ingest.api import create_app
+from nexus_ingest.extract import build_extractor
+from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.settings import Settings
+from nexus_ingest.store import open_pool
+from nexus_ingest.worker import Worker, WorkerConfig
+
+log = structlog.get_logger("nexus")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: our stop event decides when to exit."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The worker's settings, taken from the global ones."""
+    return WorkerConfig(
+        concurrency=settings.worker_concurrency,
+        batch_size=settings.worker_batch_size,
+        vt_s=settings.worker_vt_s,
+        poll_interval_s=settings.worker_poll_interval_s,
+        shutdown_grace_s=settings.worker_shutdown_grace_s,
+        archive=settings.archive_processed,
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+    )
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
+    """Serve HTTP until `stop` is set."""
+    app = create_app(settings, database_url)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+        lifespan="on", proxy_headers=True, timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    if server.started is False and not stop.is_set():
+        raise OSError(f"could not serve on {settings.host}:{settings.port}")
+
+
+async def run_worker(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
+    """Consume the queue until `stop` is set."""
+    extractor = build_extractor(settings)
+    pool = await open_pool(database_url, min_size=2, max_size=max(4, settings.worker_concurrency + 2))
+    try:
+        await Worker(pool, extractor, worker_config(settings), listen_url=database_url).run(stop)
+    finally:
+        await pool.close()
+        await extractor.aclose()
+
+
+async def run(settings: Settings, database_url: str, *, api: bool, worker: bool) -> None:
+    """Run the API, the worker, or both, until SIGINT/SIGTERM; a crash of one stops the other."""
+    stop = _stop_on_signals()
+    tasks = []
+    if api:
+        tasks.append(asyncio.create_task(serve_api(settings, database_url, stop)))
+    if worker:
+        tasks.append(asyncio.create_task(run_worker(settings, database_url, stop)))
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.exception():
+            raise task.exception()  # type: ignore[misc]

@@ -1,0 +1,15 @@
+-- The work queue and its dead-letter queue. PGMQ stores `nexus-prospect-ingestion` as
+-- `nexus_prospect_ingestion` (its table names cannot hold dashes), so the seed's
+-- `SELECT * FROM pgmq.q_nexus_prospect_ingestion` works as written.
+SELECT pgmq.create('nexus_prospect_ingestion');
+SELECT pgmq.create('nexus_prospect_ingestion_dlq');
+
+-- Grouped FIFO reads group by this expression; a btree on it lets the planner find each
+-- session's head without scanning the whole queue.
+CREATE INDEX IF NOT EXISTS q_nexus_prospect_ingestion_group_idx
+    ON pgmq.q_nexus_prospect_ingestion
+    ((COALESCE(headers ->> 'x-pgmq-group', '_default_fifo_group')), msg_id);
+
+-- Workers LISTEN on pgmq's insert channel so a snapshot is picked up at once instead of on
+-- the next poll. No throttle: one notification per committing transaction is cheap.
+SELECT pgmq.enable_notify_insert('nexus_prospect_ingestion', 0);

@@ -1,0 +1,76 @@
+-- What the producer keeps beside the queue: each session's snapshot counter and the
+-- idempotency keys of recent POSTs.
+
+CREATE TABLE IF NOT EXISTS nexus.sessions (
+    session_id      text PRIMARY KEY,
+    fingerprint_id  text NOT NULL,
+    last_seq        integer NOT NULL DEFAULT 0,   -- last snapshot number handed out
+    applied_seq     integer NOT NULL DEFAULT 0,   -- newest snapshot merged into prospect_data
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS sessions_fingerprint_idx ON nexus.sessions (fingerprint_id);
+
+CREATE TABLE IF NOT EXISTS nexus.idempotency_keys (
+    key          text PRIMARY KEY,
+    request_hash text NOT NULL,
+    msg_id       bigint,
+    seq          integer,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON nexus.idempotency_keys (created_at);
+
+-- Enqueue one snapshot in a single round trip: number it within its session, send it to
+-- PGMQ with the session as FIFO group, and remember the idempotency key, all in the
+-- caller's transaction so a crash leaves either everything or nothing.
+CREATE OR REPLACE FUNCTION nexus.enqueue_snapshot(
+    p_queue text,
+    p_session_id text,
+    p_fingerprint_id text,
+    p_message jsonb,
+    p_headers jsonb,
+    p_idempotency_key text DEFAULT NULL,
+    p_request_hash text DEFAULT NULL
+)
+RETURNS TABLE (msg_id bigint, seq integer, duplicate boolean, conflict boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_seq integer;
+    v_msg_id bigint;
+    v_prior nexus.idempotency_keys%ROWTYPE;
+BEGIN
+    IF p_idempotency_key IS NOT NULL THEN
+        -- A concurrent request with the same key blocks here until the first one commits.
+        INSERT INTO nexus.idempotency_keys (key, request_hash)
+        VALUES (p_idempotency_key, p_request_hash)
+        ON CONFLICT (key) DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT * INTO v_prior FROM nexus.idempotency_keys k WHERE k.key = p_idempotency_key;
+            RETURN QUERY SELECT v_prior.msg_id, v_prior.seq, true,
+                                v_prior.request_hash IS DISTINCT FROM p_request_hash;
+            RETURN;
+        END IF;
+    END IF;
+
+    INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
+    VALUES (p_session_id, p_fingerprint_id, 1)
+    ON CONFLICT (session_id) DO UPDATE
+        SET last_seq = s.last_seq + 1, updated_at = now()
+    RETURNING s.last_seq INTO v_seq;
+
+    SELECT pgmq.send(
+        nexus.stored_queue_name(p_queue),
+        p_message || jsonb_build_object('seq', v_seq, 'receivedAt', clock_timestamp()),
+        p_headers
+    ) INTO v_msg_id;
+
+    IF p_idempotency_key IS NOT NULL THEN
+        UPDATE nexus.idempotency_keys k SET msg_id = v_msg_id, seq = v_seq
+        WHERE k.key = p_idempotency_key;
+    END IF;
+
+    RETURN QUERY SELECT v_msg_id, v_seq, false, false;
+END;
+$$;

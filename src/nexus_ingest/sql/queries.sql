@@ -1,0 +1,55 @@
+-- Every query Nexus runs at run time, named. Loaded by `nexus_ingest.queries`.
+-- Parameters are psycopg's %(name)s placeholders.
+
+-- name: enqueue_snapshot
+SELECT msg_id, seq, duplicate, conflict
+FROM nexus.enqueue_snapshot(
+    %(queue)s, %(session_id)s, %(fingerprint_id)s, %(message)s, %(headers)s,
+    %(idempotency_key)s, %(request_hash)s);
+
+-- name: queue_metrics
+SELECT queue_name, queue_length, oldest_msg_age_sec, newest_msg_age_sec, total_messages
+FROM public.pgmq_metrics(%(queue)s);
+
+-- name: read_grouped
+-- Round-robin across sessions, FIFO within each, and never a session whose oldest message
+-- is in flight: so two snapshots of one session are never processed at once.
+SELECT msg_id, read_ct, enqueued_at, message, headers
+FROM pgmq.read_grouped_rr(%(queue)s::text, %(vt)s::integer, %(qty)s::integer);
+
+-- name: session_last_seq
+SELECT session_id, last_seq
+FROM nexus.sessions
+WHERE session_id = ANY(%(session_ids)s);
+
+-- name: delete_messages
+SELECT pgmq.delete(%(queue)s::text, %(msg_ids)s::bigint[]);
+
+-- name: archive_messages
+SELECT pgmq.archive(%(queue)s::text, %(msg_ids)s::bigint[]);
+
+-- name: set_visibility
+SELECT msg_id FROM pgmq.set_vt(%(queue)s::text, %(msg_id)s::bigint, %(delay)s::integer);
+
+-- name: send_message
+SELECT pgmq.send(%(queue)s::text, %(message)s::jsonb, %(headers)s::jsonb);
+
+-- name: update_prospect_data
+SELECT public.update_prospect_data(
+    p_fingerprint_id => %(fingerprint_id)s::text,
+    p_session_id => %(session_id)s::text,
+    p_data => %(data)s::jsonb,
+    p_msg_id => %(msg_id)s::bigint,
+    p_seq => %(seq)s::integer,
+    p_extractor => %(extractor)s::text,
+    p_model => %(model)s::text,
+    p_input_tokens => %(input_tokens)s::integer,
+    p_output_tokens => %(output_tokens)s::integer,
+    p_cached_tokens => %(cached_tokens)s::integer,
+    p_latency_ms => %(latency_ms)s::real) AS outcome;
+
+-- name: prospect_by_fingerprint
+SELECT * FROM public.prospect_data WHERE fingerprint_id = %(fingerprint_id)s;
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,387 @@
+"""The consumer: reads snapshots, extracts prospects, merges them, acknowledges the messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest import queue
+from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater
+from nexus_ingest.extract.base import Extraction, Extractor
+from nexus_ingest.metrics import EXTRACTION_SECONDS, LLM_CALLS, LLM_TOKENS, PROCESSED, PROCESSING_SECONDS
+from nexus_ingest.models import ChatMessage
+from nexus_ingest.queue import QueuedMessage
+from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.store import SaveRequest, connection, save_extractions
+from nexus_ingest.tracing import trace_id
+
+log = structlog.get_logger("nexus.worker")
+
+NOTIFY_CHANNEL = f"pgmq.q_{queue.QUEUE}.INSERT"
+_SAVE_BATCH = 200
+_SAVE_ATTEMPTS = 4
+
+Outcome = Literal["saved", "superseded", "duplicate", "stale", "retried", "dead_lettered"]
+
+
+class QueuedSnapshot(BaseModel):
+    """The body the producer puts on the queue."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    session_id: str = Field(alias="sessionId", min_length=1)
+    fingerprint: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """The newest snapshot of one session in a batch, decoded."""
+
+    message: QueuedMessage
+    snapshot: QueuedSnapshot
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What to do with one read: extract some, acknowledge superseded ones, dead-letter poison."""
+
+    work: list[WorkItem] = field(default_factory=list)
+    superseded: list[QueuedMessage] = field(default_factory=list)
+    undecodable: list[tuple[QueuedMessage, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker reads and paces itself."""
+
+    concurrency: int = 8
+    batch_size: int = 50
+    vt_s: int = 60
+    poll_interval_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+    archive: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def decode(message: QueuedMessage) -> QueuedSnapshot | str:
+    """The snapshot in a message, or why it cannot be read."""
+    try:
+        return QueuedSnapshot.model_validate(message.body)
+    except ValidationError as exc:
+        return f"undecodable payload: {exc.error_count()} validation errors"
+
+
+def plan_batch(messages: Sequence[QueuedMessage], latest_seq: dict[str, int]) -> BatchPlan:
+    """Keep only each session's newest snapshot; older ones are superseded without extraction.
+
+    A snapshot holds the whole conversation so far, so a newer one of the same session
+    (in this batch, or already queued behind it per `latest_seq`) makes it redundant.
+    """
+    plan = BatchPlan()
+    newest: dict[str, WorkItem] = {}
+    for message in messages:
+        snapshot = decode(message)
+        if isinstance(snapshot, str):
+            plan.undecodable.append((message, snapshot))
+            continue
+        current = newest.get(snapshot.session_id)
+        if current is None or _seq(snapshot) > _seq(current.snapshot):
+            if current is not None:
+                plan.superseded.append(current.message)
+            newest[snapshot.session_id] = WorkItem(message, snapshot)
+        else:
+            plan.superseded.append(message)
+    for session_id, item in newest.items():
+        if _seq(item.snapshot) < latest_seq.get(session_id, 0):
+            plan.superseded.append(item.message)
+        else:
+            plan.work.append(item)
+    return plan
+
+
+def _seq(snapshot: QueuedSnapshot) -> int:
+    return snapshot.seq or 0
+
+
+@dataclass(frozen=True)
+class Handled:
+    """The result of handling one work item."""
+
+    item: WorkItem
+    outcome: Outcome
+    extraction: Extraction | None = None
+    error: str | None = None
+    exception: BaseException | None = None
+
+
+class Worker:
+    """One consumer process's loop; several may run against the same queue."""
+
+    def __init__(self, pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig, listen_url: str | None = None) -> None:
+        self.pool = pool
+        self.extractor = extractor
+        self.config = config
+        self.listen_url = listen_url
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._saves: asyncio.Queue[tuple[WorkItem, Extraction, float]] = asyncio.Queue(maxsize=1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process messages until `stop` is set, then finish in-flight work within the grace period."""
+        background = [asyncio.create_task(self._save_loop())]
+        if self.listen_url:
+            background.append(asyncio.create_task(self._listen_loop(self.listen_url)))
+        log.info("🟢 [CONSUMIDOR] worker started", extractor=self.extractor.name, concurrency=self.config.concurrency)
+        try:
+            await self._read_loop(stop)
+        finally:
+            await self._drain_in_flight()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            log.info("worker stopped")
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                found = await self.read_and_dispatch()
+                backoff = 0.5
+            except DatabaseUnavailable:
+                log.warning("database unavailable; retrying", wait_s=backoff)
+                found, backoff = 0, min(backoff * 2, 30.0)
+                await _wait_any(stop, None, backoff)
+                continue
+            if not found:
+                await _wait_any(stop, self._wake, self.config.poll_interval_s)
+
+    async def read_and_dispatch(self) -> int:
+        """Read one batch and start work on it; returns how many messages were read."""
+        await self._slots.acquire()  # do not read more than we can start soon
+        self._slots.release()
+        self._wake.clear()
+        async with connection(self.pool) as conn:
+            messages = await queue.read_grouped(conn, qty=self.config.batch_size, vt=self.config.vt_s)
+            if not messages:
+                return 0
+            plan = await _plan(conn, messages)
+            await _settle_plan(conn, plan, archive=self.config.archive)
+        for item in plan.work:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(messages)
+
+    async def _handle(self, item: WorkItem) -> None:
+        started = time.perf_counter()
+        try:
+            extraction = await extract_with_metrics(self.extractor, item.snapshot.messages)
+        except Exception as exc:  # every failure is settled: retried or dead-lettered
+            await self._settle_failure(item, exc)
+            return
+        finally:
+            self._slots.release()
+        await self._saves.put((item, extraction, started))
+
+    async def _settle_failure(self, item: WorkItem, exc: BaseException) -> None:
+        try:
+            async with connection(self.pool) as conn:
+                outcome = await settle_failure(conn, item.message, exc, self.config.retry)
+            PROCESSED.labels(outcome=outcome).inc()
+        except DatabaseUnavailable:
+            log.warning("could not record failure; message will reappear", msg_id=item.message.msg_id)
+
+    async def _save_loop(self) -> None:
+        while True:
+            batch = [await self._saves.get()]
+            while len(batch) < _SAVE_BATCH and not self._saves.empty():
+                batch.append(self._saves.get_nowait())
+            try:
+                await self._flush(batch)
+            finally:
+                for _ in batch:
+                    self._saves.task_done()
+
+    async def _flush(self, batch: list[tuple[WorkItem, Extraction, float]]) -> None:
+        for attempt in range(_SAVE_ATTEMPTS):
+            try:
+                async with connection(self.pool) as conn:
+                    outcomes = await save_and_acknowledge(conn, [(i, e) for i, e, _ in batch], archive=self.config.archive)
+                break
+            except (DatabaseUnavailable, psycopg.Error) as exc:
+                log.warning("save failed; retrying", attempt=attempt + 1, error=type(exc).__name__, size=len(batch))
+                await asyncio.sleep(0.25 * 2**attempt)
+        else:
+            log.error("❌ [CONSUMIDOR] save failed; messages will be redelivered", size=len(batch))
+            return
+        now = time.perf_counter()
+        for (item, _, started), outcome in zip(batch, outcomes, strict=True):
+            PROCESSED.labels(outcome=_outcome_label(outcome)).inc()
+            PROCESSING_SECONDS.observe(now - started)
+            log.info("✅ [CONSUMIDOR] saved", msg_id=item.message.msg_id, session_id=item.snapshot.session_id,
+                     seq=item.snapshot.seq, outcome=outcome, trace_id=trace_id(item.message.headers.get("traceparent")))
+
+    async def _listen_loop(self, url: str) -> None:
+        """Wake the reader on every insert notification; reconnect with back-off if the link drops."""
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f'LISTEN "{NOTIFY_CHANNEL}"')  # type: ignore[arg-type]
+                    backoff = 0.5
+                    self._wake.set()  # catch anything that arrived while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _drain_in_flight(self) -> None:
+        """Give in-flight work the grace period, then cancel it: its messages reappear after the timeout."""
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._saves.join(), timeout=max(1.0, self.config.shutdown_grace_s))
+
+
+async def _settle_plan(conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool) -> None:
+    """Acknowledge superseded snapshots and dead-letter poison ones; neither needs the extractor."""
+    await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
+    PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
+    for message, reason in plan.undecodable:
+        await queue.dead_letter(conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct})
+        PROCESSED.labels(outcome="dead_lettered").inc()
+        log.error("❌ [CONSUMIDOR] dead-lettered", msg_id=message.msg_id, reason=reason)
+
+
+async def _plan(conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMessage]) -> BatchPlan:
+    decoded = [decode(m) for m in messages]
+    sessions = sorted({s.session_id for s in decoded if isinstance(s, QueuedSnapshot)})
+    latest = await queue.latest_seqs(conn, sessions) if sessions else {}
+    return plan_batch(messages, latest)
+
+
+def _outcome_label(outcome: str) -> Outcome:
+    return "saved" if outcome == "applied" else "stale" if outcome == "stale" else "duplicate"
+
+
+async def extract_with_metrics(extractor: Extractor, messages: Sequence[ChatMessage]) -> Extraction:
+    """Run the extractor and record its latency, tokens and result."""
+    started = time.perf_counter()
+    try:
+        extraction = await extractor.extract(messages)
+    except Exception:
+        LLM_CALLS.labels(extractor=extractor.name, result="error").inc()
+        raise
+    EXTRACTION_SECONDS.labels(extractor=extractor.name).observe(time.perf_counter() - started)
+    LLM_CALLS.labels(extractor=extractor.name, result="ok").inc()
+    for kind, count in (("input", extraction.input_tokens), ("output", extraction.output_tokens), ("cached", extraction.cached_tokens)):
+        if count:
+            LLM_TOKENS.labels(extractor=extractor.name, kind=kind).inc(count)
+    return extraction
+
+
+async def save_and_acknowledge(
+    conn: psycopg.AsyncConnection[Any], done: Sequence[tuple[WorkItem, Extraction]], *, archive: bool
+) -> list[str]:
+    """Merge extractions and remove their messages in one transaction: both happen or neither."""
+    requests = [
+        SaveRequest(item.message.msg_id, item.snapshot.fingerprint, item.snapshot.session_id, item.snapshot.seq, extraction)
+        for item, extraction in done
+    ]
+    async with conn.transaction():
+        outcomes = await save_extractions(conn, requests)
+        await queue.acknowledge(conn, [item.message.msg_id for item, _ in done], archive=archive)
+    return list(outcomes)
+
+
+async def settle_failure(
+    conn: psycopg.AsyncConnection[Any], message: QueuedMessage, exc: BaseException, policy: RetryPolicy
+) -> Outcome:
+    """Retry a failed message after a back-off, or dead-letter it when it cannot or may not retry."""
+    kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    if kind == "permanent" or policy.exhausted(message.read_ct):
+        error = {"reason": reason, "kind": kind, "attempts": message.read_ct}
+        await queue.dead_letter(conn, message, error)
+        log.error("❌ [CONSUMIDOR] dead-lettered", msg_id=message.msg_id, kind=kind, attempts=message.read_ct)
+        return "dead_lettered"
+    hint = exc.delay if isinstance(exc, RetryLater) else None
+    delay = policy.delay(message.read_ct, at_least=hint)
+    await queue.retry_later(conn, message.msg_id, delay)
+    log.warning("❌ [CONSUMIDOR] extraction failed; will retry", msg_id=message.msg_id, attempt=message.read_ct, retry_in_s=delay, error=type(exc).__name__)
+    return "retried"
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
+    waiters = [asyncio.create_task(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.create_task(wake.wait()))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+
+
+async def consume_once(pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig) -> dict[str, Any]:
+    """Process what is queued now, once (the seed's HTTP-driven consumer); the seed's response shape."""
+    async with connection(pool) as conn:
+        messages = await queue.read_grouped(conn, qty=config.batch_size, vt=config.vt_s)
+        if not messages:
+            return {"status": "empty"}
+        plan = await _plan(conn, messages)
+        await _settle_plan(conn, plan, archive=config.archive)
+    handled = await asyncio.gather(*(_extract_item(extractor, item) for item in plan.work))
+    async with connection(pool) as conn:
+        for result in handled:
+            await _settle_handled(conn, result, config)
+    return _seed_response(handled, len(messages))
+
+
+async def _extract_item(extractor: Extractor, item: WorkItem) -> Handled:
+    try:
+        return Handled(item, "saved", extraction=await extract_with_metrics(extractor, item.snapshot.messages))
+    except Exception as exc:  # settled by the caller: retried or dead-lettered
+        return Handled(item, "retried", error=f"{type(exc).__name__}: {exc}", exception=exc)
+
+
+async def _settle_handled(conn: psycopg.AsyncConnection[Any], result: Handled, config: WorkerConfig) -> None:
+    if result.extraction is not None:
+        outcomes = await save_and_acknowledge(conn, [(result.item, result.extraction)], archive=config.archive)
+        PROCESSED.labels(outcome=_outcome_label(outcomes[0])).inc()
+    elif result.exception is not None:
+        PROCESSED.labels(outcome=await settle_failure(conn, result.item.message, result.exception, config.retry)).inc()
+
+
+def _seed_response(handled: Sequence[Handled], read: int) -> dict[str, Any]:
+    if not handled:
+        return {"status": "success", "processed": 0, "read": read}
+    first = handled[0]
+    body: dict[str, Any] = {
+        "status": "success" if first.extraction else "error",
+        "msgId": first.item.message.msg_id,
+        "sessionId": first.item.snapshot.session_id,
+        "processed": len(handled),
+        "read": read,
+    }
+    if first.extraction:
+        body["extractedData"] = first.extraction.prospect.model_dump(mode="json")
+    else:
+        body["error"] = first.error
+    return body
