@@ -12,7 +12,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ from nexus_ingest.tracing import continue_traceparent, trace_id
 log = structlog.get_logger("nexus.producer")
 
 PRODUCER_PATH = "/api/nexus/producer"
+CONSUMER_PATHS = ("/functions/v1/nexus-consumer", "/api/nexus/consumer")
 _MAX_IDEMPOTENCY_KEY = 255
 _DB_RETRY_AFTER_S = "2"
 
@@ -45,10 +46,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.state.pool = await open_pool(
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
+        app.state.extractor = None
         try:
             yield
         finally:
             await app.state.pool.close()
+            if app.state.extractor is not None:
+                await app.state.extractor.aclose()
 
     app = FastAPI(title="Nexus", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -80,6 +84,8 @@ def _add_routes(app: FastAPI) -> None:
         summary="Queue a conversation snapshot",
         openapi_extra=_POST_DOC,
     )
+    for path in CONSUMER_PATHS:
+        app.add_api_route(path, consume, methods=["POST"], summary="Process queued snapshots now")
     app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], summary="Prometheus metrics")
 
 
@@ -263,6 +269,23 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def consume(request: Request) -> Response:
+    """The seed's consumer: process what is queued now (for cron or HTTP-driven deployments)."""
+    settings: Settings = request.app.state.settings
+    token = settings.consumer_token.get_secret_value() if settings.consumer_token else None
+    if not bearer_matches(request, token):
+        return _json(401, {"status": "error", "error": "unauthorized",
+                           "message": "Send Authorization: Bearer <NEXUS_CONSUMER_TOKEN>."},
+                     {"WWW-Authenticate": "Bearer"})
+    from nexus_ingest.extract import build_extractor
+    from nexus_ingest.worker import consume_once, worker_config
+
+    if request.app.state.extractor is None:
+        request.app.state.extractor = build_extractor(settings)
+    result = await consume_once(request.app.state.pool, request.app.state.extractor, worker_config(settings))
+    return _json(200, result)
+
+
 def bearer_matches(request: Request, expected: str | None) -> bool:
     """Constant-time check of `Authorization: Bearer <token>`; no token configured means no access."""
     if not expected:
@@ -298,4 +321,4 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-__all__ = ["JSONResponse", "bearer_matches", "create_app", "health_reasons"]
+__all__ = ["bearer_matches", "create_app", "health_reasons"]

@@ -12,10 +12,9 @@ import uvicorn
 
 from nexus_ingest.api import create_app
 from nexus_ingest.extract import build_extractor
-from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import open_pool
-from nexus_ingest.worker import Worker, WorkerConfig
+from nexus_ingest.worker import Worker, worker_config
 
 log = structlog.get_logger("nexus")
 
@@ -26,19 +25,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def worker_config(settings: Settings) -> WorkerConfig:
-    """The worker's settings, taken from the global ones."""
-    return WorkerConfig(
-        concurrency=settings.worker_concurrency,
-        batch_size=settings.worker_batch_size,
-        vt_s=settings.worker_vt_s,
-        poll_interval_s=settings.worker_poll_interval_s,
-        shutdown_grace_s=settings.worker_shutdown_grace_s,
-        archive=settings.archive_processed,
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
-    )
 
 
 def _stop_on_signals() -> asyncio.Event:

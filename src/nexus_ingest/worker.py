@@ -21,6 +21,7 @@ from nexus_ingest.metrics import EXTRACTION_SECONDS, LLM_CALLS, LLM_TOKENS, PROC
 from nexus_ingest.models import ChatMessage
 from nexus_ingest.queue import QueuedMessage
 from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.settings import Settings
 from nexus_ingest.store import SaveRequest, connection, save_extractions
 from nexus_ingest.tracing import trace_id
 
@@ -72,6 +73,19 @@ class WorkerConfig:
     shutdown_grace_s: float = 10.0
     archive: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """The worker's settings, taken from the global ones."""
+    return WorkerConfig(
+        concurrency=settings.worker_concurrency,
+        batch_size=settings.worker_batch_size,
+        vt_s=settings.worker_vt_s,
+        poll_interval_s=settings.worker_poll_interval_s,
+        shutdown_grace_s=settings.worker_shutdown_grace_s,
+        archive=settings.archive_processed,
+        retry=RetryPolicy(max_attempts=settings.max_attempts),
+    )
 
 
 def decode(message: QueuedMessage) -> QueuedSnapshot | str:

@@ -1,0 +1,246 @@
+"""The producer over real HTTP: a `nexus serve` process on a fresh database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_for, wait_healthy
+
+URL = "/api/nexus/producer"
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    name = f"nexus_api_{free_port()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+    yield psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _serve(database_url: str, **extra: str) -> Iterator[httpx.Client]:
+    port = free_port()
+    env = nexus_env(database_url, port, NEXUS_EXTRACTOR="rules", **extra)
+    with nexus_process(["serve"], env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def client(module_db: str) -> Iterator[httpx.Client]:
+    yield from _serve(module_db, NEXUS_MAX_BODY_BYTES="20000", NEXUS_MAX_MESSAGES="10", NEXUS_MAX_CONTENT_CHARS="500",
+                      NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0")
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    return {**SEED_CONVERSATION, **overrides}
+
+
+def queued(database_url: str, msg_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT message, headers FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %s", (msg_id,)).fetchone()
+    assert row is not None, f"message {msg_id} is not in the queue"
+    return row[0], row[1]
+
+
+def test_health_has_the_seed_shape(client: httpx.Client) -> None:
+    """GET answers 200 with status, version, role and the queue's name and metrics."""
+    answer = client.get(URL)
+    data = answer.json()
+    assert answer.status_code == 200
+    assert data["status"] == "healthy" and data["role"] == "message-producer"
+    assert data["version"].endswith("-producer")
+    assert data["queue"]["name"] == "nexus-prospect-ingestion"
+    assert set(data["queue"]["metrics"]) >= {"queue_length", "oldest_msg_age_sec", "total_messages"}
+
+
+def test_seed_test_2_is_accepted_and_queued(client: httpx.Client, module_db: str) -> None:
+    """The seed's Test 2 body gets 202 with the seed's fields, and the queued message carries it all."""
+    answer = client.post(URL, json=body(sessionId="seed-2"))
+    data = answer.json()
+    assert answer.status_code == 202
+    assert data["status"] == "accepted" and data["message"] == "Your message has been queued for processing"
+    assert isinstance(data["messageId"], int) and data["estimatedProcessingTime"]
+    message, headers = queued(module_db, data["messageId"])
+    assert message["messages"] == SEED_CONVERSATION["messages"]
+    assert (message["sessionId"], message["fingerprint"], message["seq"]) == ("seed-2", "test-fingerprint-123", 1)
+    assert message["receivedAt"]
+    assert headers["x-pgmq-group"] == "seed-2"
+    assert headers["traceparent"].startswith("00-")
+
+
+def test_snapshots_of_a_session_are_numbered_in_order(client: httpx.Client, module_db: str) -> None:
+    """Each snapshot of a session gets the next sequence number."""
+    seqs = [client.post(URL, json=body(sessionId="numbered")).json()["sequence"] for _ in range(3)]
+    assert seqs == [1, 2, 3]
+
+
+def test_malformed_json_is_400(client: httpx.Client) -> None:
+    """A body that is not JSON is refused with 400, not 500."""
+    answer = client.post(URL, content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "malformed_json"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_non_json_is_415(client: httpx.Client, content_type: str) -> None:
+    """Anything but application/json is refused with 415."""
+    answer = client.post(URL, content=json.dumps(body()).encode(), headers={"Content-Type": content_type})
+    assert answer.status_code == 415
+
+
+def test_oversized_body_is_413(client: httpx.Client) -> None:
+    """A body over the configured limit is refused with 413."""
+    huge = body(metadata={"pad": "x" * 30_000})
+    assert client.post(URL, json=huge).status_code == 413
+
+
+def test_oversized_body_without_length_is_413(client: httpx.Client) -> None:
+    """A chunked body with no Content-Length is cut off at the limit with 413."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"metadata": {"pad": "'
+        for _ in range(100):
+            yield b"y" * 1000
+        yield b'"}}'
+
+    answer = client.post(URL, content=chunks(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"fingerprint": "f", "sessionId": "s"}, "messages"),
+        (body(messages=[]), "messages"),
+        (body(messages=[{"role": "robot", "content": "hi"}]), "messages"),
+        (body(messages=[{"role": "user", "content": "   "}]), "messages"),
+        (body(messages=[{"role": "user", "content": 42}]), "messages"),
+        (body(messages=[{"role": "user", "content": "a\x00b"}]), "messages"),
+        (body(messages=[{"role": "user", "content": "x" * 501}]), "messages"),
+        (body(messages=[{"role": "user", "content": "hi"}] * 11), "messages"),
+        (body(fingerprint=""), "fingerprint"),
+        (body(fingerprint=123), "fingerprint"),
+        (body(sessionId=None), "sessionId"),
+        (body(sessionId="s" * 300), "sessionId"),
+        (body(metadata=[1, 2]), "metadata"),
+        (body(metadata={"n": 10**30}), "metadata"),
+        (body(surprise=True), "surprise"),
+    ],
+)
+def test_schema_errors_are_422_naming_the_field(client: httpx.Client, payload: dict[str, Any], field: str) -> None:
+    """Every schema violation is a 422 whose detail names the offending field."""
+    answer = client.post(URL, json=payload)
+    assert answer.status_code == 422, answer.text
+    assert any(d["loc"][0] == field for d in answer.json()["detail"])
+
+
+def test_422_does_not_echo_the_input(client: httpx.Client) -> None:
+    """Validation errors never repeat what was sent (it may be personal data)."""
+    answer = client.post(URL, json=body(messages=[{"role": "robot", "content": "my email is ana@example.com"}]))
+    assert answer.status_code == 422
+    assert "ana@example.com" not in answer.text
+
+
+def test_idempotency_key_returns_the_first_message_id(client: httpx.Client, module_db: str) -> None:
+    """A retried POST with the same Idempotency-Key returns the first messageId and enqueues once."""
+    headers = {"Idempotency-Key": "retry-me-1"}
+    first = client.post(URL, json=body(sessionId="idem"), headers=headers).json()
+    second = client.post(URL, json=body(sessionId="idem"), headers=headers).json()
+    assert first["messageId"] == second["messageId"]
+    assert second["duplicate"] is True
+    with psycopg.connect(module_db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion WHERE headers->>'x-pgmq-group' = 'idem'"
+        ).fetchone()
+    assert row == (1,)
+
+
+def test_idempotency_key_reused_with_another_body_is_422(client: httpx.Client) -> None:
+    """Reusing an Idempotency-Key for a different snapshot is refused, not silently merged."""
+    headers = {"Idempotency-Key": "retry-me-2"}
+    assert client.post(URL, json=body(sessionId="idem-2"), headers=headers).status_code == 202
+    answer = client.post(URL, json=body(sessionId="idem-2b"), headers=headers)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "idempotency_key_reused"
+
+
+def test_openapi_describes_the_producer(client: httpx.Client) -> None:
+    """/openapi.json documents the POST body schema and its error statuses."""
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"][URL]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("SnapshotIn")
+    assert {"202", "400", "413", "415", "422", "429", "503"} <= set(post["responses"])
+    assert "sessionId" in spec["components"]["schemas"]["SnapshotIn"]["properties"]
+
+
+def test_metrics_count_enqueued_and_rejected(client: httpx.Client) -> None:
+    """/metrics is Prometheus text and counts accepted and refused snapshots."""
+    client.post(URL, json=body(sessionId="metrics"))
+    client.post(URL, content=b"nope", headers={"Content-Type": "application/json"})
+    text = client.get("/metrics").text
+    assert "nexus_messages_enqueued_total" in text
+    assert 'nexus_messages_rejected_total{reason="malformed_json"}' in text
+
+
+def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> None:
+    """Past its burst, one fingerprint gets 429 with a Retry-After header."""
+    for client in _serve(module_db, NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="6", NEXUS_RATE_LIMIT_FINGERPRINT_BURST="2"):
+        statuses = [client.post(URL, json=body(sessionId="rl", fingerprint="greedy")).status_code for _ in range(4)]
+        limited = client.post(URL, json=body(sessionId="rl", fingerprint="greedy"))
+        other = client.post(URL, json=body(sessionId="rl2", fingerprint="polite"))
+        assert statuses[:2] == [202, 202] and 429 in statuses[2:]
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert other.status_code == 202
+
+
+def test_degraded_when_queue_crosses_threshold(module_db: str) -> None:
+    """Health says degraded, with the reason, when queue_length passes the alert threshold."""
+    for client in _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0"):
+        client.post(URL, json=body(sessionId="deg"))
+        data = client.get(URL).json()
+        assert data["status"] == "degraded"
+        assert any("queue_length" in reason for reason in data["reasons"])
+
+
+def test_database_down_gives_fast_503_and_recovery(pg_admin_url: str, template_db: str) -> None:
+    """With the database refusing connections the producer answers 503 + Retry-After, then recovers."""
+    name = f"nexus_down_{free_port()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+    url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
+    try:
+        for client in _serve(url):
+            assert client.post(URL, json=body(sessionId="before")).status_code == 202
+            _set_connections(pg_admin_url, name, allowed=False)
+            answer = wait_for(lambda: _is_503(client.post(URL, json=body(sessionId="during"))), timeout=10, what="a 503")
+            assert answer.headers["Retry-After"] and answer.elapsed.total_seconds() < 2.5
+            assert client.get(URL).status_code == 503
+            _set_connections(pg_admin_url, name, allowed=True)
+            wait_for(lambda: client.post(URL, json=body(sessionId="after")).status_code == 202, timeout=15, interval=0.2,
+                     what="recovery")
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _is_503(answer: httpx.Response) -> httpx.Response | None:
+    assert answer.status_code in (202, 503), answer.text
+    return answer if answer.status_code == 503 else None
+
+
+def _set_connections(admin_url: str, name: str, *, allowed: bool) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(name), sql.Literal(allowed)))
+        if not allowed:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
