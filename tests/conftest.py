@@ -80,11 +80,15 @@ async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool]:
 def _create_database(admin_url: str, name: str, template: str | None = None) -> None:
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template:
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(statement)
 
 
 def _drop_database(admin_url: str, name: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

@@ -18,7 +18,13 @@ T = TypeVar("T")
 NEXUS = str(Path(sys.executable).with_name("nexus"))
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -39,7 +45,11 @@ def free_port() -> int:
 
 def nexus_env(database_url: str, port: int | None = None, **extra: str) -> dict[str, str]:
     """The environment for a `nexus` process on the given database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_") and k not in ("ANTHROPIC_API_KEY", "DATABASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NEXUS_") and k not in ("ANTHROPIC_API_KEY", "DATABASE_URL")
+    }
     env.update({"DATABASE_URL": database_url, "NEXUS_LOG_LEVEL": "INFO", **extra})
     if port is not None:
         env["NEXUS_PORT"] = str(port)
@@ -47,7 +57,9 @@ def nexus_env(database_url: str, port: int | None = None, **extra: str) -> dict[
 
 
 @contextmanager
-def nexus_process(args: list[str], env: dict[str, str], *, log_path: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def nexus_process(
+    args: list[str], env: dict[str, str], *, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run `nexus ARGS` as a real process; stop it with SIGTERM (then SIGKILL) on exit."""
     log_file = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen([NEXUS, *args], env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -64,7 +76,9 @@ def nexus_process(args: list[str], env: dict[str, str], *, log_path: Path | None
             log_file.close()  # type: ignore[union-attr]
 
 
-def wait_healthy(base_url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+def wait_healthy(
+    base_url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0
+) -> None:
     """Wait until the producer's health check answers at all (any status)."""
 
     def answers() -> bool:

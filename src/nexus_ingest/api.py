@@ -47,6 +47,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
         app.state.extractor = None
+        app.state.batcher = queue.EnqueueBatcher(app.state.pool, timeout=settings.db_timeout_s)
         try:
             yield
         finally:
@@ -56,8 +57,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     app = FastAPI(title="Nexus", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.state.limits = Limits(settings.max_messages, settings.max_content_chars, settings.max_id_chars)
-    app.state.ip_limiter = RateLimiter(settings.rate_limit_ip_per_minute, settings.rate_limit_ip_burst)
+    app.state.limits = Limits(
+        settings.max_messages, settings.max_content_chars, settings.max_id_chars
+    )
+    app.state.ip_limiter = RateLimiter(
+        settings.rate_limit_ip_per_minute, settings.rate_limit_ip_burst
+    )
     app.state.fp_limiter = RateLimiter(
         settings.rate_limit_fingerprint_per_minute, settings.rate_limit_fingerprint_burst
     )
@@ -75,7 +80,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
 
 def _add_routes(app: FastAPI) -> None:
-    app.add_api_route(PRODUCER_PATH, health, methods=["GET"], summary="Producer health and queue metrics")
+    app.add_api_route(
+        PRODUCER_PATH, health, methods=["GET"], summary="Producer health and queue metrics"
+    )
     app.add_api_route(
         PRODUCER_PATH,
         post_snapshot,
@@ -90,7 +97,9 @@ def _add_routes(app: FastAPI) -> None:
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _reject(status: int, reason: str, message: str, **extra: Any) -> Response:
@@ -101,8 +110,12 @@ def _reject(status: int, reason: str, message: str, **extra: Any) -> Response:
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database_unavailable", path=request.url.path)
-    return _reject(503, "database_unavailable", "The database is unavailable; retry shortly.",
-                   headers={"Retry-After": _DB_RETRY_AFTER_S})
+    return _reject(
+        503,
+        "database_unavailable",
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": _DB_RETRY_AFTER_S},
+    )
 
 
 async def health(request: Request) -> Response:
@@ -111,17 +124,27 @@ async def health(request: Request) -> Response:
     try:
         m = await queue.metrics(request.app.state.pool, timeout=settings.db_timeout_s)
     except DatabaseUnavailable:
-        return _json(503, {"status": "unhealthy", "version": f"{__version__}-producer",
-                           "role": "message-producer", "reasons": ["database unreachable"]},
-                     {"Retry-After": _DB_RETRY_AFTER_S})
+        return _json(
+            503,
+            {
+                "status": "unhealthy",
+                "version": f"{__version__}-producer",
+                "role": "message-producer",
+                "reasons": ["database unreachable"],
+            },
+            {"Retry-After": _DB_RETRY_AFTER_S},
+        )
     reasons = health_reasons(m, settings)
-    return _json(200, {
-        "status": "degraded" if reasons else "healthy",
-        "version": f"{__version__}-producer",
-        "role": "message-producer",
-        "reasons": reasons,
-        "queue": {"name": QUEUE_NAME, "metrics": _metrics_body(m)},
-    })
+    return _json(
+        200,
+        {
+            "status": "degraded" if reasons else "healthy",
+            "version": f"{__version__}-producer",
+            "role": "message-producer",
+            "reasons": reasons,
+            "queue": {"name": QUEUE_NAME, "metrics": _metrics_body(m)},
+        },
+    )
 
 
 def health_reasons(m: queue.QueueMetrics, settings: Settings) -> list[str]:
@@ -155,7 +178,9 @@ async def post_snapshot(request: Request) -> Response:
     try:
         body = await _read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
-        return _reject(413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes.")
+        return _reject(
+            413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes."
+        )
     parsed = _parse_snapshot(body, state.limits)
     if isinstance(parsed, Response):
         return parsed
@@ -163,41 +188,60 @@ async def post_snapshot(request: Request) -> Response:
         return _too_many(wait)
     key = request.headers.get("idempotency-key")
     if key is not None and not _valid_key(key):
-        return _reject(400, "invalid_idempotency_key",
-                       f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} visible ASCII characters.")
+        return _reject(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} visible ASCII characters.",
+        )
     return await _enqueue(request, parsed, body, key)
 
 
-async def _enqueue(request: Request, snapshot: SnapshotIn, body: bytes, key: str | None) -> Response:
+async def _enqueue(
+    request: Request, snapshot: SnapshotIn, body: bytes, key: str | None
+) -> Response:
     settings: Settings = request.app.state.settings
     traceparent = continue_traceparent(request.headers.get("traceparent"))
-    result = await queue.enqueue(
-        request.app.state.pool,
-        session_id=snapshot.session_id,
-        fingerprint_id=snapshot.fingerprint,
-        message=_queued_body(snapshot),
-        headers={"traceparent": traceparent},
-        idempotency_key=key,
-        request_hash=hashlib.sha256(body).hexdigest() if key else None,
-        timeout=settings.db_timeout_s,
+    result = await request.app.state.batcher.submit(
+        queue.Snapshot(
+            session_id=snapshot.session_id,
+            fingerprint_id=snapshot.fingerprint,
+            message=_queued_body(snapshot),
+            headers={"traceparent": traceparent},
+            idempotency_key=key,
+            request_hash=hashlib.sha256(body).hexdigest() if key else None,
+        )
     )
     if result.conflict:
-        return _reject(422, "idempotency_key_reused",
-                       "This Idempotency-Key was already used with a different body.")
+        return _reject(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different body.",
+        )
     if not result.duplicate:
         ENQUEUED.inc()
-    log.info("🟢 [PRODUCTOR] queued", msg_id=result.msg_id, session_id=snapshot.session_id,
-             seq=result.seq, turns=len(snapshot.messages), bytes=len(body),
-             duplicate=result.duplicate, trace_id=trace_id(traceparent))
-    return _json(202, {
-        "status": "accepted",
-        "messageId": result.msg_id,
-        "message": "Your message has been queued for processing",
-        "estimatedProcessingTime": _estimate(settings),
-        "sessionId": snapshot.session_id,
-        "sequence": result.seq,
-        "duplicate": result.duplicate,
-    }, {"traceparent": traceparent})
+    log.info(
+        "🟢 [PRODUCTOR] queued",
+        msg_id=result.msg_id,
+        session_id=snapshot.session_id,
+        seq=result.seq,
+        turns=len(snapshot.messages),
+        bytes=len(body),
+        duplicate=result.duplicate,
+        trace_id=trace_id(traceparent),
+    )
+    return _json(
+        202,
+        {
+            "status": "accepted",
+            "messageId": result.msg_id,
+            "message": "Your message has been queued for processing",
+            "estimatedProcessingTime": _estimate(settings),
+            "sessionId": snapshot.session_id,
+            "sequence": result.seq,
+            "duplicate": result.duplicate,
+        },
+        {"traceparent": traceparent},
+    )
 
 
 def _queued_body(snapshot: SnapshotIn) -> dict[str, Any]:
@@ -214,8 +258,12 @@ def _estimate(settings: Settings) -> str:
 
 
 def _too_many(wait: float) -> Response:
-    return _reject(429, "rate_limited", "Too many requests; slow down.",
-                   headers={"Retry-After": retry_after_header(wait)})
+    return _reject(
+        429,
+        "rate_limited",
+        "Too many requests; slow down.",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -255,13 +303,17 @@ def _parse_snapshot(body: bytes, limits: Limits) -> SnapshotIn | Response:
 
 def _invalid(problems: list[Problem]) -> Response:
     detail = [{"loc": list(p.loc), "msg": p.msg} for p in problems]
-    return _reject(422, "invalid_snapshot", "The snapshot does not match the schema.", detail=detail)
+    return _reject(
+        422, "invalid_snapshot", "The snapshot does not match the schema.", detail=detail
+    )
 
 
 async def prometheus_metrics(request: Request) -> Response:
     """Every metric of this process, plus the queue's length and age read now."""
     try:
-        m = await queue.metrics(request.app.state.pool, timeout=request.app.state.settings.db_timeout_s)
+        m = await queue.metrics(
+            request.app.state.pool, timeout=request.app.state.settings.db_timeout_s
+        )
         QUEUE_LENGTH.set(m.queue_length)
         QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
     except DatabaseUnavailable:
@@ -274,15 +326,23 @@ async def consume(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     token = settings.consumer_token.get_secret_value() if settings.consumer_token else None
     if not bearer_matches(request, token):
-        return _json(401, {"status": "error", "error": "unauthorized",
-                           "message": "Send Authorization: Bearer <NEXUS_CONSUMER_TOKEN>."},
-                     {"WWW-Authenticate": "Bearer"})
+        return _json(
+            401,
+            {
+                "status": "error",
+                "error": "unauthorized",
+                "message": "Send Authorization: Bearer <NEXUS_CONSUMER_TOKEN>.",
+            },
+            {"WWW-Authenticate": "Bearer"},
+        )
     from nexus_ingest.extract import build_extractor
     from nexus_ingest.worker import consume_once, worker_config
 
     if request.app.state.extractor is None:
         request.app.state.extractor = build_extractor(settings)
-    result = await consume_once(request.app.state.pool, request.app.state.extractor, worker_config(settings))
+    result = await consume_once(
+        request.app.state.pool, request.app.state.extractor, worker_config(settings)
+    )
     return _json(200, result)
 
 
@@ -291,10 +351,14 @@ def bearer_matches(request: Request, expected: str | None) -> bool:
     if not expected:
         return False
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    )
 
 
-_SNAPSHOT_SCHEMA = SnapshotIn.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+_SNAPSHOT_SCHEMA = SnapshotIn.model_json_schema(
+    ref_template="#/components/schemas/{model}", by_alias=True
+)
 _SNAPSHOT_DEFS = _SNAPSHOT_SCHEMA.pop("$defs", {})
 _ERROR = {"description": "Refused", "content": {"application/json": {"schema": {"type": "object"}}}}
 _POST_DOC: dict[str, Any] = {

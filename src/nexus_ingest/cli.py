@@ -40,10 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{exc.strerror or exc}", 1)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last resort: one line, never a traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"nexus: error: {message}", file=sys.stderr)
+    one_line = " ".join(message.split())
+    print(f"nexus: error: {one_line}", file=sys.stderr)
     return code
 
 
@@ -53,22 +56,40 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nexus", description="Asynchronous lead ingestion on Postgres and PGMQ.")
+    parser = argparse.ArgumentParser(
+        prog="nexus", description="Asynchronous lead ingestion on Postgres and PGMQ."
+    )
     parser.add_argument("--version", action="version", version=f"nexus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _command(sub, "up", "migrate, then run the API and the worker (embedded Postgres without DATABASE_URL)", cmd_up)
+    _command(
+        sub,
+        "up",
+        "migrate, then run the API and the worker (embedded Postgres without DATABASE_URL)",
+        cmd_up,
+    )
     _command(sub, "migrate", "apply pending database migrations", cmd_migrate)
     _command(sub, "serve", "run the HTTP API only", cmd_serve)
     _command(sub, "worker", "run the queue worker only", cmd_worker)
-    send = _command(sub, "send", "post a conversation (JSON object, or JSON Lines of them) to the producer", cmd_send)
+    send = _command(
+        sub,
+        "send",
+        "post a conversation (JSON object, or JSON Lines of them) to the producer",
+        cmd_send,
+    )
     send.add_argument("file", help="path, or - for standard input")
-    send.add_argument("--url", help="producer URL (default: http://127.0.0.1:$NEXUS_PORT/api/nexus/producer)")
+    send.add_argument(
+        "--url", help="producer URL (default: http://127.0.0.1:$NEXUS_PORT/api/nexus/producer)"
+    )
     send.add_argument("--session", help="sessionId to use when the file has none")
     send.add_argument("--fingerprint", help="fingerprint to use when the file has none")
     _command(sub, "metrics", "print the queue's metrics", cmd_metrics)
-    extract = _command(sub, "extract", "print the prospect extracted from a conversation", cmd_extract)
+    extract = _command(
+        sub, "extract", "print the prospect extracted from a conversation", cmd_extract
+    )
     extract.add_argument("file", help="path, or - for standard input")
-    evaluate = _command(sub, "eval", "score the extractor on a labeled JSON Lines dataset", cmd_eval)
+    evaluate = _command(
+        sub, "eval", "score the extractor on a labeled JSON Lines dataset", cmd_eval
+    )
     evaluate.add_argument("dataset", type=Path)
     return parser
 
@@ -171,7 +192,9 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or f"http://127.0.0.1:{settings.port}/api/nexus/producer"
     for body in _json_documents(_read_input(args.file), args.file):
         if not isinstance(body, dict):
-            raise NexusError("each conversation must be a JSON object with messages, fingerprint, sessionId")
+            raise NexusError(
+                "each conversation must be a JSON object with messages, fingerprint, sessionId"
+            )
         body.setdefault("sessionId", args.session)
         body.setdefault("fingerprint", args.fingerprint)
         status, answer = _post_json(url, {k: v for k, v in body.items() if v is not None})
@@ -183,7 +206,10 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 def _post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's own producer
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -212,7 +238,12 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     table = Table(title="nexus-prospect-ingestion")
     for column in ("queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages"):
         table.add_column(column, justify="right")
-    table.add_row(*(str(v if v is not None else "-") for v in (m.queue_length, m.oldest_msg_age_sec, m.newest_msg_age_sec, m.total_messages)))
+    table.add_row(
+        *(
+            str(v if v is not None else "-")
+            for v in (m.queue_length, m.oldest_msg_age_sec, m.newest_msg_age_sec, m.total_messages)
+        )
+    )
     Console().print(table)
     return 0
 

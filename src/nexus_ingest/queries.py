@@ -14,7 +14,9 @@ def parse_queries(text: str) -> dict[str, LiteralString]:
     """Split a file of `-- name: x` blocks into {name: sql}."""
     parts = _NAME_LINE.split(text)
     names, bodies = parts[1::2], parts[2::2]
-    return {name: cast(LiteralString, body.strip()) for name, body in zip(names, bodies, strict=True)}
+    return {
+        name: cast(LiteralString, body.strip()) for name, body in zip(names, bodies, strict=True)
+    }
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,31 +63,100 @@ class QueueMetrics:
     total_messages: int
 
 
-async def enqueue(
-    pool: AsyncConnectionPool,
-    *,
-    session_id: str,
-    fingerprint_id: str,
-    message: Mapping[str, Any],
-    headers: Mapping[str, Any],
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    timeout: float | None = None,
-) -> Enqueued:
-    """Queue one snapshot, numbered within its session, in one round trip."""
-    params = {
-        "queue": QUEUE,
-        "session_id": session_id,
-        "fingerprint_id": fingerprint_id,
-        "message": Jsonb(message),
-        "headers": Jsonb({**headers, GROUP_HEADER: session_id}),
-        "idempotency_key": idempotency_key,
-        "request_hash": request_hash,
-    }
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot to enqueue, as the producer received it."""
+
+    session_id: str
+    fingerprint_id: str
+    message: Mapping[str, Any]
+    headers: Mapping[str, Any]
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+    def as_item(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "fingerprint_id": self.fingerprint_id,
+            "message": self.message,
+            "headers": {**self.headers, GROUP_HEADER: self.session_id},
+            "idempotency_key": self.idempotency_key,
+            "request_hash": self.request_hash,
+        }
+
+
+async def enqueue_many(
+    pool: AsyncConnectionPool, snapshots: Sequence[Snapshot], *, timeout: float | None = None
+) -> list[Enqueued]:
+    """Queue snapshots in one round trip and one commit, each numbered within its session."""
+    params = {"queue": QUEUE, "items": Jsonb([s.as_item() for s in snapshots])}
     async with connection(pool, timeout=timeout) as conn:
-        row = await (await conn.execute(query("enqueue_snapshot"), params)).fetchone()
-    assert row is not None
-    return Enqueued(MsgId(row[0]), row[1], row[2], row[3])
+        rows = await (await conn.execute(query("enqueue_snapshots"), params)).fetchall()
+    receipts: list[Enqueued | None] = [None] * len(snapshots)
+    for idx, msg_id, seq, duplicate, conflict in rows:
+        receipts[idx] = Enqueued(MsgId(msg_id), seq, duplicate, conflict)
+    assert all(receipts), "every snapshot gets a receipt"
+    return receipts  # type: ignore[return-value]
+
+
+async def enqueue(
+    pool: AsyncConnectionPool, snapshot: Snapshot, *, timeout: float | None = None
+) -> Enqueued:
+    """Queue one snapshot."""
+    return (await enqueue_many(pool, [snapshot], timeout=timeout))[0]
+
+
+class EnqueueBatcher:
+    """Groups snapshots that arrive while earlier ones are being written into one round trip.
+
+    Alone, a snapshot is written at once; under load, each write carries everything that queued
+    up meanwhile, so commits (and their disk flushes) are shared instead of serialised.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        max_batch: int = 100,
+        max_flights: int = 4,
+        timeout: float | None = None,
+    ) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._max_flights = max_flights
+        self._timeout = timeout
+        self._pending: list[tuple[Snapshot, asyncio.Future[Enqueued]]] = []
+        self._flights = 0
+
+    async def submit(self, snapshot: Snapshot) -> Enqueued:
+        """Queue `snapshot` with whatever else is waiting; raises `DatabaseUnavailable` on failure."""
+        future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
+        self._pending.append((snapshot, future))
+        if self._flights < self._max_flights:
+            self._flights += 1
+            asyncio.create_task(self._fly())  # noqa: RUF006 - the flight settles every future it takes
+        return await future
+
+    async def _fly(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._write(batch)
+        finally:
+            self._flights -= 1
+
+    async def _write(self, batch: list[tuple[Snapshot, asyncio.Future[Enqueued]]]) -> None:
+        try:
+            receipts = await enqueue_many(self._pool, [s for s, _ in batch], timeout=self._timeout)
+        except Exception as exc:  # handed to every waiting request, which answers 503
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), receipt in zip(batch, receipts, strict=True):
+            if not future.done():
+                future.set_result(receipt)
 
 
 async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) -> QueueMetrics:
@@ -105,12 +175,16 @@ async def read_grouped(
         await cur.execute(query("read_grouped"), {"queue": QUEUE, "qty": qty, "vt": vt})
         rows = await cur.fetchall()
     return [
-        QueuedMessage(MsgId(r["msg_id"]), r["read_ct"], r["enqueued_at"], r["message"], r["headers"] or {})
+        QueuedMessage(
+            MsgId(r["msg_id"]), r["read_ct"], r["enqueued_at"], r["message"], r["headers"] or {}
+        )
         for r in rows
     ]
 
 
-async def latest_seqs(conn: psycopg.AsyncConnection[Any], session_ids: Sequence[str]) -> dict[str, int]:
+async def latest_seqs(
+    conn: psycopg.AsyncConnection[Any], session_ids: Sequence[str]
+) -> dict[str, int]:
     """The newest snapshot number handed out for each session."""
     cur = await conn.execute(query("session_last_seq"), {"session_ids": list(session_ids)})
     return {row[0]: row[1] for row in await cur.fetchall()}
@@ -127,7 +201,9 @@ async def acknowledge(
 
 async def retry_later(conn: psycopg.AsyncConnection[Any], msg_id: int, delay_s: int) -> None:
     """Hide a message for `delay_s` seconds so it is read again after a back-off."""
-    await conn.execute(query("set_visibility"), {"queue": QUEUE, "msg_id": msg_id, "delay": delay_s})
+    await conn.execute(
+        query("set_visibility"), {"queue": QUEUE, "msg_id": msg_id, "delay": delay_s}
+    )
 
 
 async def dead_letter(

@@ -18,7 +18,9 @@ class RetryPolicy:
         """True once a message has been read `max_attempts` times."""
         return attempts >= self.max_attempts
 
-    def delay(self, attempts: int, *, at_least: float | None = None, rng: random.Random | None = None) -> int:
+    def delay(
+        self, attempts: int, *, at_least: float | None = None, rng: random.Random | None = None
+    ) -> int:
         """Seconds to hide a message after its `attempts`-th failed read (at least 1)."""
         ceiling = min(self.cap_s, self.base_s * 2 ** max(0, attempts - 1))
         jittered = (rng or random).uniform(ceiling / 2, ceiling)

@@ -11,13 +11,20 @@ from typing import Any, Literal
 
 import psycopg
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nexus_ingest import queue
 from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction, Extractor
-from nexus_ingest.metrics import EXTRACTION_SECONDS, LLM_CALLS, LLM_TOKENS, PROCESSED, PROCESSING_SECONDS
+from nexus_ingest.metrics import (
+    EXTRACTION_SECONDS,
+    LLM_CALLS,
+    LLM_TOKENS,
+    PROCESSED,
+    PROCESSING_SECONDS,
+)
 from nexus_ingest.models import ChatMessage
 from nexus_ingest.queue import QueuedMessage
 from nexus_ingest.retry import RetryPolicy
@@ -29,6 +36,10 @@ log = structlog.get_logger("nexus.worker")
 
 NOTIFY_CHANNEL = f"pgmq.q_{queue.QUEUE}.INSERT"
 _SAVE_BATCH = 200
+# Insert notifications are throttled (see 002_queues.sql): after activity, poll briefly so a
+# snapshot the throttle stayed silent about waits milliseconds, not a whole poll interval.
+_HOT_WINDOW_S = 1.0
+_HOT_POLL_S = 0.02
 _SAVE_ATTEMPTS = 4
 
 Outcome = Literal["saved", "superseded", "duplicate", "stale", "retried", "dead_lettered"]
@@ -142,7 +153,13 @@ class Handled:
 class Worker:
     """One consumer process's loop; several may run against the same queue."""
 
-    def __init__(self, pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig, listen_url: str | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        extractor: Extractor,
+        config: WorkerConfig,
+        listen_url: str | None = None,
+    ) -> None:
         self.pool = pool
         self.extractor = extractor
         self.config = config
@@ -157,7 +174,11 @@ class Worker:
         background = [asyncio.create_task(self._save_loop())]
         if self.listen_url:
             background.append(asyncio.create_task(self._listen_loop(self.listen_url)))
-        log.info("🟢 [CONSUMIDOR] worker started", extractor=self.extractor.name, concurrency=self.config.concurrency)
+        log.info(
+            "🟢 [CONSUMIDOR] worker started",
+            extractor=self.extractor.name,
+            concurrency=self.config.concurrency,
+        )
         try:
             await self._read_loop(stop)
         finally:
@@ -168,18 +189,24 @@ class Worker:
             log.info("worker stopped")
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        backoff, hot_until = 0.5, 0.0
         while not stop.is_set():
             try:
                 found = await self.read_and_dispatch()
                 backoff = 0.5
             except DatabaseUnavailable:
                 log.warning("database unavailable; retrying", wait_s=backoff)
-                found, backoff = 0, min(backoff * 2, 30.0)
                 await _wait_any(stop, None, backoff)
+                backoff = min(backoff * 2, 30.0)
                 continue
-            if not found:
-                await _wait_any(stop, self._wake, self.config.poll_interval_s)
+            now = time.monotonic()
+            if found or self._wake.is_set():
+                hot_until = now + _HOT_WINDOW_S
+            if found:
+                continue
+            await _wait_any(
+                stop, self._wake, _HOT_POLL_S if now < hot_until else self.config.poll_interval_s
+            )
 
     async def read_and_dispatch(self) -> int:
         """Read one batch and start work on it; returns how many messages were read."""
@@ -187,7 +214,9 @@ class Worker:
         self._slots.release()
         self._wake.clear()
         async with connection(self.pool) as conn:
-            messages = await queue.read_grouped(conn, qty=self.config.batch_size, vt=self.config.vt_s)
+            messages = await queue.read_grouped(
+                conn, qty=self.config.batch_size, vt=self.config.vt_s
+            )
             if not messages:
                 return 0
             plan = await _plan(conn, messages)
@@ -216,7 +245,9 @@ class Worker:
                 outcome = await settle_failure(conn, item.message, exc, self.config.retry)
             PROCESSED.labels(outcome=outcome).inc()
         except DatabaseUnavailable:
-            log.warning("could not record failure; message will reappear", msg_id=item.message.msg_id)
+            log.warning(
+                "could not record failure; message will reappear", msg_id=item.message.msg_id
+            )
 
     async def _save_loop(self) -> None:
         while True:
@@ -233,10 +264,17 @@ class Worker:
         for attempt in range(_SAVE_ATTEMPTS):
             try:
                 async with connection(self.pool) as conn:
-                    outcomes = await save_and_acknowledge(conn, [(i, e) for i, e, _ in batch], archive=self.config.archive)
+                    outcomes = await save_and_acknowledge(
+                        conn, [(i, e) for i, e, _ in batch], archive=self.config.archive
+                    )
                 break
             except (DatabaseUnavailable, psycopg.Error) as exc:
-                log.warning("save failed; retrying", attempt=attempt + 1, error=type(exc).__name__, size=len(batch))
+                log.warning(
+                    "save failed; retrying",
+                    attempt=attempt + 1,
+                    error=type(exc).__name__,
+                    size=len(batch),
+                )
                 await asyncio.sleep(0.25 * 2**attempt)
         else:
             log.error("❌ [CONSUMIDOR] save failed; messages will be redelivered", size=len(batch))
@@ -245,8 +283,14 @@ class Worker:
         for (item, _, started), outcome in zip(batch, outcomes, strict=True):
             PROCESSED.labels(outcome=_outcome_label(outcome)).inc()
             PROCESSING_SECONDS.observe(now - started)
-            log.info("✅ [CONSUMIDOR] saved", msg_id=item.message.msg_id, session_id=item.snapshot.session_id,
-                     seq=item.snapshot.seq, outcome=outcome, trace_id=trace_id(item.message.headers.get("traceparent")))
+            log.info(
+                "✅ [CONSUMIDOR] saved",
+                msg_id=item.message.msg_id,
+                session_id=item.snapshot.session_id,
+                seq=item.snapshot.seq,
+                outcome=outcome,
+                trace_id=trace_id(item.message.headers.get("traceparent")),
+            )
 
     async def _listen_loop(self, url: str) -> None:
         """Wake the reader on every insert notification; reconnect with back-off if the link drops."""
@@ -254,7 +298,7 @@ class Worker:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f'LISTEN "{NOTIFY_CHANNEL}"')  # type: ignore[arg-type]
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
                     backoff = 0.5
                     self._wake.set()  # catch anything that arrived while we were not listening
                     async for _ in conn.notifies():
@@ -271,15 +315,21 @@ class Worker:
             for task in late:
                 task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._saves.join(), timeout=max(1.0, self.config.shutdown_grace_s))
+            await asyncio.wait_for(
+                self._saves.join(), timeout=max(1.0, self.config.shutdown_grace_s)
+            )
 
 
-async def _settle_plan(conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool) -> None:
+async def _settle_plan(
+    conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool
+) -> None:
     """Acknowledge superseded snapshots and dead-letter poison ones; neither needs the extractor."""
     await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
     PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
     for message, reason in plan.undecodable:
-        await queue.dead_letter(conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct})
+        await queue.dead_letter(
+            conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct}
+        )
         PROCESSED.labels(outcome="dead_lettered").inc()
         log.error("❌ [CONSUMIDOR] dead-lettered", msg_id=message.msg_id, reason=reason)
 
@@ -305,18 +355,31 @@ async def extract_with_metrics(extractor: Extractor, messages: Sequence[ChatMess
         raise
     EXTRACTION_SECONDS.labels(extractor=extractor.name).observe(time.perf_counter() - started)
     LLM_CALLS.labels(extractor=extractor.name, result="ok").inc()
-    for kind, count in (("input", extraction.input_tokens), ("output", extraction.output_tokens), ("cached", extraction.cached_tokens)):
+    for kind, count in (
+        ("input", extraction.input_tokens),
+        ("output", extraction.output_tokens),
+        ("cached", extraction.cached_tokens),
+    ):
         if count:
             LLM_TOKENS.labels(extractor=extractor.name, kind=kind).inc(count)
     return extraction
 
 
 async def save_and_acknowledge(
-    conn: psycopg.AsyncConnection[Any], done: Sequence[tuple[WorkItem, Extraction]], *, archive: bool
+    conn: psycopg.AsyncConnection[Any],
+    done: Sequence[tuple[WorkItem, Extraction]],
+    *,
+    archive: bool,
 ) -> list[str]:
     """Merge extractions and remove their messages in one transaction: both happen or neither."""
     requests = [
-        SaveRequest(item.message.msg_id, item.snapshot.fingerprint, item.snapshot.session_id, item.snapshot.seq, extraction)
+        SaveRequest(
+            item.message.msg_id,
+            item.snapshot.fingerprint,
+            item.snapshot.session_id,
+            item.snapshot.seq,
+            extraction,
+        )
         for item, extraction in done
     ]
     async with conn.transaction():
@@ -326,7 +389,10 @@ async def save_and_acknowledge(
 
 
 async def settle_failure(
-    conn: psycopg.AsyncConnection[Any], message: QueuedMessage, exc: BaseException, policy: RetryPolicy
+    conn: psycopg.AsyncConnection[Any],
+    message: QueuedMessage,
+    exc: BaseException,
+    policy: RetryPolicy,
 ) -> Outcome:
     """Retry a failed message after a back-off, or dead-letter it when it cannot or may not retry."""
     kind = "permanent" if isinstance(exc, Permanent) else "retryable"
@@ -334,12 +400,23 @@ async def settle_failure(
     if kind == "permanent" or policy.exhausted(message.read_ct):
         error = {"reason": reason, "kind": kind, "attempts": message.read_ct}
         await queue.dead_letter(conn, message, error)
-        log.error("❌ [CONSUMIDOR] dead-lettered", msg_id=message.msg_id, kind=kind, attempts=message.read_ct)
+        log.error(
+            "❌ [CONSUMIDOR] dead-lettered",
+            msg_id=message.msg_id,
+            kind=kind,
+            attempts=message.read_ct,
+        )
         return "dead_lettered"
     hint = exc.delay if isinstance(exc, RetryLater) else None
     delay = policy.delay(message.read_ct, at_least=hint)
     await queue.retry_later(conn, message.msg_id, delay)
-    log.warning("❌ [CONSUMIDOR] extraction failed; will retry", msg_id=message.msg_id, attempt=message.read_ct, retry_in_s=delay, error=type(exc).__name__)
+    log.warning(
+        "❌ [CONSUMIDOR] extraction failed; will retry",
+        msg_id=message.msg_id,
+        attempt=message.read_ct,
+        retry_in_s=delay,
+        error=type(exc).__name__,
+    )
     return "retried"
 
 
@@ -353,7 +430,9 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: fl
         waiter.cancel()
 
 
-async def consume_once(pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig) -> dict[str, Any]:
+async def consume_once(
+    pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig
+) -> dict[str, Any]:
     """Process what is queued now, once (the seed's HTTP-driven consumer); the seed's response shape."""
     async with connection(pool) as conn:
         messages = await queue.read_grouped(conn, qty=config.batch_size, vt=config.vt_s)
@@ -370,17 +449,25 @@ async def consume_once(pool: AsyncConnectionPool, extractor: Extractor, config: 
 
 async def _extract_item(extractor: Extractor, item: WorkItem) -> Handled:
     try:
-        return Handled(item, "saved", extraction=await extract_with_metrics(extractor, item.snapshot.messages))
+        return Handled(
+            item, "saved", extraction=await extract_with_metrics(extractor, item.snapshot.messages)
+        )
     except Exception as exc:  # settled by the caller: retried or dead-lettered
         return Handled(item, "retried", error=f"{type(exc).__name__}: {exc}", exception=exc)
 
 
-async def _settle_handled(conn: psycopg.AsyncConnection[Any], result: Handled, config: WorkerConfig) -> None:
+async def _settle_handled(
+    conn: psycopg.AsyncConnection[Any], result: Handled, config: WorkerConfig
+) -> None:
     if result.extraction is not None:
-        outcomes = await save_and_acknowledge(conn, [(result.item, result.extraction)], archive=config.archive)
+        outcomes = await save_and_acknowledge(
+            conn, [(result.item, result.extraction)], archive=config.archive
+        )
         PROCESSED.labels(outcome=_outcome_label(outcomes[0])).inc()
     elif result.exception is not None:
-        PROCESSED.labels(outcome=await settle_failure(conn, result.item.message, result.exception, config.retry)).inc()
+        PROCESSED.labels(
+            outcome=await settle_failure(conn, result.item.message, result.exception, config.retry)
+        ).inc()
 
 
 def _seed_response(handled: Sequence[Handled], read: int) -> dict[str, Any]:

@@ -33,7 +33,9 @@ def test_migrating_again_applies_nothing(db_url: str) -> None:
 def test_every_migration_is_recorded_in_order(db_url: str) -> None:
     """The ledger lists each shipped migration once, with its checksum."""
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("SELECT version, checksum FROM nexus.schema_migrations ORDER BY version").fetchall()
+        rows = conn.execute(
+            "SELECT version, checksum FROM nexus.schema_migrations ORDER BY version"
+        ).fetchall()
     assert rows == [(m.version, m.checksum) for m in load_migrations()]
 
 
@@ -57,17 +59,31 @@ def test_queue_metrics_have_the_seed_columns(db_url: str) -> None:
         cur = conn.execute("SELECT * FROM pgmq_metrics('nexus-prospect-ingestion')")
         columns = [d.name for d in cur.description or []]
         row = cur.fetchone()
-    assert columns == ["queue_name", "queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages"]
+    assert columns == [
+        "queue_name",
+        "queue_length",
+        "oldest_msg_age_sec",
+        "newest_msg_age_sec",
+        "total_messages",
+    ]
     assert row is not None and row[0] == "nexus-prospect-ingestion" and row[1] == 0
 
 
 def test_wrappers_accept_both_queue_names(db_url: str) -> None:
     """pgmq_send/read/delete work with the dashed public name and PGMQ's underscored name."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        first = conn.execute("SELECT pgmq_send('nexus-prospect-ingestion', '{\"a\": 1}', 0)").fetchone()
-        second = conn.execute("SELECT pgmq_send('nexus_prospect_ingestion', '{\"a\": 2}', 0)").fetchone()
-        read = conn.execute("SELECT msg_id FROM pgmq_read('nexus-prospect-ingestion', 30, 10)").fetchall()
-        deleted = conn.execute("SELECT pgmq_delete('nexus_prospect_ingestion', %s)", (read[0][0],)).fetchone()
+        first = conn.execute(
+            "SELECT pgmq_send('nexus-prospect-ingestion', '{\"a\": 1}', 0)"
+        ).fetchone()
+        second = conn.execute(
+            "SELECT pgmq_send('nexus_prospect_ingestion', '{\"a\": 2}', 0)"
+        ).fetchone()
+        read = conn.execute(
+            "SELECT msg_id FROM pgmq_read('nexus-prospect-ingestion', 30, 10)"
+        ).fetchall()
+        deleted = conn.execute(
+            "SELECT pgmq_delete('nexus_prospect_ingestion', %s)", (read[0][0],)
+        ).fetchone()
     assert first and second and second[0] > first[0]
     assert sorted(r[0] for r in read) == [first[0], second[0]]
     assert deleted == (True,)
@@ -86,10 +102,14 @@ def test_wrappers_accept_both_queue_names(db_url: str) -> None:
         ("service_role", "pgmq_read(text, integer, integer)", True),
     ],
 )
-def test_only_send_is_granted_to_browsers(db_url: str, role: str, signature: str, allowed: bool) -> None:
+def test_only_send_is_granted_to_browsers(
+    db_url: str, role: str, signature: str, allowed: bool
+) -> None:
     """anon and authenticated may enqueue but never read conversations; service_role may."""
     with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, signature)).fetchone()
+        row = conn.execute(
+            "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (role, signature)
+        ).fetchone()
     assert row == (allowed,)
 
 
@@ -106,7 +126,9 @@ def test_anon_can_enqueue_through_the_wrapper(db_url: str) -> None:
     """The anon role sends through pgmq_send without any direct right on PGMQ's tables."""
     with psycopg.connect(db_url) as conn:
         conn.execute("SET ROLE anon")
-        row = conn.execute("SELECT pgmq_send('nexus-prospect-ingestion', '{}'::jsonb, 0)").fetchone()
+        row = conn.execute(
+            "SELECT pgmq_send('nexus-prospect-ingestion', '{}'::jsonb, 0)"
+        ).fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM pgmq.q_nexus_prospect_ingestion")
     assert row is not None and row[0] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -11,7 +12,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_for, wait_healthy
+from tests.helpers import (
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    wait_for,
+    wait_healthy,
+)
 
 URL = "/api/nexus/producer"
 
@@ -20,12 +28,19 @@ URL = "/api/nexus/producer"
 def module_db(pg_admin_url: str, template_db: str) -> Iterator[str]:
     name = f"nexus_api_{free_port()}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
     yield psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
+@contextmanager
 def _serve(database_url: str, **extra: str) -> Iterator[httpx.Client]:
     port = free_port()
     env = nexus_env(database_url, port, NEXUS_EXTRACTOR="rules", **extra)
@@ -38,8 +53,14 @@ def _serve(database_url: str, **extra: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def client(module_db: str) -> Iterator[httpx.Client]:
-    yield from _serve(module_db, NEXUS_MAX_BODY_BYTES="20000", NEXUS_MAX_MESSAGES="10", NEXUS_MAX_CONTENT_CHARS="500",
-                      NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0")
+    with _serve(
+        module_db,
+        NEXUS_MAX_BODY_BYTES="20000",
+        NEXUS_MAX_MESSAGES="10",
+        NEXUS_MAX_CONTENT_CHARS="500",
+        NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0",
+    ) as serving:
+        yield serving
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -48,7 +69,10 @@ def body(**overrides: Any) -> dict[str, Any]:
 
 def queued(database_url: str, msg_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT message, headers FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %s", (msg_id,)).fetchone()
+        row = conn.execute(
+            "SELECT message, headers FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %s",
+            (msg_id,),
+        ).fetchone()
     assert row is not None, f"message {msg_id} is not in the queue"
     return row[0], row[1]
 
@@ -69,11 +93,18 @@ def test_seed_test_2_is_accepted_and_queued(client: httpx.Client, module_db: str
     answer = client.post(URL, json=body(sessionId="seed-2"))
     data = answer.json()
     assert answer.status_code == 202
-    assert data["status"] == "accepted" and data["message"] == "Your message has been queued for processing"
+    assert (
+        data["status"] == "accepted"
+        and data["message"] == "Your message has been queued for processing"
+    )
     assert isinstance(data["messageId"], int) and data["estimatedProcessingTime"]
     message, headers = queued(module_db, data["messageId"])
     assert message["messages"] == SEED_CONVERSATION["messages"]
-    assert (message["sessionId"], message["fingerprint"], message["seq"]) == ("seed-2", "test-fingerprint-123", 1)
+    assert (message["sessionId"], message["fingerprint"], message["seq"]) == (
+        "seed-2",
+        "test-fingerprint-123",
+        1,
+    )
     assert message["receivedAt"]
     assert headers["x-pgmq-group"] == "seed-2"
     assert headers["traceparent"].startswith("00-")
@@ -87,7 +118,9 @@ def test_snapshots_of_a_session_are_numbered_in_order(client: httpx.Client, modu
 
 def test_malformed_json_is_400(client: httpx.Client) -> None:
     """A body that is not JSON is refused with 400, not 500."""
-    answer = client.post(URL, content=b'{"messages": [', headers={"Content-Type": "application/json"})
+    answer = client.post(
+        URL, content=b'{"messages": [', headers={"Content-Type": "application/json"}
+    )
     assert answer.status_code == 400
     assert answer.json()["error"] == "malformed_json"
 
@@ -95,7 +128,9 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
 def test_non_json_is_415(client: httpx.Client, content_type: str) -> None:
     """Anything but application/json is refused with 415."""
-    answer = client.post(URL, content=json.dumps(body()).encode(), headers={"Content-Type": content_type})
+    answer = client.post(
+        URL, content=json.dumps(body()).encode(), headers={"Content-Type": content_type}
+    )
     assert answer.status_code == 415
 
 
@@ -138,7 +173,9 @@ def test_oversized_body_without_length_is_413(client: httpx.Client) -> None:
         (body(surprise=True), "surprise"),
     ],
 )
-def test_schema_errors_are_422_naming_the_field(client: httpx.Client, payload: dict[str, Any], field: str) -> None:
+def test_schema_errors_are_422_naming_the_field(
+    client: httpx.Client, payload: dict[str, Any], field: str
+) -> None:
     """Every schema violation is a 422 whose detail names the offending field."""
     answer = client.post(URL, json=payload)
     assert answer.status_code == 422, answer.text
@@ -147,7 +184,9 @@ def test_schema_errors_are_422_naming_the_field(client: httpx.Client, payload: d
 
 def test_422_does_not_echo_the_input(client: httpx.Client) -> None:
     """Validation errors never repeat what was sent (it may be personal data)."""
-    answer = client.post(URL, json=body(messages=[{"role": "robot", "content": "my email is ana@example.com"}]))
+    answer = client.post(
+        URL, json=body(messages=[{"role": "robot", "content": "my email is ana@example.com"}])
+    )
     assert answer.status_code == 422
     assert "ana@example.com" not in answer.text
 
@@ -179,7 +218,9 @@ def test_openapi_describes_the_producer(client: httpx.Client) -> None:
     """/openapi.json documents the POST body schema and its error statuses."""
     spec = client.get("/openapi.json").json()
     post = spec["paths"][URL]["post"]
-    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("SnapshotIn")
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "SnapshotIn"
+    )
     assert {"202", "400", "413", "415", "422", "429", "503"} <= set(post["responses"])
     assert "sessionId" in spec["components"]["schemas"]["SnapshotIn"]["properties"]
 
@@ -195,8 +236,15 @@ def test_metrics_count_enqueued_and_rejected(client: httpx.Client) -> None:
 
 def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> None:
     """Past its burst, one fingerprint gets 429 with a Retry-After header."""
-    for client in _serve(module_db, NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="6", NEXUS_RATE_LIMIT_FINGERPRINT_BURST="2"):
-        statuses = [client.post(URL, json=body(sessionId="rl", fingerprint="greedy")).status_code for _ in range(4)]
+    with _serve(
+        module_db,
+        NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="6",
+        NEXUS_RATE_LIMIT_FINGERPRINT_BURST="2",
+    ) as client:
+        statuses = [
+            client.post(URL, json=body(sessionId="rl", fingerprint="greedy")).status_code
+            for _ in range(4)
+        ]
         limited = client.post(URL, json=body(sessionId="rl", fingerprint="greedy"))
         other = client.post(URL, json=body(sessionId="rl2", fingerprint="polite"))
         assert statuses[:2] == [202, 202] and 429 in statuses[2:]
@@ -206,7 +254,7 @@ def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> N
 
 def test_degraded_when_queue_crosses_threshold(module_db: str) -> None:
     """Health says degraded, with the reason, when queue_length passes the alert threshold."""
-    for client in _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0"):
+    with _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
         client.post(URL, json=body(sessionId="deg"))
         data = client.get(URL).json()
         assert data["status"] == "degraded"
@@ -217,21 +265,35 @@ def test_database_down_gives_fast_503_and_recovery(pg_admin_url: str, template_d
     """With the database refusing connections the producer answers 503 + Retry-After, then recovers."""
     name = f"nexus_down_{free_port()}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
     url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
     try:
-        for client in _serve(url):
+        with _serve(url) as client:
             assert client.post(URL, json=body(sessionId="before")).status_code == 202
             _set_connections(pg_admin_url, name, allowed=False)
-            answer = wait_for(lambda: _is_503(client.post(URL, json=body(sessionId="during"))), timeout=10, what="a 503")
+            answer = wait_for(
+                lambda: _is_503(client.post(URL, json=body(sessionId="during"))),
+                timeout=10,
+                what="a 503",
+            )
             assert answer.headers["Retry-After"] and answer.elapsed.total_seconds() < 2.5
             assert client.get(URL).status_code == 503
             _set_connections(pg_admin_url, name, allowed=True)
-            wait_for(lambda: client.post(URL, json=body(sessionId="after")).status_code == 202, timeout=15, interval=0.2,
-                     what="recovery")
+            wait_for(
+                lambda: client.post(URL, json=body(sessionId="after")).status_code == 202,
+                timeout=15,
+                interval=0.2,
+                what="recovery",
+            )
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def _is_503(answer: httpx.Response) -> httpx.Response | None:
@@ -241,6 +303,12 @@ def _is_503(answer: httpx.Response) -> httpx.Response | None:
 
 def _set_connections(admin_url: str, name: str, *, allowed: bool) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(name), sql.Literal(allowed)))
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.Literal(allowed)
+            )
+        )
         if not allowed:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )

@@ -9,8 +9,15 @@ import psycopg
 import pytest
 
 
-def merge(conn: psycopg.Connection[Any], data: dict[str, Any], *, msg_id: int | None = None, seq: int | None = None,
-          fingerprint: str = "fp-1", session: str = "s-1") -> str:
+def merge(
+    conn: psycopg.Connection[Any],
+    data: dict[str, Any],
+    *,
+    msg_id: int | None = None,
+    seq: int | None = None,
+    fingerprint: str = "fp-1",
+    session: str = "s-1",
+) -> str:
     row = conn.execute(
         "SELECT update_prospect_data(%s, %s, %s::jsonb, %s, %s)",
         (fingerprint, session, json.dumps(data), msg_id, seq),
@@ -51,7 +58,9 @@ def test_lists_are_unioned(conn: psycopg.Connection[Any]) -> None:
 def test_same_message_twice_is_a_no_op(conn: psycopg.Connection[Any]) -> None:
     """A redelivered message id changes nothing and says 'duplicate'."""
     assert merge(conn, {"nombre": "Ana", "productos_interes": ["a"]}, msg_id=7, seq=1) == "applied"
-    assert merge(conn, {"nombre": "Otra", "productos_interes": ["b"]}, msg_id=7, seq=2) == "duplicate"
+    assert (
+        merge(conn, {"nombre": "Otra", "productos_interes": ["b"]}, msg_id=7, seq=2) == "duplicate"
+    )
     row = prospect(conn)
     assert (row["nombre"], row["productos_interes"], row["extraction_count"]) == ("Ana", ["a"], 1)
 
@@ -59,7 +68,10 @@ def test_same_message_twice_is_a_no_op(conn: psycopg.Connection[Any]) -> None:
 def test_older_snapshot_never_overwrites_newer(conn: psycopg.Connection[Any]) -> None:
     """A snapshot numbered before one already merged for the session is recorded as stale and ignored."""
     assert merge(conn, {"nombre": "Nuevo", "nivel_interes": 8}, msg_id=2, seq=5) == "applied"
-    assert merge(conn, {"nombre": "Viejo", "nivel_interes": 2, "email": "old@x.io"}, msg_id=1, seq=4) == "stale"
+    assert (
+        merge(conn, {"nombre": "Viejo", "nivel_interes": 2, "email": "old@x.io"}, msg_id=1, seq=4)
+        == "stale"
+    )
     row = prospect(conn)
     assert (row["nombre"], row["nivel_interes"], row["email"]) == ("Nuevo", 8, None)
 
@@ -82,7 +94,8 @@ def test_out_of_range_values_are_clamped(conn: psycopg.Connection[Any]) -> None:
 def test_every_extraction_is_kept_in_history(conn: psycopg.Connection[Any]) -> None:
     """The history keeps message, outcome, extractor, model, tokens, latency and result."""
     conn.execute(
-        "SELECT update_prospect_data('fp-h', 's-h', '{\"nombre\": \"Leo\"}', 11, 1, 'anthropic', 'claude-haiku-5-5', 120, 30, 100, 812.5)"
+        "SELECT update_prospect_data('fp-h', 's-h', '{\"nombre\": \"Leo\"}', 11, 1,"
+        " 'anthropic', 'claude-haiku-5-5', 120, 30, 100, 812.5)"
     )
     merge(conn, {"nombre": "Leo"}, msg_id=10, seq=0, fingerprint="fp-h", session="s-h")
     rows = conn.execute(

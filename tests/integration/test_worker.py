@@ -7,7 +7,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -43,7 +42,9 @@ class RecordingExtractor:
             if self.failures:
                 raise self.failures.pop(0)
             name = messages[-1].content.removeprefix("name: ")
-            return Extraction(Prospect(nombre=name, productos_interes=[name.lower()]), extractor=self.name)
+            return Extraction(
+                Prospect(nombre=name, productos_interes=[name.lower()]), extractor=self.name
+            )
         finally:
             self.in_flight.discard(session)
 
@@ -51,19 +52,36 @@ class RecordingExtractor:
         return None
 
 
-FAST = WorkerConfig(concurrency=4, batch_size=20, vt_s=30, poll_interval_s=0.05, shutdown_grace_s=5,
-                    retry=RetryPolicy(max_attempts=3, base_s=1.0, cap_s=1.0))
+FAST = WorkerConfig(
+    concurrency=4,
+    batch_size=20,
+    vt_s=30,
+    poll_interval_s=0.05,
+    shutdown_grace_s=5,
+    retry=RetryPolicy(max_attempts=3, base_s=1.0, cap_s=1.0),
+)
 
 
-async def send(pool: AsyncConnectionPool, session: str, name: str, *, turns: int = 1, fingerprint: str | None = None) -> int:
-    messages = [{"role": "user", "content": session}] + [{"role": "user", "content": f"name: {name}"}] * turns
-    result = await queue.enqueue(pool, session_id=session, fingerprint_id=fingerprint or f"fp-{session}",
-                                 message={"sessionId": session, "fingerprint": fingerprint or f"fp-{session}", "messages": messages},
-                                 headers={})
+async def send(
+    pool: AsyncConnectionPool,
+    session: str,
+    name: str,
+    *,
+    turns: int = 1,
+    fingerprint: str | None = None,
+) -> int:
+    messages = [{"role": "user", "content": session}] + [
+        {"role": "user", "content": f"name: {name}"}
+    ] * turns
+    fingerprint = fingerprint or f"fp-{session}"
+    body = {"sessionId": session, "fingerprint": fingerprint, "messages": messages}
+    result = await queue.enqueue(pool, queue.Snapshot(session, fingerprint, body, {}))
     return result.msg_id
 
 
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
+async def until(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await check()
@@ -84,7 +102,9 @@ async def queue_length(pool: AsyncConnectionPool) -> int:
 
 
 @pytest.fixture
-async def running(pool: AsyncConnectionPool, db_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+async def running(
+    pool: AsyncConnectionPool, db_url: str
+) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
     """Start workers in this event loop; all are stopped at the end of the test."""
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
@@ -95,7 +115,7 @@ async def running(pool: AsyncConnectionPool, db_url: str) -> AsyncIterator[Calla
         return worker
 
     yield start
-    for stop, task in stops:
+    for stop, _ in stops:
         stop.set()
     await asyncio.wait_for(asyncio.gather(*(t for _, t in stops)), timeout=15)
 
@@ -104,9 +124,16 @@ async def test_a_snapshot_becomes_a_prospect_row(pool: AsyncConnectionPool, runn
     """A queued snapshot is extracted, merged into prospect_data, recorded in history and deleted."""
     msg_id = await send(pool, "s1", "Carlos")
     await running(RecordingExtractor())
-    rows = await until(lambda: fetch(pool, "SELECT nombre, last_msg_id FROM prospect_data WHERE fingerprint_id = 'fp-s1'"), what="row")
+    rows = await until(
+        lambda: fetch(
+            pool, "SELECT nombre, last_msg_id FROM prospect_data WHERE fingerprint_id = 'fp-s1'"
+        ),
+        what="row",
+    )
     assert rows == [("Carlos", msg_id)]
-    assert await fetch(pool, "SELECT msg_id, outcome FROM prospect_extractions") == [(msg_id, "applied")]
+    assert await fetch(pool, "SELECT msg_id, outcome FROM prospect_extractions") == [
+        (msg_id, "applied")
+    ]
     await until(lambda: _is_zero(queue_length(pool)), what="empty queue")
 
 
@@ -114,7 +141,9 @@ async def _is_zero(value: Awaitable[int]) -> bool:
     return await value == 0
 
 
-async def test_superseded_snapshots_are_not_extracted(pool: AsyncConnectionPool, running: Any) -> None:
+async def test_superseded_snapshots_are_not_extracted(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
     """Five snapshots of one session queued together cost one extraction, of the newest one."""
     for turn in range(1, 6):
         await send(pool, "chatty", f"Name{turn}", turns=turn)
@@ -125,7 +154,9 @@ async def test_superseded_snapshots_are_not_extracted(pool: AsyncConnectionPool,
     assert await fetch(pool, "SELECT nombre FROM prospect_data") == [("Name5",)]
 
 
-async def test_one_session_is_never_in_flight_twice(pool: AsyncConnectionPool, running: Any) -> None:
+async def test_one_session_is_never_in_flight_twice(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
     """While a session's snapshot is being extracted, a newer one waits, even with several workers."""
     extractor = RecordingExtractor(delay=0.3)
     for _ in range(3):
@@ -136,8 +167,13 @@ async def test_one_session_is_never_in_flight_twice(pool: AsyncConnectionPool, r
     await send(pool, "other", "Parallel")
     await until(lambda: _is_zero(queue_length(pool)), what="empty queue")
     assert extractor.max_overlap_per_session == 0
-    assert extractor.calls[0] == "name: First" and extractor.calls[-1] in ("name: Second", "name: Parallel")
-    rows = await fetch(pool, "SELECT fingerprint_id, nombre FROM prospect_data ORDER BY fingerprint_id")
+    assert extractor.calls[0] == "name: First" and extractor.calls[-1] in (
+        "name: Second",
+        "name: Parallel",
+    )
+    rows = await fetch(
+        pool, "SELECT fingerprint_id, nombre FROM prospect_data ORDER BY fingerprint_id"
+    )
     assert rows == [("fp-ordered", "Second"), ("fp-other", "Parallel")]
 
 
@@ -145,22 +181,34 @@ async def _truthy(value: Any) -> Any:
     return value
 
 
-async def test_passing_failure_is_retried_then_saved(pool: AsyncConnectionPool, running: Any) -> None:
+async def test_passing_failure_is_retried_then_saved(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
     """RetryLater hides the message for a back-off; the next read saves it."""
     extractor = RecordingExtractor(failures=[RetryLater("429", delay=1)])
     await send(pool, "flaky", "Rosa")
     await running(extractor)
-    rows = await until(lambda: fetch(pool, "SELECT nombre FROM prospect_data"), timeout=10, what="row after retry")
+    rows = await until(
+        lambda: fetch(pool, "SELECT nombre FROM prospect_data"), timeout=10, what="row after retry"
+    )
     assert rows == [("Rosa",)] and len(extractor.calls) == 2
 
 
-async def test_permanent_failure_goes_to_the_dead_letter_queue(pool: AsyncConnectionPool, running: Any) -> None:
+async def test_permanent_failure_goes_to_the_dead_letter_queue(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
     """Permanent moves the message to the DLQ with its reason and archives the original."""
     msg_id = await send(pool, "broken", "Nadie")
     await running(RecordingExtractor(failures=[Permanent("invalid output twice")]))
-    dlq = await until(lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"), what="dead letter")
+    dlq = await until(
+        lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"),
+        what="dead letter",
+    )
     assert dlq[0][0]["originalMsgId"] == msg_id
-    assert dlq[0][0]["error"]["kind"] == "permanent" and "invalid output twice" in dlq[0][0]["error"]["reason"]
+    assert (
+        dlq[0][0]["error"]["kind"] == "permanent"
+        and "invalid output twice" in dlq[0][0]["error"]["reason"]
+    )
     assert await fetch(pool, "SELECT msg_id FROM pgmq.a_nexus_prospect_ingestion") == [(msg_id,)]
     assert await queue_length(pool) == 0
 
@@ -168,22 +216,36 @@ async def test_permanent_failure_goes_to_the_dead_letter_queue(pool: AsyncConnec
 async def test_attempts_are_bounded(pool: AsyncConnectionPool, running: Any) -> None:
     """A message that keeps failing for passing reasons is dead-lettered after max_attempts reads."""
     extractor = RecordingExtractor(failures=[RetryLater("500", delay=0)] * 5)
-    config = WorkerConfig(concurrency=2, batch_size=5, vt_s=30, poll_interval_s=0.05,
-                          retry=RetryPolicy(max_attempts=2, base_s=1.0, cap_s=1.0))
+    config = WorkerConfig(
+        concurrency=2,
+        batch_size=5,
+        vt_s=30,
+        poll_interval_s=0.05,
+        retry=RetryPolicy(max_attempts=2, base_s=1.0, cap_s=1.0),
+    )
     await send(pool, "doomed", "X")
     await running(extractor, config)
-    dlq = await until(lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"), timeout=10, what="dead letter")
+    dlq = await until(
+        lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"),
+        timeout=10,
+        what="dead letter",
+    )
     assert dlq[0][0]["error"]["attempts"] == 2 and dlq[0][0]["error"]["kind"] == "retryable"
     assert len(extractor.calls) == 2
 
 
-async def test_undecodable_payload_is_dead_lettered(pool: AsyncConnectionPool, running: Any) -> None:
+async def test_undecodable_payload_is_dead_lettered(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
     """A message that is not a snapshot goes straight to the DLQ without an extraction."""
     async with pool.connection() as conn:
         await conn.execute("SELECT pgmq_send('nexus-prospect-ingestion', '{\"junk\": true}', 0)")
     extractor = RecordingExtractor()
     await running(extractor)
-    dlq = await until(lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"), what="dead letter")
+    dlq = await until(
+        lambda: fetch(pool, "SELECT message FROM pgmq.q_nexus_prospect_ingestion_dlq"),
+        what="dead letter",
+    )
     assert dlq[0][0]["error"]["kind"] == "permanent" and extractor.calls == []
 
 
@@ -217,16 +279,25 @@ async def test_consume_once_returns_the_seed_shape(pool: AsyncConnectionPool) ->
     assert await consume_once(pool, RecordingExtractor(), FAST) == {"status": "empty"}
     msg_id = await send(pool, "once", "Tomás")
     result = await consume_once(pool, RecordingExtractor(), FAST)
-    assert result["status"] == "success" and result["msgId"] == msg_id and result["sessionId"] == "once"
+    assert (
+        result["status"] == "success"
+        and result["msgId"] == msg_id
+        and result["sessionId"] == "once"
+    )
     assert result["extractedData"]["nombre"] == "Tomás"
     assert await fetch(pool, "SELECT nombre FROM prospect_data") == [("Tomás",)]
 
 
-async def test_redelivered_message_is_not_applied_twice(pool: AsyncConnectionPool, db_url: str) -> None:
+async def test_redelivered_message_is_not_applied_twice(
+    pool: AsyncConnectionPool, db_url: str
+) -> None:
     """A message read again after its timeout (a crashed worker) is saved once only."""
     msg_id = await send(pool, "again", "Uno")
     async with pool.connection() as conn:
-        await conn.execute("SELECT update_prospect_data('fp-again', 'again', '{\"nombre\": \"Uno\"}', %s, 1)", (msg_id,))
+        await conn.execute(
+            "SELECT update_prospect_data('fp-again', 'again', '{\"nombre\": \"Uno\"}', %s, 1)",
+            (msg_id,),
+        )
     result = await consume_once(pool, RecordingExtractor(), FAST)
     assert result["status"] == "success"
     rows = await fetch(pool, "SELECT msg_id, outcome FROM prospect_extractions")

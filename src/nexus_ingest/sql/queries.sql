@@ -7,6 +7,10 @@ FROM nexus.enqueue_snapshot(
     %(queue)s, %(session_id)s, %(fingerprint_id)s, %(message)s, %(headers)s,
     %(idempotency_key)s, %(request_hash)s);
 
+-- name: enqueue_snapshots
+SELECT idx, msg_id, seq, duplicate, conflict
+FROM nexus.enqueue_snapshots(%(queue)s::text, %(items)s::jsonb);
+
 -- name: queue_metrics
 SELECT queue_name, queue_length, oldest_msg_age_sec, newest_msg_age_sec, total_messages
 FROM public.pgmq_metrics(%(queue)s);

@@ -74,3 +74,29 @@ BEGIN
     RETURN QUERY SELECT v_msg_id, v_seq, false, false;
 END;
 $$;
+
+-- Many snapshots in one round trip and one commit: under load the producer groups the
+-- requests that arrive together. Items are taken session by session (arrival order kept
+-- within a session) so concurrent batches lock session rows in the same order.
+CREATE OR REPLACE FUNCTION nexus.enqueue_snapshots(p_queue text, p_items jsonb)
+RETURNS TABLE (idx integer, msg_id bigint, seq integer, duplicate boolean, conflict boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_idx integer;
+    v_item jsonb;
+BEGIN
+    FOR v_idx, v_item IN
+        SELECT (t.ord - 1)::integer, t.value
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, ord)
+        ORDER BY t.value ->> 'session_id', t.ord
+    LOOP
+        RETURN QUERY
+        SELECT v_idx, e.msg_id, e.seq, e.duplicate, e.conflict
+        FROM nexus.enqueue_snapshot(
+            p_queue, v_item ->> 'session_id', v_item ->> 'fingerprint_id', v_item -> 'message',
+            v_item -> 'headers', v_item ->> 'idempotency_key', v_item ->> 'request_hash') AS e;
+    END LOOP;
+END;
+$$;

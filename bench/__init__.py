@@ -1,0 +1,1 @@
+"""Benchmarks of Nexus: run them all with `make bench` (python -m bench)."""

@@ -1,0 +1,112 @@
+"""What every benchmark needs: a fresh database, a `nexus` process, a table of figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from nexus_ingest.migrate import migrate
+
+NEXUS = str(Path(sys.executable).with_name("nexus"))
+
+
+def admin_url() -> str:
+    """The server to benchmark on: DATABASE_URL when set, else the embedded one."""
+    from nexus_ingest import database
+
+    return database.resolve(os.environ.get("DATABASE_URL"), None).url
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, migrated database, dropped afterwards."""
+    admin = admin_url()
+    name = f"nexus_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_env(database_url: str, port: int | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "NEXUS_LOG_LEVEL": "WARNING",
+            "NEXUS_RATE_LIMIT_IP_PER_MINUTE": "0",
+            "NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE": "0",
+            **extra,
+        }
+    )
+    if port:
+        env["NEXUS_PORT"] = str(port)
+    return env
+
+
+@contextmanager
+def nexus(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [NEXUS, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_until_serving(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def machine() -> str:
+    """One line describing where the figures were measured."""
+    with psycopg.connect(admin_url()) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL {row[0] if row else '?'}, {platform.platform()}"
+    )
+
+
+def table(rows: list[dict[str, object]], columns: list[str]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

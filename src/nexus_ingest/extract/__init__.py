@@ -1,0 +1,58 @@
+"""Extractors: one protocol, one module per implementation, chosen by configuration."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from nexus_ingest.errors import ConfigError
+from nexus_ingest.extract.base import Extraction, Extractor
+from nexus_ingest.settings import Settings
+
+__all__ = ["Extraction", "Extractor", "build_extractor"]
+
+
+def build_extractor(settings: Settings) -> Extractor:
+    """The extractor `settings` ask for, with its client built once for the process."""
+    # Imports are local so that choosing `rules` or `noop` never loads an LLM SDK.
+    choice = settings.resolved_extractor()
+    if choice == "rules":
+        from nexus_ingest.extract.rules import RulesExtractor
+
+        return RulesExtractor()
+    if choice == "noop":
+        from nexus_ingest.extract.noop import NoopExtractor
+
+        return NoopExtractor()
+    if choice == "anthropic":
+        return _anthropic(settings)
+    if choice == "openai":
+        return _openai(settings)
+    if choice == "auto":
+        raise ConfigError("resolved_extractor() returned 'auto'")
+    assert_never(choice)
+
+
+def _anthropic(settings: Settings) -> Extractor:
+    from nexus_ingest.extract.anthropic import AnthropicExtractor
+
+    if settings.anthropic_api_key is None:
+        raise ConfigError("the anthropic extractor needs ANTHROPIC_API_KEY")
+    return AnthropicExtractor(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        model=settings.anthropic_model,
+        timeout_s=settings.llm_timeout_s,
+        max_tokens=settings.llm_max_tokens,
+    )
+
+
+def _openai(settings: Settings) -> Extractor:
+    from nexus_ingest.extract.openai import OpenAIExtractor
+
+    return OpenAIExtractor(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        model=settings.openai_model,
+        timeout_s=settings.llm_timeout_s,
+        max_tokens=settings.llm_max_tokens,
+    )

@@ -1,0 +1,152 @@
+"""Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, OpenAI) with strict JSON-schema output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import openai
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.shared_params import ResponseFormatJSONSchema
+
+from nexus_ingest.errors import Permanent, RetryLater
+from nexus_ingest.extract.base import Extraction
+from nexus_ingest.extract.clamp import (
+    clamp_prospect,
+    error_for_status,
+    parse_json_object,
+    retry_after_seconds,
+)
+from nexus_ingest.extract.prompt import (
+    SYSTEM_PROMPT,
+    reask_message,
+    render_conversation,
+    strict_json_schema,
+)
+from nexus_ingest.models import ChatMessage, Prospect
+
+_ATTEMPTS = 2
+
+
+@dataclass
+class _Tokens:
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+
+    def add(self, usage: CompletionUsage | None) -> None:
+        # Several compatible servers omit usage, or its details, altogether.
+        if usage is None:
+            return
+        self.input += usage.prompt_tokens
+        self.output += usage.completion_tokens
+        details = usage.prompt_tokens_details
+        self.cached += (details.cached_tokens or 0) if details else 0
+
+
+class OpenAIExtractor:
+    """Extracts a prospect through chat completions constrained by a strict JSON schema."""
+
+    name = "openai"
+
+    def __init__(
+        self, base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int
+    ) -> None:
+        # The SDK would retry 429/5xx twice on its own; the worker owns retries instead.
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
+        )
+        self._model = model
+        self._max_tokens = max_tokens
+        self._format: ResponseFormatJSONSchema = {
+            "type": "json_schema",
+            "json_schema": {"name": "prospect", "strict": True, "schema": strict_json_schema()},
+        }
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
+        """Ask once, re-ask once if the answer is unusable, else raise `Permanent`."""
+        started = time.perf_counter()
+        turns: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": render_conversation(messages)},
+        ]
+        tokens = _Tokens()
+        problem = ""
+        for _ in range(_ATTEMPTS):
+            response = await self._create(turns)
+            tokens.add(response.usage)
+            try:
+                prospect = prospect_from_completion(response)
+            except Permanent as exc:
+                problem = str(exc)
+                turns.extend(reask_turns(response, problem))
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            return _extraction(self.name, prospect, response.model, tokens, latency_ms)
+        raise Permanent(f"unusable answer after one re-ask: {problem}")
+
+    async def _create(self, turns: list[ChatCompletionMessageParam]) -> ChatCompletion:
+        try:
+            # max_tokens rather than max_completion_tokens: it is the one that Ollama, vLLM and
+            # llama.cpp all read. temperature 0 keeps small local models on the schema.
+            return await self._client.chat.completions.create(
+                model=self._model,
+                messages=turns,
+                response_format=self._format,
+                max_tokens=self._max_tokens,
+                temperature=0,
+            )
+        except openai.APIStatusError as exc:
+            delay = retry_after_seconds(exc.response.headers)
+            raise error_for_status(exc.status_code, delay, _describe(exc)) from exc
+        except openai.APIError as exc:
+            # Timeouts, refused or dropped connections, and unreadable bodies: all passing.
+            raise RetryLater(f"openai-compatible request failed: {exc.message}") from exc
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connections."""
+        await self._client.close()
+
+
+def prospect_from_completion(completion: ChatCompletion) -> Prospect:
+    """The clamped prospect in the first choice, or `Permanent` saying what was wrong."""
+    if not completion.choices:
+        raise Permanent("the answer had no choices")
+    choice = completion.choices[0]
+    if choice.finish_reason == "length":
+        raise Permanent("the answer was cut off at max_tokens (finish_reason length)")
+    if choice.message.refusal:
+        raise Permanent(f"the model refused: {choice.message.refusal}")
+    if not choice.message.content:
+        raise Permanent(f"the answer was empty (finish_reason {choice.finish_reason})")
+    return clamp_prospect(parse_json_object(choice.message.content))
+
+
+def reask_turns(completion: ChatCompletion, problem: str) -> list[ChatCompletionMessageParam]:
+    """The bad answer and a user turn saying what was wrong with it."""
+    answer = completion.choices[0].message.content if completion.choices else None
+    complaint: ChatCompletionMessageParam = {"role": "user", "content": reask_message(problem)}
+    if not answer:
+        return [complaint]
+    return [{"role": "assistant", "content": answer}, complaint]
+
+
+def _describe(exc: openai.APIStatusError) -> str:
+    request_id = exc.response.headers.get("x-request-id")
+    return f"{exc.message} (x-request-id {request_id})"
+
+
+def _extraction(
+    name: str, prospect: Prospect, model: str, tokens: _Tokens, latency_ms: float
+) -> Extraction:
+    return Extraction(
+        prospect=prospect,
+        extractor=name,
+        model=model,
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cached_tokens=tokens.cached,
+        latency_ms=latency_ms,
+    )

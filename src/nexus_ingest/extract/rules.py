@@ -1,0 +1,850 @@
+"""Offline, deterministic prospect extraction with regular expressions (Spanish and English).
+
+Only the user's turns are read for values; an assistant turn only tells which field the next
+user turn is probably answering. Later values win, so corrections ("perdón, mi email es ...")
+replace earlier ones. Sentences that try to instruct the extractor are cut from the point
+where the instruction starts, so injected text can never supply a value.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from nexus_ingest.extract.base import Extraction
+from nexus_ingest.models import ChatMessage, Intent, Prospect
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_LETTERS = r"[^\W\d_]"
+_LOWER = r"[a-záéíóúñü]"
+_NAME_WORD = rf"{_LETTERS}+(?:['’-]{_LETTERS}+)*"
+_CAP_WORD = rf"[A-ZÁÉÍÓÚÑÜ]{_LETTERS}*(?:['’-]{_LETTERS}+)*"
+_ORG_WORD = r"[A-Z0-9ÁÉÍÓÚÑÜ][\w&'’.-]*"
+_ORG = rf"{_ORG_WORD}(?:\s+(?:&\s+)?{_ORG_WORD}){{0,3}}"
+_PLACE = rf"{_CAP_WORD}(?:\s+(?:de\s+|del\s+)?{_CAP_WORD}){{0,3}}"
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?;])\s+|\n+")
+_SEGMENT_RE = re.compile(r"[,;:.!?¡¿()\n]+")
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+# Text addressed to the machine rather than to the business: instructions, role play,
+# field names and assignments. Everything from such a marker to the end of its sentence is
+# dropped, because a prospect describing themselves never needs that vocabulary.
+_INJECTION_RE = re.compile(
+    r"\b(?:system|sistema|assistant|asistente|developer|admin|user)\s*:"
+    r"|\bignor\w*\b.{0,40}\b(?:instruc\w*|reglas|rules|prompt)"
+    r"|\b(?:olvida\w*|forget|disregard|override)\b"
+    r"|\b(?:new|nuevas)\s+instruc\w*"
+    r"|\b(?:you\s+are\s+now|from\s+now\s+on|eres\s+un|act[uú]a\s+como|act\s+as|pretend)\b"
+    r"|\bextract\w*|\bextra[eií]\w*"
+    r"|\b(?:the|la|el|to\s+the)\s+(?:ai|ia|llm|bot|model)\b"
+    r"|\b(?:nivel_interes|productos_interes|intencion|json|prompt|jailbreak|debug\s+mode)\b"
+    r"|\b(?:set|pon|pone|poner|establece|cambia|change|output|devuelve|return)\b"
+    r"[^.]{0,30}\b(?:email|correo|nombre|name|tel[eé]fono|phone|intent\w*|nivel\w*|interest)\b"
+    r"|\w\s*=\s*\S"
+    r"|\b(?:the\s+lead|el\s+lead|del\s+cliente|the\s+(?:customer|client)'s)\b",
+    re.IGNORECASE,
+)
+_THIRD_PARTY_RE = re.compile(
+    r"\b(?:mi|my|our|nuestr[oa])\s+(?:jef[ea]|compañer[oa]|colega|soci[oa]|herman[oa]|"
+    r"espos[oa]|mujer|marido|amig[oa]|boss|manager|colleague|co-?worker|partner|friend|wife|"
+    r"husband|brother|sister|assistant|asistente|secretari[oa])\b"
+    r"|\bde\s+parte\s+de\b|\bon\s+behalf\s+of\b"
+    r"|\b(?:his|her|their)\s+(?:email|phone|number|name)\b"
+    r"|\b(?:su|sus)\s+(?:email|correo|tel[eé]fono|n[uú]mero|nombre)\b",
+    re.IGNORECASE,
+)
+
+_STRONG_NAME_RE = re.compile(
+    rf"\b(?:me\s+llamo|mi\s+nombre\s+es|my\s+name\s+is|my\s+name's|my\s+name’s|name\s*:"
+    rf"|nombre\s*:)\s*"
+    rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
+    re.IGNORECASE,
+)
+_WEAK_NAME_RE = re.compile(
+    rf"\b(?:soy|i'm|i’m|i\s+am|this\s+is|aqu[ií]|(?:te|le|les)\s+(?:habla|escribe))\s+"
+    rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
+    re.IGNORECASE,
+)
+_HERE_NAME_RE = re.compile(
+    rf"(?P<name>{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,3}})(?:\s+from\s+(?P<org>{_ORG}))?\s+here\b"
+)
+_HERE_FROM_RE = re.compile(rf"{_CAP_WORD}\s+here\s+from\s+(?P<org>{_ORG})")
+_NAME_ORG_RE = re.compile(
+    rf"(?i:\b(?:soy|i'm|i’m|i\s+am|this\s+is|me\s+llamo|mi\s+nombre\s+es|my\s+name\s+is))\s+"
+    rf"{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,3}},?\s+(?i:from|de|of)\s+(?P<org>{_ORG})"
+)
+# "Con Rocío Vega, de Inmobiliaria Costa" / "Dan Ito, from Acme": a name answered with its firm.
+_LEADING_NAME_ORG_RE = re.compile(
+    rf"^\W*(?:(?i:con|with|soy|i'm|i’m|it's|it’s|this\s+is)\s+)?{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,3}}"
+    rf",\s+(?i:de|from)\s+(?P<org>{_ORG})"
+)
+# After "me llamo" a lower-case name is still a name; after "soy" or "I'm" it must be
+# capitalised, or "soy nuevo" and "I'm interested" would name the prospect.
+_NAME_PATTERNS = ((_STRONG_NAME_RE, False), (_WEAK_NAME_RE, True), (_HERE_NAME_RE, True))
+_NAME_PARTICLES = frozenset({"de", "del", "la", "las", "los", "van", "von", "da", "di", "le"})
+
+_COMPANY_RES = (
+    re.compile(
+        rf"(?i:\b(?:trabajo|trabajamos|work|working|works)\s+(?:en|para|at|for))\s+(?P<org>{_ORG})"
+    ),
+    re.compile(
+        rf"(?i:\b(?:empresa|compañía|company|organi[sz]ation|startup)"
+        rf"(?:\s+(?:se\s+llama|es|is|called|named))?)\s+(?P<org>{_ORG})"
+    ),
+    re.compile(rf"(?i:\b(?:somos|we\s+are|we're|we’re))\s+(?P<org>{_ORG})"),
+    _NAME_ORG_RE,
+    _HERE_NAME_RE,
+    _HERE_FROM_RE,
+    _LEADING_NAME_ORG_RE,
+)
+_LOCATION_RE = re.compile(
+    rf"(?i:\b(?:based|located|situad[oa]s?|ubicad[oa]s?)\s+(?:in|en|at)|\b(?:estamos|vivo|vivimos)"
+    rf"\s+en|\b(?:live|living)\s+in|\b(?:we're|we’re|we\s+are|i'm|i’m|i\s+am)\s+(?:in|from)"
+    rf"|\bdesde|\b(?:soy|somos)\s+de)\s+(?P<place>{_PLACE}(?:,\s*{_CAP_WORD}(?:\s+{_CAP_WORD})?"
+    rf"(?=\s*$|\s*[.!?,;]|\s+(?:and|y)\b))?)"
+)
+_PREPOSITION_RE = re.compile(r"\b(?:in|en|de|from|at|desde|near|cerca\s+de)\s+$", re.IGNORECASE)
+_PLACES = _word_set(
+    "madrid barcelona valencia sevilla zaragoza málaga murcia palma bilbao alicante córdoba "
+    "valladolid vigo gijón granada a_coruña vitoria oviedo santander pamplona san_sebastián "
+    "salamanca toledo cádiz tenerife las_palmas logroño burgos león almería huelva "
+    "ciudad_de_méxico cdmx monterrey guadalajara puebla tijuana bogotá medellín cali "
+    "barranquilla lima santiago buenos_aires rosario mendoza montevideo quito guayaquil caracas "
+    "la_paz asunción san_josé santo_domingo san_juan la_habana panamá españa méxico mexico "
+    "colombia argentina chile perú peru ecuador venezuela uruguay paraguay bolivia cuba spain "
+    "usa united_states estados_unidos uk united_kingdom reino_unido england inglaterra francia "
+    "france alemania germany italia italy portugal canada canadá ireland irlanda australia "
+    "brasil brazil new_york nyc los_angeles chicago houston austin dallas san_francisco seattle "
+    "boston miami portland denver atlanta phoenix san_diego philadelphia las_vegas toronto "
+    "vancouver montreal london manchester birmingham edinburgh glasgow dublin paris parís "
+    "berlin berlín munich múnich amsterdam lisbon lisboa rome roma milan milán sydney melbourne "
+    "texas california florida oregon ohio colorado arizona illinois"
+)
+_PLACE_RE = re.compile(
+    r"(?:"
+    + "|".join(re.escape(p).replace("_", r"\s+") for p in sorted(_PLACES, key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)
+
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Bounded repetitions and a start only at a word boundary keep long inputs linear.
+_OBFUSCATED_EMAIL_RE = re.compile(
+    r"(?<![\w.+-])(?P<user>[\w+-]+(?:(?:\.|\s+(?:dot|punto)\s+)[\w+-]+){0,4})\s*"
+    r"(?P<at>\[at\]|\(at\)|\{at\}|\s(?:at|arroba)\s)\s*"
+    r"(?P<domain>[\w-]+(?:(?:\.|\s*\[dot\]\s*|\s*\(dot\)\s*|\s+(?:dot|punto)\s+)[\w-]+){1,4})",
+    re.IGNORECASE,
+)
+_OBFUSCATED_DOT_RE = re.compile(r"\s*\[dot\]\s*|\s*\(dot\)\s*|\s+(?:dot|punto)\s+", re.IGNORECASE)
+_TLD_RE = re.compile(r"\.[a-z]{2,24}$")
+# "it's b.ortiz@x.org, not b.ortis@x.org": the value after a negation is the wrong one.
+_NEGATED_RE = re.compile(
+    r"\b(?:not|no|no\s+es|isn't|instead\s+of|rather\s+than|en\s+vez\s+de|en\s+lugar\s+de)"
+    r"\s+(?:el\s+|the\s+)?$",
+    re.IGNORECASE,
+)
+
+_PHONE_RE = re.compile(r"(?<![\w@+.,])(?:\+\s?)?\(?\d[\d \t().-]{5,20}\d(?![\w@])")
+_PHONE_CONTEXT_RE = re.compile(
+    r"tel[eé]fono|m[oó]vil|celular|n[uú]mero|whatsapp|ll[aá]m|phone|number|call|cell|mobile|text",
+    re.IGNORECASE,
+)
+_NOT_PHONE_AFTER_RE = re.compile(r"\s*(?:€|\$|£|%|euros?|eur|usd|d[oó]lares|dollars?)", re.I)
+_MIN_PHONE_DIGITS, _SURE_PHONE_DIGITS, _MAX_PHONE_DIGITS = 7, 9, 15
+
+_AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
+_MULTIPLIER = r"millones|millón|million|mil|k|m"
+_CURRENCY_WORD = (
+    r"€|\$|£|euros?|eur|usd|us\$|d[oó]lares|dollars?|bucks|libras|pounds?|gbp|pesos|mxn"
+)
+_BUDGET_RE = re.compile(
+    rf"(?P<symbol>[€$£])\s?(?P<amount1>{_AMOUNT})\s?(?:(?P<mult1>{_MULTIPLIER})\b)?"
+    rf"|(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?\s?(?:de\s+)?"
+    rf"(?P<currency>{_CURRENCY_WORD})(?!\w)",
+    re.IGNORECASE,
+)
+_BARE_BUDGET_RE = re.compile(
+    rf"\b(?:presupuesto|budget)(?:\s*(?:[:=]|\b(?:es|is|of|de|around|about|unos|aproximado"
+    rf"|máximo)\b)){{0,3}}\s*(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?(?!\s*[\w€$£])",
+    re.IGNORECASE,
+)
+_BUDGET_CONTEXT_RE = re.compile(
+    r"presupuesto|budget|spend|gastar|invertir|invest|tenemos|contamos|disponemos|hasta|up\s+to"
+    r"|m[aá]ximo|\bmax|around|about|unos|aprox|alrededor|we\s+have|we\s+can",
+    re.IGNORECASE,
+)
+_CURRENCIES = {
+    "€": "EUR", "euro": "EUR", "euros": "EUR", "eur": "EUR",
+    "$": "USD", "us$": "USD", "usd": "USD", "dolares": "USD", "dollar": "USD", "dollars": "USD",
+    "bucks": "USD", "£": "GBP", "libras": "GBP", "pound": "GBP", "pounds": "GBP", "gbp": "GBP",
+    "pesos": "MXN", "mxn": "MXN",
+}  # fmt: skip
+_MULTIPLIERS = {"k": 1e3, "mil": 1e3, "m": 1e6, "million": 1e6, "millón": 1e6, "millones": 1e6}
+
+_NUMBER_WORDS = (
+    r"\d+|un|una|unos|unas|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|quince|pocos|pocas"
+    r"|a|an|one|two|three|four|five|six|seven|eight|nine|ten|fifteen|a\s+few|a\s+couple\s+of"
+)
+_MONTHS = (
+    r"enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|noviembre"
+    r"|diciembre|january|february|march|april|june|july|august|september|october|november"
+    r"|december"
+)
+_TIMEFRAME_RE = re.compile(
+    rf"\b(?:(?P<t>(?:en|dentro\s+de)\s+(?:(?:los|las)\s+pr[oó]xim[oa]s\s+)?(?:{_NUMBER_WORDS})\s+"
+    r"(?:d[ií]as?|semanas?|mes(?:es)?|años?|trimestres?|horas?)"
+    rf"|(?:in|within)\s+(?:the\s+next\s+)?(?:{_NUMBER_WORDS})\s+(?:days?|weeks?|months?|years?"
+    r"|quarters?|hours?)"
+    r"|(?:este|esta|el\s+pr[oó]ximo|la\s+pr[oó]xima|el\s+siguiente|la\s+siguiente)\s+(?:mes|semana"
+    r"|trimestre|año|semestre|verano|otoño|invierno|primavera)"
+    r"|(?:el|la)\s+(?:mes|semana|año)\s+que\s+viene"
+    r"|(?:this|next|the\s+next)\s+(?:week|month|quarter|year|semester|summer|fall|autumn|winter"
+    r"|spring)"
+    r"|fin(?:al)?\s+de\s+(?:mes|año|trimestre)|end\s+of\s+(?:the\s+)?(?:month|year|quarter|week)"
+    r"|hoy\s+mismo|lo\s+antes\s+posible|cuanto\s+antes|lo\s+m[aá]s\s+pronto\s+posible"
+    r"|de\s+inmediato|inmediatamente|hoy|(?<!la\s)(?<!las\s)mañana|pasado\s+mañana"
+    r"|asap|as\s+soon\s+as\s+possible|right\s+away|immediately|today|tomorrow)"
+    rf"|(?:en|para|antes\s+de|by|in|before)\s+(?P<month>{_MONTHS}))\b",
+    re.IGNORECASE,
+)
+_URGENT_RE = re.compile(
+    r"\b(?:urgente\w*|ya\s+mismo|hoy\s+mismo|cuanto\s+antes|lo\s+antes\s+posible|asap|urgent\w*"
+    r"|as\s+soon\s+as\s+possible|right\s+away|immediately)\b",
+    re.IGNORECASE,
+)
+
+_CONTAINER = (
+    r"(?:plan(?:es)?|plans?|paquetes?|packages?|m[oó]dulos?|modules?|servicios?|services?"
+    r"|add-?ons?|tools?|herramientas?)"
+)
+_TIER = (
+    r"premium|b[aá]sico|pro|profesional|empresa|enterprise|business|starter|avanzado|est[aá]ndar"
+    r"|standard|anual|mensual|gratuito|free|basic|annual|monthly"
+)
+# Longer phrases first: alternation takes the first branch that matches, not the longest.
+_VOCABULARY = (
+    r"software\s+de\s+\w+|certificados?\s+ssl|ssl\s+certificates?|dise[ñn]o\s+web|web\s+design"
+    r"|desarrollo\s+web|web\s+development|p[aá]gina\s+web|sitio\s+web"
+    r"|tienda\s+(?:online|en\s+l[ií]nea|virtual)|online\s+stores?|e-?commerce"
+    r"|app\s+m[oó]vil|aplicaci[oó]n\s+m[oó]vil|mobile\s+apps?|e-?mail\s+marketing"
+    r"|marketing\s+digital|digital\s+marketing|redes\s+sociales|social\s+media"
+    r"|soporte\s+premium|premium\s+support|copias\s+de\s+seguridad|websites?|web|crm|erp|seo|sem"
+    r"|api|hosting|dominios?|domains?|ssl|apps?|chatbots?|anal[ií]tica|analytics"
+    r"|consultor[ií]a|consulting|formaci[oó]n|training|capacitaci[oó]n|cursos?|courses?"
+    r"|licencias?|licen[cs]es?|facturaci[oó]n|invoicing|billing|mantenimiento|maintenance"
+    r"|ciberseguridad|cybersecurity|backups?|cloud|vps|newsletter"
+)
+_PRODUCT_RE = re.compile(
+    rf"\b(?:(?P<tier>plan(?:es)?\s+(?:{_TIER})|(?:{_TIER})\s+plans?)"
+    rf"|(?:{_CONTAINER}\s+(?:de|del|of|for)\s+(?:(?:el|la|los|las|the)\s+)?)?"
+    rf"(?P<product>{_VOCABULARY})(?:\s+{_CONTAINER})?"
+    r"|(?<!no\s)(?P<container>paquetes?|packages?|planes))\b",
+    re.IGNORECASE,
+)
+_INTEREST_RE = re.compile(
+    r"\b(?:interesad[oa]s?\s+en|interested\s+in|me\s+interesan?|nos\s+interesan?)\s+"
+    r"(?:(?:el|la|los|las|un|una|the|a|an|your|vuestr[oa]s?|sus?)\s+)?"
+    rf"(?P<thing>{_LETTERS}+(?:\s+{_LETTERS}+)?)",
+    re.IGNORECASE,
+)
+
+_ROLE_ES = (
+    r"director|directora|gerente|jefe|jefa|responsable|coordinador|coordinadora|encargad[oa]"
+    r"|administrador|administradora|fundador|fundadora|cofundador|cofundadora|dueñ[oa]"
+    r"|propietari[oa]|soci[oa]|analista|ingenier[oa]|consultor|consultora|desarrollador"
+    r"|desarrolladora|contable|técnic[oa]|presidente|presidenta|gestor|gestora"
+)
+_ROLE_EN = (
+    r"manager|director|head|lead|engineer|developer|founder|co-?founder|owner|consultant|analyst"
+    r"|president|officer|coordinator|specialist|administrator|partner|executive"
+)
+_ROLE_ACRONYM = r"CEO|CTO|CFO|COO|CMO|CIO|CISO|CPO|VP"
+_ROLE_ES_ADJECTIVE = (
+    r"comercial|general|t[eé]cnic[oa]|financier[oa]|ejecutiv[oa]|adjunt[oa]|regional"
+    r"|creativ[oa]|operativ[oa]|digital|senior|junior"
+)
+_ROLE_STOP = r"(?:de|del|en|y|e|para|con|at|and|of|in|for)\b"
+_ROLE_RE = re.compile(
+    r"(?i:\b(?:soy|como|mi\s+cargo\s+es|mi\s+puesto\s+es|trabajo\s+de|i'm|i’m|i\s+am|as"
+    r"|my\s+role\s+is|my\s+title\s+is|i\s+work\s+as)\s+|,\s+)(?:(?i:el|la|un|una|the|a|an)\s+)?"
+    rf"(?P<role>(?:{_ROLE_ACRONYM})\b"
+    rf"|(?i:(?:{_ROLE_ES}))(?:\s+(?:{_ROLE_ES_ADJECTIVE}))?"
+    rf"(?:\s+(?:de|del)\s+{_LOWER}+(?:\s+(?!{_ROLE_STOP}){_LOWER}+)?)?\b"
+    rf"|(?i:(?:head|director|vp|vice\s+president)\s+of\s+{_LETTERS}+)\b"
+    rf"|(?i:(?:[a-z]+\s+){{0,2}}(?:{_ROLE_EN}))\b)"
+    rf"(?:\s+(?i:at|de|del|en|of|for|in)\s+(?P<org>{_ORG}))?"
+)
+
+_COMPLAINT_RE = re.compile(
+    r"\b(?:queja\w*|quejarme|reclam\w*|molest[oa]s?|enfadad[oa]s?|indignad[oa]s?|hart[oa]s?"
+    r"|inaceptable|vergüenza|p[eé]sim[oa]s?|estafa|reembolso|devoluci[oó]n|me\s+cobraron"
+    r"|cobro\s+indebido|pido\s+la\s+baja|darme\s+de\s+baja|complain\w*|unacceptable|awful"
+    r"|worst|refund|charged\s+(?:me\s+)?twice|overcharged|ridiculous|scam|furious|angry"
+    r"|frustrated|disappointed|nobody\s+(?:answers|responds|replies)|nadie\s+(?:responde|contesta)"
+    r"|cancel\s+my|desastre|devolv\w+\s+el\s+dinero|money\s+back)\b",
+    re.IGNORECASE,
+)
+_SUPPORT_RE = re.compile(
+    r"\b(?:no\s+puedo\s+(?:acceder|entrar|iniciar|conectar|descargar|pagar)|error\w*"
+    r"|no\s+funciona\w*|no\s+carga|no\s+me\s+(?:llega|deja|funciona|carga)|contrase[ñn]a"
+    r"|restablecer|iniciar\s+sesi[oó]n|incidencia|fallo|aver[ií]a|soporte\s+t[eé]cnico"
+    r"|(?:can't|can’t|cannot|unable\s+to)\s+(?:log|access|sign|reset|login|connect|download)"
+    r"|password|reset|won't\s+(?:load|work|open|start)|doesn't\s+work|not\s+working"
+    r"|keeps?\s+(?:failing|crashing)|crash\w*|bug|broken|help\s+(?:with|setting)|my\s+account"
+    r"|fix\s+(?:it|this|my)|deleted|lost\s+(?:all\s+)?my|arregl\w*|se\s+ha\s+borrado|borr[oó]"
+    r"|mi\s+cuenta)\b",
+    re.IGNORECASE,
+)
+_OTHER_RE = re.compile(
+    r"\b(?:vacantes?|empleo|trabajar\s+con\s+(?:vosotros|ustedes)|mi\s+cv|curr[ií]culum"
+    r"|hiring|job\s+(?:opening|offer|position)|resume|internship|pr[aá]cticas|partnership"
+    r"|proveedores|vendor|survey|encuesta)\b",
+    re.IGNORECASE,
+)
+_BROWSING_RE = re.compile(
+    r"\b(?:s[oó]lo\s+(?:estoy\s+)?mirando|s[oó]lo\s+miraba|just\s+(?:browsing|looking)"
+    r"|looking\s+around|no\s+(?:plans?|intention)\s+to\s+buy|not\s+(?:ready|looking)\s+to\s+buy"
+    r"|por\s+curiosidad|just\s+curious|de\s+momento\s+no|por\s+ahora\s+no)\b",
+    re.IGNORECASE,
+)
+_BUY_RE = re.compile(
+    r"\b(?:compr(?:ar|o|amos|ar[ií]a)|contrat(?:ar|o|amos|ar[ií]a)|adquirir|suscrib\w*|precios?"
+    r"|tarifas?|cu[aá]nto\s+(?:cuesta|cuestan|vale|valen|costar[ií]a|sale)|cuesta|cuestan"
+    r"|costar[ií]a|cotizaci[oó]n|presupuesto|propuesta|proposal|demo|pagar|pago"
+    r"|necesit(?:o|amos|an)\b(?!\s+(?:ayuda|informaci|saber|info))"
+    r"|(?:quiero|queremos|quisiera|quisi[eé]ramos)\s+(?:un|una|unos|unas|el|la"
+    r"|los|las|contratar|comprar|implantar|ver|empezar|presupuesto)"
+    r"|busc(?:o|amos)\b(?!\s+(?:info|informaci|saber|m[aá]s))"
+    r"|buy|purchase|pricing|prices?|costs?|how\s+much|quote|sign\s+up|subscribe|budget|spend"
+    r"|pay|(?:we|i)\s+need\b(?!\s+help)|need\s+(?:someone|somebody|to\s+(?:buy|hire|get))"
+    r"|(?:we|i)\s+(?:want|would\s+like|'d\s+like)\s+(?:a|an|the|to\s+(?:buy|purchase|get|sign))\b"
+    r"|looking\s+for\b(?!\s+(?:info|information|more|details))|get\s+started|launch)\b",
+    re.IGNORECASE,
+)
+_STRONG_BUY_RE = re.compile(
+    r"\b(?:compr(?:ar|o|amos)|contrat(?:ar|o|amos)|adquirir|demo|buy|purchase|sign\s+up)\b",
+    re.IGNORECASE,
+)
+_INFO_RE = re.compile(
+    r"\b(?:informaci[oó]n|info|saber|conocer|c[oó]mo\s+funciona|incluye|ten[eé]is|tienen"
+    r"|ofrecen|ofrec[eé]is|hac[eé]is|hacen|interesa\w*|interesad[oa]s?|pregunt\w*|dudas?"
+    r"|detalles|information|details|know|learn|tell\s+me\s+more|more\s+about|how\s+does"
+    r"|what\s+does|includes?|do\s+you\s+(?:offer|have|do|sell)|interested|brochure|wondering"
+    r"|you\s+(?:guys\s+)?(?:do|offer|sell|have)|difference|diferencia|compar\w*"
+    r"|trabaj[aá]is\s+con|trabajan\s+con|do\s+you\s+work\s+with)\b",
+    re.IGNORECASE,
+)
+_CONTACT_RE = re.compile(
+    r"\b(?:ll[aá]m(?:ame|adme|arme|arais|ennos|enme)|cont[aá]ct(?:ame|adme|enme)|escr[ií]beme"
+    r"|call\s+me|reach\s+me|contact\s+me|email\s+me|text\s+me)\b",
+    re.IGNORECASE,
+)
+
+_ASK_RES = {
+    "nombre": re.compile(
+        r"c[oó]mo\s+te\s+llamas|c[oó]mo\s+se\s+llama|tu\s+nombre|su\s+nombre"
+        r"|con\s+qui[eé]n\s+(?:tengo|hablo)|your\s+name|who\s+am\s+i\s+(?:speaking|talking|chatting)"
+        r"|what\s+should\s+i\s+call\s+you",
+        re.IGNORECASE,
+    ),
+    "telefono": re.compile(r"tel[eé]fono|m[oó]vil|n[uú]mero|whatsapp|phone|number", re.I),
+    "presupuesto": re.compile(r"presupuesto|budget", re.IGNORECASE),
+    "empresa": re.compile(r"empresa|compañ[ií]a|company|organi[sz]ation", re.IGNORECASE),
+    "ubicacion": re.compile(r"d[oó]nde|ciudad|where|city|located", re.IGNORECASE),
+}
+
+_ES_WORDS = _word_set(
+    "de la que el en y los las del se por un una para con es su al lo como más pero sus le ya "
+    "este esta entre cuando muy sin sobre también hola gracias quiero quería tengo tenemos estoy "
+    "soy mi mis nada buenas buenos días tardes vale bueno necesito cuánto qué cómo dónde nos os "
+    "vosotros usted ustedes eso esto hay tu tú yo somos está son sí claro perdón"
+)
+_EN_WORDS = _word_set(
+    "the and to of in is it you that for on with as are this be at have from or an by not but "
+    "what all can your my we our i i'm i'd we're it's hi hello hey thanks thank please just want "
+    "need would like how much do does yes yeah sure okay nvm there here about sorry"
+)
+_STOPWORDS = (
+    _ES_WORDS
+    | _EN_WORDS
+    | _word_set("me a o no si ok vale gracias thanks hola hello hi hey buenas buenos")
+)
+_FILLERS = _word_set(
+    "claro sí si sure yes ok okay vale bueno pues perfecto yeah con with it's it’s es soy"
+)
+_GREETINGS = _word_set("hola hello hi hey buenas buenos good gracias thanks thank")
+_NOT_NAMES = _word_set(
+    "interesado interesada interested looking buscando nuevo nueva new here aquí cliente customer "
+    "from de"
+)
+_MAX_NAME_WORDS = 4
+_LOOKBEHIND_CHARS = 24
+_T = TypeVar("_T")
+_BASE_LEVEL, _BUY_LEVEL, _BROWSING_LEVEL = 5, 7, 2
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One user turn: its sentences without injected instructions, and what was just asked."""
+
+    sentences: tuple[str, ...]
+    asked: frozenset[str]
+
+
+class RulesExtractor:
+    """Regular-expression extractor: no network, no model, same answer for the same chat."""
+
+    name = "rules"
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
+        """Extract the prospect from the user's turns of `messages`."""
+        started = time.perf_counter()
+        prospect = extract_prospect(messages)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Extraction(prospect=prospect, extractor=self.name, model=None, latency_ms=elapsed_ms)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def extract_prospect(messages: Sequence[ChatMessage]) -> Prospect:
+    """The pure decision behind `RulesExtractor.extract`."""
+    turns = _user_turns(messages)
+    sentences = [sentence for turn in turns for sentence in turn.sentences]
+    text = " \n".join(sentences)
+    intent = _intent(text)
+    commercial = intent not in ("soporte", "queja", "otro")
+    products = _products(sentences) if commercial else []
+    plazo = _scan(sentences, _timeframe) if commercial else None
+    presupuesto = _budget(turns) if commercial else None
+    level = _interest_level(text, intent, bool(products), plazo, presupuesto)
+    return Prospect(
+        nombre=_name(turns, _assistant_names(messages)),
+        email=_scan(_own_sentences(turns), _email),
+        telefono=_phone(turns),
+        empresa=_company(turns),
+        cargo=_scan(_own_sentences(turns), _role),
+        ubicacion=_location(turns),
+        productos_interes=products,
+        presupuesto=presupuesto,
+        plazo=plazo,
+        nivel_interes=level,
+        intencion=intent,
+        # Raw text on purpose: how someone writes is not a value an instruction can set.
+        idioma=_language(message.content for message in messages if message.role == "user"),
+        resumen=_summary(intent, products, plazo, presupuesto),
+    )
+
+
+def _user_turns(messages: Sequence[ChatMessage]) -> list[_Turn]:
+    turns: list[_Turn] = []
+    asked: frozenset[str] = frozenset()
+    for message in messages:
+        if message.role == "assistant":
+            asked = frozenset(
+                field for field, ask in _ASK_RES.items() if ask.search(message.content)
+            )
+        elif message.role == "user":
+            turns.append(_Turn(_clean_sentences(message.content), asked))
+            asked = frozenset()
+    return turns
+
+
+def _clean_sentences(text: str) -> tuple[str, ...]:
+    kept = (_before_injection(sentence) for sentence in _SENTENCE_END_RE.split(text))
+    return tuple(sentence for sentence in kept if sentence.strip())
+
+
+def _before_injection(sentence: str) -> str:
+    match = _INJECTION_RE.search(sentence)
+    return sentence if match is None else sentence[: match.start()]
+
+
+def _own_sentences(turns: Sequence[_Turn]) -> list[str]:
+    # A sentence about a colleague or boss may carry *their* email, phone or job title.
+    return [s for turn in turns for s in turn.sentences if not _THIRD_PARTY_RE.search(s)]
+
+
+def _scan(sentences: Iterable[str], finder: Callable[[str], str | None]) -> str | None:
+    return _last(finder(sentence) for sentence in sentences)
+
+
+def _last(values: Iterable[_T | None]) -> _T | None:
+    found: _T | None = None
+    for value in values:
+        if value is not None:
+            found = value
+    return found
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).lower().split())
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def _name(turns: Sequence[_Turn], assistant_names: frozenset[str]) -> str | None:
+    found = (name for turn in turns for name in _turn_names(turn))
+    return _last(name if _fold(name) not in assistant_names else None for name in found)
+
+
+def _turn_names(turn: _Turn) -> Iterator[str]:
+    if "nombre" in turn.asked:
+        bare = _bare_name(turn.sentences)
+        if bare is not None:
+            yield bare
+    for sentence in turn.sentences:
+        named = _sentence_name(sentence)
+        if named is not None:
+            yield named
+
+
+def _sentence_name(sentence: str) -> str | None:
+    found = [
+        (match.start(), _trim_name(match["name"], capitalised=capitalised))
+        for pattern, capitalised in _NAME_PATTERNS
+        for match in pattern.finditer(sentence)
+    ]
+    return _last(name for _, name in sorted(found, key=lambda item: item[0]))
+
+
+def _trim_name(raw: str, *, capitalised: bool) -> str | None:
+    tokens = _name_tokens(raw.split(), capitalised=capitalised)
+    while tokens and tokens[-1].lower() in _NAME_PARTICLES:
+        tokens.pop()
+    if not tokens or tokens[0].lower() in _NOT_NAMES | _NAME_PARTICLES:
+        return None
+    name = " ".join(tokens)
+    return name.title() if name.islower() else name
+
+
+def _name_tokens(tokens: Sequence[str], *, capitalised: bool) -> list[str]:
+    kept: list[str] = []
+    for token in tokens:
+        lower = token.lower()
+        if lower in _NAME_PARTICLES and kept:
+            kept.append(token)
+            continue
+        if lower in _STOPWORDS or (capitalised and not token[0].isupper()):
+            break
+        if lower in _GREETINGS and not kept:
+            continue
+        kept.append(token)
+        if len(kept) - sum(t.lower() in _NAME_PARTICLES for t in kept) >= _MAX_NAME_WORDS:
+            break
+    return kept
+
+
+def _bare_name(sentences: Sequence[str]) -> str | None:
+    """A reply that is just a name, right after the assistant asked for it."""
+    text = " ".join(sentences)
+    if _THIRD_PARTY_RE.search(text):
+        return None
+    segments = [segment for segment in _SEGMENT_RE.split(text) if segment.strip()]
+    for segment in segments:
+        name = _name_segment(segment, alone=len(segments) == 1)
+        if name is not None:
+            return name
+    return None
+
+
+def _name_segment(segment: str, *, alone: bool) -> str | None:
+    tokens = segment.split()
+    if tokens and tokens[0].lower() in _GREETINGS:
+        return None  # "Hola Sofía" greets the assistant by *its* name
+    while tokens and tokens[0].lower() in _FILLERS:
+        tokens = tokens[1:]
+    if not 1 <= len(tokens) <= _MAX_NAME_WORDS:
+        return None
+    if not all(re.fullmatch(_NAME_WORD, token) for token in tokens):
+        return None
+    # A lower-case reply is a name only when it is the whole reply ("carlos"); inside a longer
+    # reply it is more likely the start of a sentence ("prefiero no decirlo").
+    if not (alone or tokens[0][0].isupper()):
+        return None
+    name = _trim_name(" ".join(tokens), capitalised=False)
+    return name if name is not None and len(name.split()) == len(tokens) else None
+
+
+def _assistant_names(messages: Sequence[ChatMessage]) -> frozenset[str]:
+    names = (
+        _sentence_name(sentence)
+        for message in messages
+        if message.role == "assistant"
+        for sentence in _SENTENCE_END_RE.split(message.content)
+    )
+    return frozenset(_fold(name) for name in names if name is not None)
+
+
+def _email(sentence: str) -> str | None:
+    found = [(m.start(), m.group().lower()) for m in _EMAIL_RE.finditer(sentence)]
+    found += [
+        (m.start(), email)
+        for m in _OBFUSCATED_EMAIL_RE.finditer(sentence)
+        if (email := _deobfuscate(m))
+    ]
+    return _last(email for start, email in sorted(found) if not _negated(sentence, start))
+
+
+def _negated(sentence: str, start: int) -> bool:
+    return bool(_NEGATED_RE.search(_before(sentence, start)))
+
+
+def _before(sentence: str, start: int) -> str:
+    # The few words before a match decide; looking further back only costs time.
+    return sentence[max(0, start - _LOOKBEHIND_CHARS) : start]
+
+
+def _deobfuscate(match: re.Match[str]) -> str | None:
+    user = _OBFUSCATED_DOT_RE.sub(".", match["user"])
+    domain = _OBFUSCATED_DOT_RE.sub(".", match["domain"])
+    spelled_dot = domain != match["domain"] or "." not in match["domain"]
+    # A plain " at " is everyday English ("I work at acme.com"); only trust it with a spelled dot.
+    if match["at"].strip().lower() == "at" and not spelled_dot:
+        return None
+    email = f"{user}@{domain}".lower()
+    return email if _TLD_RE.search(email) else None
+
+
+def _phone(turns: Sequence[_Turn]) -> str | None:
+    return _last(
+        _sentence_phone(sentence, "telefono" in turn.asked)
+        for turn in turns
+        for sentence in turn.sentences
+        if not _THIRD_PARTY_RE.search(sentence)
+    )
+
+
+def _sentence_phone(sentence: str, asked: bool) -> str | None:
+    likely = asked or bool(_PHONE_CONTEXT_RE.search(sentence))
+    return _last(_phone_value(sentence, match, likely) for match in _PHONE_RE.finditer(sentence))
+
+
+def _phone_value(sentence: str, match: re.Match[str], likely: bool) -> str | None:
+    raw = match.group()
+    digits = re.sub(r"\D", "", raw)
+    international = raw.startswith("+") or digits.startswith("00")
+    digits = digits[2:] if digits.startswith("00") else digits
+    if not _MIN_PHONE_DIGITS <= len(digits) <= _MAX_PHONE_DIGITS:
+        return None
+    if len(digits) < _SURE_PHONE_DIGITS and not likely:
+        return None
+    if _NOT_PHONE_AFTER_RE.match(sentence, match.end()) or _negated(sentence, match.start()):
+        return None
+    return f"+{digits}" if international else digits
+
+
+def _company(turns: Sequence[_Turn]) -> str | None:
+    return _last(
+        _bare_value(turn, "empresa") or _scan(turn.sentences, _sentence_company) for turn in turns
+    )
+
+
+def _sentence_company(sentence: str) -> str | None:
+    found = [
+        (m.start("org"), _clean_org(m["org"]))
+        for pattern in (*_COMPANY_RES, _ROLE_RE)
+        for m in pattern.finditer(sentence)
+        if m["org"] and not _place_at(sentence, m.start("org"))
+    ]
+    return _last(org for _, org in sorted(found))
+
+
+def _clean_org(raw: str) -> str | None:
+    org = raw[:-1] if raw.endswith(".") and raw.count(".") == 1 else raw
+    return None if org.lower() in _STOPWORDS | _NOT_NAMES else org
+
+
+def _role(sentence: str) -> str | None:
+    return _last(_clean_role(m["role"]) for m in _ROLE_RE.finditer(sentence))
+
+
+def _clean_role(raw: str) -> str | None:
+    tokens = raw.split()
+    while tokens and tokens[-1].lower() in _STOPWORDS | _NAME_PARTICLES:
+        tokens.pop()
+    # Modifiers before an English head noun must be words like "sales", not "the" or "and".
+    if tokens and tokens[0].lower() in _STOPWORDS:
+        return None
+    return " ".join(tokens) or None
+
+
+def _location(turns: Sequence[_Turn]) -> str | None:
+    return _last(
+        _bare_value(turn, "ubicacion") or _scan(turn.sentences, _sentence_location)
+        for turn in turns
+    )
+
+
+def _sentence_location(sentence: str) -> str | None:
+    found = [(m.start("place"), m["place"]) for m in _LOCATION_RE.finditer(sentence)]
+    found += [
+        (m.start(), m.group())
+        for m in _PLACE_RE.finditer(sentence)
+        if m.group()[0].isupper() and _PREPOSITION_RE.search(_before(sentence, m.start()))
+    ]
+    # At one position the longer reading ("Austin, Texas" over "Austin") is the better one.
+    ordered = sorted(found, key=lambda item: (item[0], len(item[1])))
+    return _last(" ".join(place.split()) for _, place in ordered)
+
+
+def _place_at(sentence: str, start: int) -> bool:
+    return _PLACE_RE.match(sentence, start) is not None
+
+
+def _bare_value(turn: _Turn, field: str) -> str | None:
+    """A short capitalised reply right after the assistant asked for `field`."""
+    if field not in turn.asked or len(turn.sentences) != 1:
+        return None
+    tokens = [t for t in turn.sentences[0].strip(" .!").split() if t.lower() not in _FILLERS]
+    answer = " ".join(tokens)
+    if not answer or len(tokens) > _MAX_NAME_WORDS or not re.fullmatch(_ORG, answer):
+        return None
+    return answer
+
+
+def _budget(turns: Sequence[_Turn]) -> str | None:
+    return _last(
+        _sentence_budget(sentence, "presupuesto" in turn.asked)
+        for turn in turns
+        for sentence in turn.sentences
+    )
+
+
+def _sentence_budget(sentence: str, asked: bool) -> str | None:
+    # A bare amount may be a price being complained about; it is a budget only in context.
+    if not (asked or _BUDGET_CONTEXT_RE.search(sentence)):
+        return None
+    matches = [*_BUDGET_RE.finditer(sentence), *_BARE_BUDGET_RE.finditer(sentence)]
+    return _last(_format_budget(m) for m in sorted(matches, key=lambda m: m.start()))
+
+
+def _format_budget(match: re.Match[str]) -> str:
+    groups = match.groupdict()
+    amount = _parse_amount(groups.get("amount1") or groups["amount2"])
+    multiplier = (groups.get("mult1") or groups.get("mult2") or "").lower()
+    value = amount * _MULTIPLIERS.get(multiplier, 1.0)
+    currency_word = _fold(groups.get("symbol") or groups.get("currency") or "")
+    currency = _CURRENCIES.get(currency_word)
+    number = f"{value:.0f}" if value.is_integer() else f"{value:.2f}"
+    return number if currency is None else f"{number} {currency}"
+
+
+def _parse_amount(raw: str) -> float:
+    compact = re.sub(r"\s", "", raw)
+    if re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+", compact):
+        return float(re.sub(r"[.,]", "", compact))
+    if re.fullmatch(r"\d{1,3}(?:[.,]\d{3})+[.,]\d{1,2}", compact):
+        return float(re.sub(r"[.,]", "", compact[:-3]) + "." + compact[-2:].lstrip(".,"))
+    return float(compact.replace(",", "."))
+
+
+def _timeframe(sentence: str) -> str | None:
+    return _last(" ".join((m["t"] or m["month"]).split()) for m in _TIMEFRAME_RE.finditer(sentence))
+
+
+def _products(sentences: Sequence[str]) -> list[str]:
+    found: dict[str, str] = {}
+    for sentence in sentences:
+        for product in _sentence_products(sentence):
+            found.setdefault(_fold(product), product)
+    return list(found.values())
+
+
+def _sentence_products(sentence: str) -> list[str]:
+    products = [
+        " ".join((m["tier"] or m["product"] or m["container"]).split())
+        for m in _PRODUCT_RE.finditer(sentence)
+    ]
+    if products:
+        return products
+    return [thing for m in _INTEREST_RE.finditer(sentence) if (thing := _interest_thing(m))]
+
+
+def _interest_thing(match: re.Match[str]) -> str | None:
+    tokens = match["thing"].split()
+    while tokens and tokens[-1].lower() in _STOPWORDS:
+        tokens.pop()
+    if not tokens or tokens[0].lower() in _STOPWORDS or tokens[0].lower().endswith("ing"):
+        return None
+    if _INFO_RE.fullmatch(tokens[0]):
+        return None
+    return " ".join(tokens)
+
+
+def _intent(text: str) -> Intent | None:
+    if _COMPLAINT_RE.search(text):
+        return "queja"
+    if _SUPPORT_RE.search(text):
+        return "soporte"
+    if _OTHER_RE.search(text):
+        return "otro"
+    if _is_browsing(text):
+        return "informacion"
+    if _BUY_RE.search(text):
+        return "compra"
+    if _INFO_RE.search(text):
+        return "informacion"
+    return None
+
+
+def _is_browsing(text: str) -> bool:
+    browsing = list(_BROWSING_RE.finditer(text))
+    if not browsing:
+        return False
+    buying = list(_BUY_RE.finditer(text))
+    # "Solo miraba... bueno, quiero contratar" ends up buying; "no plans to buy" does not.
+    return not buying or buying[-1].start() < browsing[-1].end()
+
+
+def _interest_level(
+    text: str, intent: Intent | None, has_products: bool, plazo: str | None, budget: str | None
+) -> int | None:
+    if intent in ("soporte", "queja", "otro"):
+        return None
+    if _is_browsing(text):
+        return _BROWSING_LEVEL
+    contact = bool(_CONTACT_RE.search(text))
+    if intent is None and not (has_products or contact):
+        return None
+    buying = intent == "compra"
+    level = _BUY_LEVEL if buying else _BASE_LEVEL
+    level += bool(_STRONG_BUY_RE.search(text)) + (has_products and not buying) + contact
+    level += (plazo is not None) + (budget is not None)
+    level += plazo is None and bool(_URGENT_RE.search(text))
+    return max(1, min(10, level))
+
+
+def _language(texts: Iterable[str]) -> str | None:
+    words = [word for text in texts for word in _words(text)]
+    spanish = sum(word in _ES_WORDS for word in words)
+    english = sum(word in _EN_WORDS for word in words)
+    if spanish == english:
+        return None
+    return "es" if spanish > english else "en"
+
+
+def _summary(
+    intent: Intent | None, products: Sequence[str], plazo: str | None, budget: str | None
+) -> str | None:
+    # Built from commercial facts only, so the summary never repeats personal data.
+    parts = [
+        f"Interesado en {', '.join(products)}" if products else None,
+        f"intención {intent}" if intent else None,
+        f"plazo {plazo}" if plazo else None,
+        f"presupuesto {budget}" if budget else None,
+    ]
+    text = "; ".join(part for part in parts if part)
+    return text or None
