@@ -110,3 +110,10 @@ def table(rows: list[dict[str, object]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile (0..1) of already sorted values, rounded to 0.01."""
+    if not sorted_values:
+        return 0.0
+    return round(sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))], 2)

@@ -209,6 +209,7 @@ async def _enqueue(
             headers={"traceparent": traceparent},
             idempotency_key=key,
             request_hash=hashlib.sha256(body).hexdigest() if key else None,
+            delay_ms=round(settings.resolved_coalesce_window() * 1000),
         )
     )
     if result.conflict:
@@ -254,7 +255,10 @@ def _queued_body(snapshot: SnapshotIn) -> dict[str, Any]:
 
 
 def _estimate(settings: Settings) -> str:
-    return "under 1 second" if settings.resolved_extractor() in ("rules", "noop") else "2-5 seconds"
+    window = settings.resolved_coalesce_window()
+    if settings.resolved_extractor() in ("rules", "noop"):
+        return "under 1 second" if window < 1 else f"{window:.0f}-{window + 1:.0f} seconds"
+    return f"{window + 1:.0f}-{window + 4:.0f} seconds"
 
 
 def _too_many(wait: float) -> Response:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NewType
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
@@ -50,6 +51,13 @@ class QueuedMessage:
     enqueued_at: datetime
     body: Any
     headers: Mapping[str, Any]
+    lease: UUID | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        """The FIFO group (session) the producer put this message in."""
+        group = self.headers.get(GROUP_HEADER)
+        return group if isinstance(group, str) else None
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class Snapshot:
     headers: Mapping[str, Any]
     idempotency_key: str | None = None
     request_hash: str | None = None
+    delay_ms: int = 0
 
     def as_item(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,7 @@ class Snapshot:
             "headers": {**self.headers, GROUP_HEADER: self.session_id},
             "idempotency_key": self.idempotency_key,
             "request_hash": self.request_hash,
+            "delay_ms": self.delay_ms,
         }
 
 
@@ -167,19 +177,45 @@ async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) ->
     return QueueMetrics(row[0], row[1], row[2], row[3], row[4])
 
 
-async def read_grouped(
-    conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int
+async def read_snapshots(
+    conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int, lease: UUID
 ) -> list[QueuedMessage]:
-    """Up to `qty` visible messages, FIFO per session, skipping sessions with work in flight."""
+    """Up to `qty` visible messages, oldest first, of sessions no other worker holds.
+
+    The sessions of the returned messages are leased under `lease` until released or for `vt`
+    seconds, so no other worker reads them meanwhile.
+    """
+    params = {"queue": QUEUE, "qty": qty, "vt": vt, "token": lease}
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("read_grouped"), {"queue": QUEUE, "qty": qty, "vt": vt})
+        await cur.execute(query("read_snapshots"), params)
         rows = await cur.fetchall()
     return [
         QueuedMessage(
-            MsgId(r["msg_id"]), r["read_ct"], r["enqueued_at"], r["message"], r["headers"] or {}
+            MsgId(r["msg_id"]),
+            r["read_ct"],
+            r["enqueued_at"],
+            r["message"],
+            r["headers"] or {},
+            lease,
         )
         for r in rows
     ]
+
+
+async def release_sessions(
+    conn: psycopg.AsyncConnection[Any], leases: Mapping[UUID, Iterable[str]]
+) -> None:
+    """Give sessions back to other workers once their messages are settled."""
+    for token, sessions in leases.items():
+        ids = sorted(set(sessions))
+        if ids:
+            await conn.execute(query("release_sessions"), {"session_ids": ids, "token": token})
+
+
+async def seconds_until_visible(conn: psycopg.AsyncConnection[Any]) -> float | None:
+    """How long until the next hidden message becomes readable; None when the queue is empty."""
+    row = await (await conn.execute(query("next_visible"))).fetchone()
+    return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
 
 async def latest_seqs(

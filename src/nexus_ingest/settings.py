@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     alert_queue_length: int = 100
     alert_oldest_age_s: int = 300
 
+    coalesce_window_s: float | None = Field(default=None, ge=0, le=3600)
     worker_concurrency: int = Field(default=8, gt=0)
     worker_batch_size: int = Field(default=50, gt=0)
     worker_vt_s: int = Field(default=60, gt=0)
@@ -75,3 +76,13 @@ class Settings(BaseSettings):
         if self.extractor != "auto":
             return self.extractor
         return "anthropic" if self.anthropic_api_key else "rules"
+
+    def resolved_coalesce_window(self) -> float:
+        """Seconds a snapshot waits for a newer one of its session before it is extracted.
+
+        Unset, LLM extractors wait 2 s (a burst of snapshots costs one call) and the offline
+        extractors none (they cost nothing, so the row appears at once).
+        """
+        if self.coalesce_window_s is not None:
+            return self.coalesce_window_s
+        return 0.0 if self.resolved_extractor() in ("rules", "noop") else 2.0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from uuid import UUID, uuid4
 
 import psycopg
 import structlog
@@ -204,9 +205,19 @@ class Worker:
                 hot_until = now + _HOT_WINDOW_S
             if found:
                 continue
-            await _wait_any(
-                stop, self._wake, _HOT_POLL_S if now < hot_until else self.config.poll_interval_s
-            )
+            pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
+            await _wait_any(stop, self._wake, pause)
+
+    async def _idle_pause(self) -> float:
+        """Sleep until the next held-back snapshot becomes readable, or one poll interval."""
+        try:
+            async with connection(self.pool) as conn:
+                due = await queue.seconds_until_visible(conn)
+        except DatabaseUnavailable:
+            return self.config.poll_interval_s
+        if due is None:
+            return self.config.poll_interval_s
+        return min(self.config.poll_interval_s, due + 0.005)
 
     async def read_and_dispatch(self) -> int:
         """Read one batch and start work on it; returns how many messages were read."""
@@ -214,8 +225,8 @@ class Worker:
         self._slots.release()
         self._wake.clear()
         async with connection(self.pool) as conn:
-            messages = await queue.read_grouped(
-                conn, qty=self.config.batch_size, vt=self.config.vt_s
+            messages = await queue.read_snapshots(
+                conn, qty=self.config.batch_size, vt=self.config.vt_s, lease=uuid4()
             )
             if not messages:
                 return 0
@@ -323,8 +334,19 @@ class Worker:
 async def _settle_plan(
     conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool
 ) -> None:
-    """Acknowledge superseded snapshots and dead-letter poison ones; neither needs the extractor."""
+    """Acknowledge superseded snapshots and dead-letter poison ones; neither needs the extractor.
+
+    Sessions left with nothing to extract are released at once, in the same transaction.
+    """
+    async with conn.transaction():
+        await _settle_plan_now(conn, plan, archive=archive)
+
+
+async def _settle_plan_now(
+    conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool
+) -> None:
     await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
+    await queue.release_sessions(conn, _idle_leases(plan))
     PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
     for message, reason in plan.undecodable:
         await queue.dead_letter(
@@ -339,6 +361,22 @@ async def _plan(conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMes
     sessions = sorted({s.session_id for s in decoded if isinstance(s, QueuedSnapshot)})
     latest = await queue.latest_seqs(conn, sessions) if sessions else {}
     return plan_batch(messages, latest)
+
+
+def _leases(messages: Iterable[QueuedMessage]) -> dict[UUID, list[str]]:
+    """The sessions to release, by the lease they were read under."""
+    leases: dict[UUID, list[str]] = {}
+    for message in messages:
+        if message.lease is not None and message.session_id is not None:
+            leases.setdefault(message.lease, []).append(message.session_id)
+    return leases
+
+
+def _idle_leases(plan: BatchPlan) -> dict[UUID, list[str]]:
+    """Sessions read in this batch that have no extraction to wait for."""
+    busy = {item.message.session_id for item in plan.work}
+    settled = [*plan.superseded, *(message for message, _ in plan.undecodable)]
+    return _leases(m for m in settled if m.session_id not in busy)
 
 
 def _outcome_label(outcome: str) -> Outcome:
@@ -385,6 +423,7 @@ async def save_and_acknowledge(
     async with conn.transaction():
         outcomes = await save_extractions(conn, requests)
         await queue.acknowledge(conn, [item.message.msg_id for item, _ in done], archive=archive)
+        await queue.release_sessions(conn, _leases(item.message for item, _ in done))
     return list(outcomes)
 
 
@@ -395,6 +434,18 @@ async def settle_failure(
     policy: RetryPolicy,
 ) -> Outcome:
     """Retry a failed message after a back-off, or dead-letter it when it cannot or may not retry."""
+    async with conn.transaction():
+        outcome = await _settle_failure_now(conn, message, exc, policy)
+        await queue.release_sessions(conn, _leases([message]))
+    return outcome
+
+
+async def _settle_failure_now(
+    conn: psycopg.AsyncConnection[Any],
+    message: QueuedMessage,
+    exc: BaseException,
+    policy: RetryPolicy,
+) -> Outcome:
     kind = "permanent" if isinstance(exc, Permanent) else "retryable"
     reason = f"{type(exc).__name__}: {exc}"[:500]
     if kind == "permanent" or policy.exhausted(message.read_ct):
@@ -435,7 +486,9 @@ async def consume_once(
 ) -> dict[str, Any]:
     """Process what is queued now, once (the seed's HTTP-driven consumer); the seed's response shape."""
     async with connection(pool) as conn:
-        messages = await queue.read_grouped(conn, qty=config.batch_size, vt=config.vt_s)
+        messages = await queue.read_snapshots(
+            conn, qty=config.batch_size, vt=config.vt_s, lease=uuid4()
+        )
         if not messages:
             return {"status": "empty"}
         plan = await _plan(conn, messages)

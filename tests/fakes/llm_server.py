@@ -113,8 +113,10 @@ class FakeLLMServer:
         *,
         default: Behaviour | None = None,
         min_cacheable_tokens: int = 0,
+        latency_s: float = 0.0,
     ) -> None:
         self.provider = provider
+        self.latency_s = latency_s  # how long a model "thinks" before every answer
         self.min_cacheable_tokens = min_cacheable_tokens
         self._state = _State(default=default or Extract())
         self._changed = threading.Condition()
@@ -255,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._record(call)
         if isinstance(behaviour, Hang):
             self.fake._stopping.wait(behaviour.seconds)
+        elif self.fake.latency_s:
+            self.fake._stopping.wait(self.fake.latency_s)
         self._send(response, wire.request_id_header)
 
     def _send(self, response: _Response, request_id_header: str) -> None:

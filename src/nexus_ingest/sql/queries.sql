@@ -15,11 +15,17 @@ FROM nexus.enqueue_snapshots(%(queue)s::text, %(items)s::jsonb);
 SELECT queue_name, queue_length, oldest_msg_age_sec, newest_msg_age_sec, total_messages
 FROM public.pgmq_metrics(%(queue)s);
 
--- name: read_grouped
--- Round-robin across sessions, FIFO within each, and never a session whose oldest message
--- is in flight: so two snapshots of one session are never processed at once.
+-- name: read_snapshots
+-- FIFO within each session, and never a session that another worker holds (see 006).
 SELECT msg_id, read_ct, enqueued_at, message, headers
-FROM pgmq.read_grouped_rr(%(queue)s::text, %(vt)s::integer, %(qty)s::integer);
+FROM nexus.read_snapshots(%(queue)s::text, %(vt)s::integer, %(qty)s::integer, %(token)s::uuid);
+
+-- name: release_sessions
+SELECT nexus.release_sessions(%(session_ids)s::text[], %(token)s::uuid);
+
+-- name: next_visible
+SELECT EXTRACT(epoch FROM (min(vt) - clock_timestamp()))
+FROM pgmq.q_nexus_prospect_ingestion;
 
 -- name: session_last_seq
 SELECT session_id, last_seq

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS nexus.idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON nexus.idempotency_keys (created_at);
 
+-- A snapshot may be held back for p_delay_ms (the coalescing window): if the chat posts a
+-- newer snapshot meanwhile, the worker acknowledges this one as superseded without an LLM call.
 -- Enqueue one snapshot in a single round trip: number it within its session, send it to
 -- PGMQ with the session as FIFO group, and remember the idempotency key, all in the
 -- caller's transaction so a crash leaves either everything or nothing.
@@ -30,7 +32,8 @@ CREATE OR REPLACE FUNCTION nexus.enqueue_snapshot(
     p_message jsonb,
     p_headers jsonb,
     p_idempotency_key text DEFAULT NULL,
-    p_request_hash text DEFAULT NULL
+    p_request_hash text DEFAULT NULL,
+    p_delay_ms integer DEFAULT 0
 )
 RETURNS TABLE (msg_id bigint, seq integer, duplicate boolean, conflict boolean)
 LANGUAGE plpgsql
@@ -63,7 +66,8 @@ BEGIN
     SELECT pgmq.send(
         nexus.stored_queue_name(p_queue),
         p_message || jsonb_build_object('seq', v_seq, 'receivedAt', clock_timestamp()),
-        p_headers
+        p_headers,
+        clock_timestamp() + make_interval(secs => COALESCE(p_delay_ms, 0) / 1000.0)
     ) INTO v_msg_id;
 
     IF p_idempotency_key IS NOT NULL THEN
@@ -96,7 +100,8 @@ BEGIN
         SELECT v_idx, e.msg_id, e.seq, e.duplicate, e.conflict
         FROM nexus.enqueue_snapshot(
             p_queue, v_item ->> 'session_id', v_item ->> 'fingerprint_id', v_item -> 'message',
-            v_item -> 'headers', v_item ->> 'idempotency_key', v_item ->> 'request_hash') AS e;
+            v_item -> 'headers', v_item ->> 'idempotency_key', v_item ->> 'request_hash',
+            COALESCE((v_item ->> 'delay_ms')::integer, 0)) AS e;
     END LOOP;
 END;
 $$;

@@ -133,7 +133,6 @@ SET search_path = ''
 AS $$
 DECLARE
     v_history_id bigint;
-    v_applied_seq integer;
 BEGIN
     INSERT INTO public.prospect_extractions AS e (
         msg_id, fingerprint_id, session_id, seq, outcome, extractor, model,
@@ -148,20 +147,20 @@ BEGIN
         RETURN 'duplicate';
     END IF;
 
-    -- The session row serialises concurrent merges of one session.
-    INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
-    VALUES (p_session_id, p_fingerprint_id, COALESCE(p_seq, 0))
-    ON CONFLICT (session_id) DO UPDATE SET updated_at = s.updated_at
-    RETURNING s.applied_seq INTO v_applied_seq;
-
-    IF p_seq IS NOT NULL AND p_seq <= v_applied_seq THEN
-        UPDATE public.prospect_extractions SET outcome = 'stale' WHERE id = v_history_id;
-        RETURN 'stale';
-    END IF;
-
+    -- Advancing the session's applied snapshot is also the staleness check: the row lock
+    -- serialises concurrent merges of one session, and an older snapshot updates nothing.
     IF p_seq IS NOT NULL THEN
-        UPDATE nexus.sessions SET applied_seq = p_seq, updated_at = now()
-        WHERE session_id = p_session_id;
+        UPDATE nexus.sessions s SET applied_seq = p_seq, updated_at = now()
+        WHERE s.session_id = p_session_id AND s.applied_seq < p_seq;
+        IF NOT FOUND THEN
+            INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq)
+            VALUES (p_session_id, p_fingerprint_id, p_seq, p_seq)
+            ON CONFLICT (session_id) DO NOTHING;
+            IF NOT FOUND THEN
+                UPDATE public.prospect_extractions SET outcome = 'stale' WHERE id = v_history_id;
+                RETURN 'stale';
+            END IF;
+        END IF;
     END IF;
 
     INSERT INTO public.prospect_data AS p (

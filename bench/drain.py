@@ -1,0 +1,89 @@
+"""Drain rate: how fast `nexus worker` empties a backlog, and its peak memory doing it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import psutil
+import psycopg
+
+from bench.common import bench_env, fresh_database, nexus
+from nexus_ingest import queue
+from nexus_ingest.store import open_pool
+
+BACKLOG = 20_000
+
+
+async def fill(url: str, count: int, sessions: int) -> float:
+    """Queue `count` snapshots over `sessions` sessions; returns seconds taken."""
+    pool = await open_pool(url, min_size=1, max_size=2)
+    run_id = uuid.uuid4().hex[:6]
+    started = time.perf_counter()
+    try:
+        for offset in range(0, count, 500):
+            batch = [
+                _snapshot(run_id, i % sessions) for i in range(offset, min(count, offset + 500))
+            ]
+            await queue.enqueue_many(pool, batch)
+    finally:
+        await pool.close()
+    return time.perf_counter() - started
+
+
+def _snapshot(run_id: str, session: int) -> queue.Snapshot:
+    sid = f"drain-{run_id}-{session}"
+    messages = [{"role": "user", "content": f"Hola, me llamo Cliente{session} y quiero precios"}]
+    return queue.Snapshot(
+        sid, sid, {"sessionId": sid, "fingerprint": sid, "messages": messages}, {}
+    )
+
+
+def run(
+    extractor: str = "noop", count: int = BACKLOG, sessions: int | None = None, **settings: str
+) -> dict[str, object]:
+    """Fill a backlog, then time one worker process draining it."""
+    with fresh_database() as url:
+        fill_s = asyncio.run(fill(url, count, sessions or count))
+        env = bench_env(url, NEXUS_EXTRACTOR=extractor, **settings)
+        with nexus(["worker"], env) as proc:
+            started = time.perf_counter()
+            peak_rss = _wait_until_drained(url, proc.pid)
+            elapsed = time.perf_counter() - started
+        saved = _count(url, "SELECT count(*) FROM prospect_data")
+    return {
+        "extractor": extractor,
+        "messages": count,
+        "sessions": sessions or count,
+        "drain_s": round(elapsed, 2),
+        "msgs_per_s": round(count / elapsed),
+        "rows": saved,
+        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        "fill_msgs_per_s": round(count / fill_s),
+    }
+
+
+def _count(url: str, statement: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(statement).fetchone()  # type: ignore[arg-type]
+    return int(row[0]) if row else 0
+
+
+def _wait_until_drained(url: str, pid: int, timeout: float = 600.0) -> int:
+    """Poll until the queue is empty; returns the worker's peak resident memory in bytes."""
+    process = psutil.Process(pid)
+    peak = 0
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            peak = max(peak, process.memory_info().rss)
+            row = conn.execute("SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion").fetchone()
+            if row and row[0] == 0:
+                return peak
+            time.sleep(0.05)
+    raise RuntimeError("the backlog was not drained in time")
+
+
+if __name__ == "__main__":
+    print(run("noop"))
