@@ -8,7 +8,7 @@ import uuid
 import httpx
 import psycopg
 
-from bench.common import bench_env, fresh_database, free_port, nexus, percentile, wait_until_serving
+from bench.common import bench_env, free_port, fresh_database, nexus, percentile, wait_until_serving
 
 MESSAGES = [
     {"role": "user", "content": "Hola"},

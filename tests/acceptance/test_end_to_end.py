@@ -169,7 +169,7 @@ def test_bursts_with_four_workers_end_in_the_last_snapshots_extraction(
         "idioma",
         "resumen",
     ]
-    for row in query(db_url, f"SELECT {', '.join(columns)} FROM prospect_data"):  # noqa: S608 - constant columns
+    for row in query(db_url, f"SELECT {', '.join(columns)} FROM prospect_data"):
         actual = dict(zip(columns, row, strict=True))
         want = expected[actual.pop("fingerprint_id")]
         assert actual == {k: want[k] for k in actual}
