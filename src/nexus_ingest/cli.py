@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import urllib.error
@@ -82,11 +83,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--session", help="sessionId to use when the file has none")
     send.add_argument("--fingerprint", help="fingerprint to use when the file has none")
-    _command(sub, "metrics", "print the queue's metrics", cmd_metrics)
+    metrics = _command(sub, "metrics", "print the queue's metrics", cmd_metrics)
+    metrics.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    metrics.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     extract = _command(
         sub, "extract", "print the prospect extracted from a conversation", cmd_extract
     )
     extract.add_argument("file", help="path, or - for standard input")
+    dlq = _command(sub, "dlq", "inspect, replay or purge the dead-letter queue", cmd_dlq)
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="list dead letters with their errors")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    replay = dlq_sub.add_parser("replay", help="send dead letters back to the work queue")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id", type=int, action="append", dest="ids", help="a dead letter's id (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    dlq_sub.add_parser("purge", help="delete every dead letter")
+    forget = _command(sub, "forget", "erase everything held about one visitor", cmd_forget)
+    forget.add_argument("fingerprint")
+    trace = _command(
+        sub, "trace", "show a session's or a message's path from receipt to save", cmd_trace
+    )
+    trace.add_argument("key", metavar="SESSION_ID|MSG_ID")
+    trace.add_argument("--json", action="store_true", help="one JSON object per moment")
     evaluate = _command(
         sub, "eval", "score the extractor on a labeled JSON Lines dataset", cmd_eval
     )
@@ -142,6 +164,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  producer:  {base}/api/nexus/producer")
     print(f"  metrics:   {base}/metrics")
     print(f"  API docs:  {base}/docs")
+    print(f"  demo chat: {base}/demo")
+    print(f"  dashboard: {base}/dashboard (sign in with NEXUS_ADMIN_TOKEN)")
     print("Press Ctrl-C to stop.", flush=True)
     _run(run(settings, url, api=True, worker=True))
     return 0
@@ -222,30 +246,138 @@ def _post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
-    from rich.table import Table
+    from rich.live import Live
 
     from nexus_ingest import queue
+
+    async def watch(pool: Any) -> None:
+        with Live(
+            _metrics_table(await queue.metrics(pool, timeout=5)),
+            console=Console(),
+            auto_refresh=False,
+        ) as live:
+            while args.watch:
+                await asyncio.sleep(args.interval)
+                live.update(_metrics_table(await queue.metrics(pool, timeout=5)), refresh=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_pool(settings, watch)
+    return 0
+
+
+def _metrics_table(m: Any) -> Any:
+    from rich.table import Table
+
+    table = Table(title="nexus-prospect-ingestion")
+    columns = ("queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_row(*(str(getattr(m, c)) if getattr(m, c) is not None else "-" for c in columns))
+    return table
+
+
+def _with_pool(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Run `work(pool)` against the configured database."""
     from nexus_ingest.store import open_pool
 
-    async def read() -> queue.QueueMetrics:
-        pool = await open_pool(_database(settings), min_size=1, max_size=1)
+    async def run() -> T:
+        pool = await open_pool(_database(settings), min_size=1, max_size=2)
         try:
-            return await queue.metrics(pool, timeout=5)
+            await pool.wait(timeout=10)
+            return await work(pool)
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise NexusError("cannot connect to the database") from exc
+            raise
         finally:
             await pool.close()
 
-    m = _run(read())
-    table = Table(title="nexus-prospect-ingestion")
-    for column in ("queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        *(
-            str(v if v is not None else "-")
-            for v in (m.queue_length, m.oldest_msg_age_sec, m.newest_msg_age_sec, m.total_messages)
+    return _run(run())
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from nexus_ingest import queue
+
+    if args.action == "list":
+        letters = _with_pool(settings, lambda pool: queue.dead_letters(pool, limit=args.limit))
+        _print_dead_letters(letters, as_json=args.json)
+    elif args.action == "replay":
+        replayed = _with_pool(
+            settings,
+            lambda pool: queue.replay_dead_letters(
+                pool, msg_ids=args.ids or (), replay_all=args.all
+            ),
         )
-    )
-    Console().print(table)
+        for dead_id, new_id in replayed:
+            print(f"replayed dead letter {dead_id} as message {new_id}")
+        print(f"{len(replayed)} replayed")
+        if args.ids and len(replayed) < len(args.ids):
+            raise NexusError(
+                f"{len(args.ids) - len(replayed)} of the given ids are not in the dead-letter queue"
+            )
+    else:
+        purged = _with_pool(settings, queue.purge_dead_letters)
+        print(f"{purged} purged")
     return 0
+
+
+def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
+    from nexus_ingest.trace import render, timeline
+
+    session_id, moments = _with_pool(settings, lambda pool: timeline(pool, args.key))
+    if args.json:
+        for moment in moments:
+            print(
+                json.dumps(
+                    {"sessionId": session_id, **moment.as_json()}, ensure_ascii=False, default=str
+                )
+            )
+    else:
+        print(render(session_id, moments))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from nexus_ingest.store import forget_prospect
+
+    counts = _with_pool(settings, lambda pool: forget_prospect(pool, args.fingerprint))
+    print(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    return 0
+
+
+def _print_dead_letters(letters: Sequence[Any], *, as_json: bool) -> None:
+    if as_json:
+        for letter in letters:
+            print(
+                json.dumps(
+                    {
+                        "id": letter.msg_id,
+                        "originalMsgId": letter.original_msg_id,
+                        "sessionId": letter.session_id,
+                        "enqueuedAt": letter.enqueued_at.isoformat(),
+                        "error": letter.error,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters ({len(letters)})")
+    for column in ("id", "original", "session", "attempts", "kind", "reason"):
+        table.add_column(column)
+    for letter in letters:
+        error = letter.error
+        table.add_row(
+            str(letter.msg_id),
+            str(letter.original_msg_id),
+            str(letter.session_id),
+            str(error.get("attempts", "")),
+            str(error.get("kind", "")),
+            str(error.get("reason", ""))[:80],
+        )
+    Console().print(table)
 
 
 def _conversation(document: Any) -> list[Any]:

@@ -21,8 +21,15 @@ def parse_queries(text: str) -> dict[str, LiteralString]:
 
 @cache
 def all_queries() -> dict[str, LiteralString]:
-    """Every named query shipped with the package."""
-    return parse_queries(files("nexus_ingest").joinpath("sql", "queries.sql").read_text("utf-8"))
+    """Every named query shipped with the package: each `.sql` file of `sql/` (not migrations)."""
+    found: dict[str, LiteralString] = {}
+    for entry in sorted(files("nexus_ingest").joinpath("sql").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            for name, sql in parse_queries(entry.read_text("utf-8")).items():
+                if name in found:
+                    raise ValueError(f"query {name!r} is defined twice")
+                found[name] = sql
+    return found
 
 
 def query(name: str) -> LiteralString:

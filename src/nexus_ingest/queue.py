@@ -212,6 +212,32 @@ async def release_sessions(
             await conn.execute(query("release_sessions"), {"session_ids": ids, "token": token})
 
 
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a message, for `nexus trace`."""
+
+    msg_id: int
+    session_id: str | None
+    event: str
+    attempt: int | None
+    detail: Mapping[str, Any]
+
+
+async def record_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Event]) -> None:
+    """Write events in one statement."""
+    if events:
+        await conn.execute(
+            query("record_events"),
+            {
+                "msg_ids": [e.msg_id for e in events],
+                "session_ids": [e.session_id for e in events],
+                "events": [e.event for e in events],
+                "attempts": [e.attempt for e in events],
+                "details": [Jsonb(dict(e.detail)) for e in events],
+            },
+        )
+
+
 async def seconds_until_visible(conn: psycopg.AsyncConnection[Any]) -> float | None:
     """How long until the next hidden message becomes readable; None when the queue is empty."""
     row = await (await conn.execute(query("next_visible"))).fetchone()
@@ -253,3 +279,58 @@ async def dead_letter(
             {"queue": DLQ, "message": Jsonb(body), "headers": Jsonb(dict(message.headers))},
         )
         await conn.execute(query("archive_messages"), {"queue": QUEUE, "msg_ids": [message.msg_id]})
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be processed, with why."""
+
+    msg_id: MsgId
+    original_msg_id: int | None
+    session_id: str | None
+    enqueued_at: datetime
+    error: Mapping[str, Any]
+
+
+async def dead_letters(pool: AsyncConnectionPool, *, limit: int = 100) -> list[DeadLetter]:
+    """The oldest dead letters, up to `limit`."""
+    async with connection(pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("dead_letters"), {"limit": limit})
+        rows = await cur.fetchall()
+    return [_dead_letter(r) for r in rows]
+
+
+def _dead_letter(row: Mapping[str, Any]) -> DeadLetter:
+    body = row["message"] if isinstance(row["message"], dict) else {}
+    original = body.get("original") if isinstance(body.get("original"), dict) else {}
+    return DeadLetter(
+        msg_id=MsgId(row["msg_id"]),
+        original_msg_id=body.get("originalMsgId"),
+        session_id=original.get("sessionId") if original else None,
+        enqueued_at=row["enqueued_at"],
+        error=body.get("error") or {},
+    )
+
+
+async def dead_letter_count(pool: AsyncConnectionPool) -> int:
+    """How many messages wait in the dead-letter queue."""
+    async with connection(pool) as conn:
+        row = await (await conn.execute(query("dead_letter_count"))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def replay_dead_letters(
+    pool: AsyncConnectionPool, *, msg_ids: Sequence[int] = (), replay_all: bool = False
+) -> list[tuple[int, int]]:
+    """Send dead letters back to the work queue (archiving them); returns (dead letter, new id) pairs."""
+    params = {"all": replay_all, "msg_ids": list(msg_ids)}
+    async with connection(pool) as conn, conn.transaction():
+        rows = await (await conn.execute(query("replay_dead_letters"), params)).fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+async def purge_dead_letters(pool: AsyncConnectionPool) -> int:
+    """Delete every dead letter; returns how many there were."""
+    async with connection(pool) as conn:
+        row = await (await conn.execute(query("purge_dead_letters"))).fetchone()
+    return int(row[0]) if row else 0

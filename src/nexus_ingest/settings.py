@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     rate_limit_ip_burst: int = Field(default=200, gt=0)
     rate_limit_fingerprint_per_minute: float = Field(default=120, ge=0)
     rate_limit_fingerprint_burst: int = Field(default=30, gt=0)
-    db_timeout_s: float = Field(default=2.0, gt=0)
+    db_timeout_s: float = Field(default=0.9, gt=0)
 
     alert_queue_length: int = 100
     alert_oldest_age_s: int = 300
@@ -66,7 +66,11 @@ class Settings(BaseSettings):
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)
     archive_processed: bool = False
     max_attempts: int = Field(default=5, gt=0)
+    retry_base_s: float = Field(default=2.0, gt=0)
+    retry_cap_s: float = Field(default=300.0, gt=0)
 
+    fault_rate: float = Field(default=0.0, ge=0, le=1)
+    fault_mode: Literal["mixed", "retryable", "permanent", "timeout"] = "mixed"
     db_pool_min: int = Field(default=2, gt=0)
     db_pool_max: int = Field(default=10, gt=0)
     log_level: str = "INFO"

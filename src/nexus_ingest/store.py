@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import orjson
@@ -74,6 +75,7 @@ class SaveRequest:
     session_id: str
     seq: int | None
     extraction: Extraction
+    enqueued_at: datetime | None = None
 
 
 def save_params(request: SaveRequest) -> dict[str, Any]:
@@ -91,6 +93,7 @@ def save_params(request: SaveRequest) -> dict[str, Any]:
         "output_tokens": extraction.output_tokens,
         "cached_tokens": extraction.cached_tokens,
         "latency_ms": extraction.latency_ms,
+        "enqueued_at": request.enqueued_at,
     }
 
 
@@ -118,3 +121,12 @@ async def fetch_prospect(
     async with connection(pool) as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("prospect_by_fingerprint"), {"fingerprint_id": fingerprint_id})
         return await cur.fetchone()
+
+
+async def forget_prospect(pool: AsyncConnectionPool, fingerprint_id: str) -> dict[str, int]:
+    """Erase one visitor everywhere; returns how many rows went from each place."""
+    async with connection(pool) as conn, conn.transaction():
+        row = await (
+            await conn.execute(query("forget_prospect"), {"fingerprint_id": fingerprint_id})
+        ).fetchone()
+    return dict(row[0]) if row else {}

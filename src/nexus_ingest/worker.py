@@ -96,7 +96,11 @@ def worker_config(settings: Settings) -> WorkerConfig:
         poll_interval_s=settings.worker_poll_interval_s,
         shutdown_grace_s=settings.worker_shutdown_grace_s,
         archive=settings.archive_processed,
-        retry=RetryPolicy(max_attempts=settings.max_attempts),
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base_s=settings.retry_base_s,
+            cap_s=settings.retry_cap_s,
+        ),
     )
 
 
@@ -241,6 +245,12 @@ class Worker:
 
     async def _handle(self, item: WorkItem) -> None:
         started = time.perf_counter()
+        log.info(
+            "🟢 [CONSUMIDOR] processing",
+            **log_ids(item.message),
+            attempt=item.message.read_ct,
+            turns=len(item.snapshot.messages),
+        )
         try:
             extraction = await extract_with_metrics(self.extractor, item.snapshot.messages)
         except Exception as exc:  # every failure is settled: retried or dead-lettered
@@ -256,9 +266,7 @@ class Worker:
                 outcome = await settle_failure(conn, item.message, exc, self.config.retry)
             PROCESSED.labels(outcome=outcome).inc()
         except DatabaseUnavailable:
-            log.warning(
-                "could not record failure; message will reappear", msg_id=item.message.msg_id
-            )
+            log.warning("could not record failure; message will reappear", **log_ids(item.message))
 
     async def _save_loop(self) -> None:
         while True:
@@ -296,11 +304,9 @@ class Worker:
             PROCESSING_SECONDS.observe(now - started)
             log.info(
                 "✅ [CONSUMIDOR] saved",
-                msg_id=item.message.msg_id,
-                session_id=item.snapshot.session_id,
+                **log_ids(item.message),
                 seq=item.snapshot.seq,
                 outcome=outcome,
-                trace_id=trace_id(item.message.headers.get("traceparent")),
             )
 
     async def _listen_loop(self, url: str) -> None:
@@ -347,13 +353,22 @@ async def _settle_plan_now(
 ) -> None:
     await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
     await queue.release_sessions(conn, _idle_leases(plan))
+    await queue.record_events(
+        conn,
+        [queue.Event(m.msg_id, m.session_id, "superseded", m.read_ct, {}) for m in plan.superseded],
+    )
     PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
     for message, reason in plan.undecodable:
         await queue.dead_letter(
             conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct}
         )
         PROCESSED.labels(outcome="dead_lettered").inc()
-        log.error("❌ [CONSUMIDOR] dead-lettered", msg_id=message.msg_id, reason=reason)
+        log.error(
+            "❌ [CONSUMIDOR] dead-lettered",
+            **log_ids(message),
+            kind="permanent",
+            reason="undecodable",
+        )
 
 
 async def _plan(conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMessage]) -> BatchPlan:
@@ -361,6 +376,15 @@ async def _plan(conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMes
     sessions = sorted({s.session_id for s in decoded if isinstance(s, QueuedSnapshot)})
     latest = await queue.latest_seqs(conn, sessions) if sessions else {}
     return plan_batch(messages, latest)
+
+
+def log_ids(message: QueuedMessage) -> dict[str, Any]:
+    """What every log line about a message carries: ids only, never its content."""
+    return {
+        "msg_id": message.msg_id,
+        "session_id": message.session_id,
+        "trace_id": trace_id(message.headers.get("traceparent")),
+    }
 
 
 def _leases(messages: Iterable[QueuedMessage]) -> dict[UUID, list[str]]:
@@ -417,6 +441,7 @@ async def save_and_acknowledge(
             item.snapshot.session_id,
             item.snapshot.seq,
             extraction,
+            item.message.enqueued_at,
         )
         for item, extraction in done
     ]
@@ -451,9 +476,21 @@ async def _settle_failure_now(
     if kind == "permanent" or policy.exhausted(message.read_ct):
         error = {"reason": reason, "kind": kind, "attempts": message.read_ct}
         await queue.dead_letter(conn, message, error)
+        await queue.record_events(
+            conn,
+            [
+                queue.Event(
+                    message.msg_id,
+                    message.session_id,
+                    "dead_lettered",
+                    message.read_ct,
+                    {"kind": kind, "error": type(exc).__name__},
+                )
+            ],
+        )
         log.error(
             "❌ [CONSUMIDOR] dead-lettered",
-            msg_id=message.msg_id,
+            **log_ids(message),
             kind=kind,
             attempts=message.read_ct,
         )
@@ -461,9 +498,21 @@ async def _settle_failure_now(
     hint = exc.delay if isinstance(exc, RetryLater) else None
     delay = policy.delay(message.read_ct, at_least=hint)
     await queue.retry_later(conn, message.msg_id, delay)
+    await queue.record_events(
+        conn,
+        [
+            queue.Event(
+                message.msg_id,
+                message.session_id,
+                "failed",
+                message.read_ct,
+                {"error": type(exc).__name__, "retry_in_s": delay},
+            )
+        ],
+    )
     log.warning(
         "❌ [CONSUMIDOR] extraction failed; will retry",
-        msg_id=message.msg_id,
+        **log_ids(message),
         attempt=message.read_ct,
         retry_in_s=delay,
         error=type(exc).__name__,

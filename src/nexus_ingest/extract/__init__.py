@@ -12,7 +12,26 @@ __all__ = ["Extraction", "Extractor", "build_extractor"]
 
 
 def build_extractor(settings: Settings) -> Extractor:
-    """The extractor `settings` ask for, with its client built once for the process."""
+    """The extractor `settings` ask for, with its client built once for the process.
+
+    With `NEXUS_FAULT_RATE` above zero it is wrapped to fail on purpose, and says so loudly.
+    """
+    extractor = _build(settings)
+    if settings.fault_rate > 0:
+        import structlog
+
+        from nexus_ingest.extract.faults import FaultyExtractor
+
+        structlog.get_logger("nexus").warning(
+            "⚠️  FAILURE SIMULATION ON: the extractor fails on purpose",
+            fault_rate=settings.fault_rate,
+            fault_mode=settings.fault_mode,
+        )
+        return FaultyExtractor(extractor, rate=settings.fault_rate, mode=settings.fault_mode)
+    return extractor
+
+
+def _build(settings: Settings) -> Extractor:
     # Imports are local so that choosing `rules` or `noop` never loads an LLM SDK.
     choice = settings.resolved_extractor()
     if choice == "rules":

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS public.prospect_extractions (
     cached_tokens   integer NOT NULL DEFAULT 0,
     latency_ms      real,
     result          jsonb NOT NULL,
+    enqueued_at     timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 -- A message is merged at most once, whatever redeliveries happen.
@@ -125,7 +126,8 @@ CREATE OR REPLACE FUNCTION public.update_prospect_data(
     p_input_tokens integer DEFAULT 0,
     p_output_tokens integer DEFAULT 0,
     p_cached_tokens integer DEFAULT 0,
-    p_latency_ms real DEFAULT NULL
+    p_latency_ms real DEFAULT NULL,
+    p_enqueued_at timestamptz DEFAULT NULL
 )
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
@@ -136,11 +138,11 @@ DECLARE
 BEGIN
     INSERT INTO public.prospect_extractions AS e (
         msg_id, fingerprint_id, session_id, seq, outcome, extractor, model,
-        input_tokens, output_tokens, cached_tokens, latency_ms, result)
+        input_tokens, output_tokens, cached_tokens, latency_ms, result, enqueued_at)
     VALUES (
         p_msg_id, p_fingerprint_id, p_session_id, p_seq, 'applied', p_extractor, p_model,
         COALESCE(p_input_tokens, 0), COALESCE(p_output_tokens, 0), COALESCE(p_cached_tokens, 0),
-        p_latency_ms, COALESCE(p_data, '{}'))
+        p_latency_ms, COALESCE(p_data, '{}'), p_enqueued_at)
     ON CONFLICT (msg_id) WHERE msg_id IS NOT NULL DO NOTHING
     RETURNING e.id INTO v_history_id;
     IF v_history_id IS NULL THEN
@@ -212,6 +214,6 @@ ALTER TABLE public.prospect_extractions ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON public.prospect_data, public.prospect_extractions FROM anon, authenticated;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.prospect_data, public.prospect_extractions TO service_role;
 REVOKE ALL ON FUNCTION public.update_prospect_data(
-    text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real) FROM PUBLIC;
+    text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.update_prospect_data(
-    text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real) TO service_role;
+    text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real, timestamptz) TO service_role;

