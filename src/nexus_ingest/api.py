@@ -76,6 +76,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     _add_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    from nexus_ingest.dashboard import install
+
+    install(app)
     return app
 
 

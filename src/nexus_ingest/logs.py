@@ -15,7 +15,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Set up structlog and the standard library's logging once, for the whole process."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(ensure_ascii=False) if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import psycopg
+from psycopg import sql
 
 from nexus_ingest.errors import DatabaseUnavailable, MigrationError
 
 # Any constant works; it only keeps two `nexus migrate` runs from interleaving.
 _MIGRATION_LOCK_KEY = 7_304_225_114
+_MIN_PGMQ = (1, 10)
 _FILE_NAME = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
 
@@ -79,16 +81,33 @@ def _ensure_pgmq(conn: psycopg.Connection) -> None:
     """Install PGMQ: the extension when the server has it, else the SQL-only PGMQ we ship."""
     if _pgmq_installed(conn):
         return
-    has_extension = conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq'"
-    ).fetchone()
-    if has_extension:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pgmq")
+    version = _usable_extension_version(conn)
+    if version:
+        conn.execute(
+            sql.SQL("CREATE EXTENSION IF NOT EXISTS pgmq VERSION {}").format(sql.Literal(version))
+        )
         return
     from pgmq.install import get_embedded_install_sql
 
     with conn.transaction():
         conn.execute(get_embedded_install_sql())
+
+
+def _usable_extension_version(conn: psycopg.Connection) -> str | None:
+    """The newest pgmq extension version the server offers, if it is new enough for us.
+
+    Our SQL needs PGMQ 1.10+ (message headers, last_read_at, throttled insert notifications);
+    older extensions (Supabase has shipped 1.4 and 1.5) lose to the bundled SQL-only 1.13.
+    """
+    rows = conn.execute(
+        "SELECT version FROM pg_available_extension_versions WHERE name = 'pgmq'"
+    ).fetchall()
+    usable = [v for (v,) in rows if _version_tuple(v) >= _MIN_PGMQ]
+    return max(usable, key=_version_tuple) if usable else None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def _pgmq_installed(conn: psycopg.Connection) -> bool:

@@ -13,6 +13,7 @@ import uvicorn
 
 from nexus_ingest.api import create_app
 from nexus_ingest.extract import build_extractor
+from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import open_pool
 from nexus_ingest.worker import Worker, worker_config
@@ -74,7 +75,18 @@ async def run_worker(settings: Settings, database_url: str, stop: asyncio.Event)
         database_url, min_size=2, max_size=max(4, settings.worker_concurrency + 2)
     )
     try:
-        await Worker(pool, extractor, worker_config(settings), listen_url=database_url).run(stop)
+        jobs = [Worker(pool, extractor, worker_config(settings), listen_url=database_url).run(stop)]
+        if settings.maintenance_interval_s > 0:
+            jobs.append(
+                maintenance_loop(
+                    pool,
+                    archive_days=settings.retention_archive_days,
+                    history_days=settings.retention_history_days,
+                    interval_s=settings.maintenance_interval_s,
+                    stop=stop,
+                )
+            )
+        await asyncio.gather(*jobs)
     finally:
         await pool.close()
         await extractor.aclose()
@@ -87,6 +99,11 @@ async def run(settings: Settings, database_url: str, *, api: bool, worker: bool)
     tasks = []
     if api:
         tasks.append(asyncio.create_task(serve_api(settings, database_url, stop)))
+    if worker and not api and settings.worker_metrics_port is not None:
+        # A worker on its own still exposes its counters for Prometheus to scrape.
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
     if worker:
         tasks.append(asyncio.create_task(run_worker(settings, database_url, stop)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

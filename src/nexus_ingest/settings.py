@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     alert_oldest_age_s: int = 300
 
     coalesce_window_s: float | None = Field(default=None, ge=0, le=3600)
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_concurrency: int = Field(default=8, gt=0)
     worker_batch_size: int = Field(default=50, gt=0)
     worker_vt_s: int = Field(default=60, gt=0)
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
 
     fault_rate: float = Field(default=0.0, ge=0, le=1)
     fault_mode: Literal["mixed", "retryable", "permanent", "timeout"] = "mixed"
+    retention_archive_days: int = Field(default=7, ge=0)
+    retention_history_days: int = Field(default=90, ge=0)
+    maintenance_interval_s: float = Field(default=3600.0, ge=0)
     db_pool_min: int = Field(default=2, gt=0)
     db_pool_max: int = Field(default=10, gt=0)
     log_level: str = "INFO"

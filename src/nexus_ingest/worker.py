@@ -42,6 +42,7 @@ _SAVE_BATCH = 200
 _HOT_WINDOW_S = 1.0
 _HOT_POLL_S = 0.02
 _SAVE_ATTEMPTS = 4
+_SAVE_FLIGHTS = 2
 
 Outcome = Literal["saved", "superseded", "duplicate", "stale", "retried", "dead_lettered"]
 
@@ -269,15 +270,30 @@ class Worker:
             log.warning("could not record failure; message will reappear", **log_ids(item.message))
 
     async def _save_loop(self) -> None:
+        """Write finished extractions in batches, two transactions at a time.
+
+        A session is leased to one worker, so concurrent batches never touch the same session.
+        """
+        flights = asyncio.Semaphore(_SAVE_FLIGHTS)
+        pending: set[asyncio.Task[None]] = set()
         while True:
             batch = [await self._saves.get()]
             while len(batch) < _SAVE_BATCH and not self._saves.empty():
                 batch.append(self._saves.get_nowait())
-            try:
-                await self._flush(batch)
-            finally:
-                for _ in batch:
-                    self._saves.task_done()
+            await flights.acquire()
+            task = asyncio.create_task(self._flush_and_release(batch, flights))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    async def _flush_and_release(
+        self, batch: list[tuple[WorkItem, Extraction, float]], flights: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._flush(batch)
+        finally:
+            flights.release()
+            for _ in batch:
+                self._saves.task_done()
 
     async def _flush(self, batch: list[tuple[WorkItem, Extraction, float]]) -> None:
         for attempt in range(_SAVE_ATTEMPTS):

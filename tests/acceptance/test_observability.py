@@ -11,7 +11,15 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.llm_server import Error, FakeLLMServer
-from tests.helpers import NEXUS, SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_for, wait_healthy
+from tests.helpers import (
+    NEXUS,
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    wait_for,
+    wait_healthy,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -22,7 +30,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def test_one_trace_id_joins_producer_and_worker_lines_and_metrics_move(db_url: str, tmp_path: Path) -> None:
+def test_one_trace_id_joins_producer_and_worker_lines_and_metrics_move(
+    db_url: str, tmp_path: Path
+) -> None:
     """Filtering the JSON logs by the trace id of a POST shows producer then consumer lines; counters move."""
     port = free_port()
     log = tmp_path / "up.log"
@@ -32,9 +42,15 @@ def test_one_trace_id_joins_producer_and_worker_lines_and_metrics_move(db_url: s
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base, proc)
         before = samples(httpx.get(f"{base}/metrics").text)
-        answer = httpx.post(f"{base}/api/nexus/producer", json=SEED_CONVERSATION, headers={"traceparent": traceparent})
+        answer = httpx.post(
+            f"{base}/api/nexus/producer",
+            json=SEED_CONVERSATION,
+            headers={"traceparent": traceparent},
+        )
         assert answer.status_code == 202
-        httpx.post(f"{base}/api/nexus/producer", content=b"{", headers={"Content-Type": "application/json"})
+        httpx.post(
+            f"{base}/api/nexus/producer", content=b"{", headers={"Content-Type": "application/json"}
+        )
         with psycopg.connect(db_url) as conn:
             wait_for(lambda: conn.execute("SELECT 1 FROM prospect_data").fetchall(), what="the row")
         wait_for(lambda: "✅ [CONSUMIDOR] saved" in log.read_text(), what="the saved line")
@@ -44,34 +60,67 @@ def test_one_trace_id_joins_producer_and_worker_lines_and_metrics_move(db_url: s
     events = [line["event"] for line in traced]
     assert events[0].startswith("🟢 [PRODUCTOR]") and events[-1].startswith("✅ [CONSUMIDOR]")
     assert any(e.startswith("🟢 [CONSUMIDOR]") for e in events)
-    assert all(line["msg_id"] == answer.json()["messageId"] and line["session_id"] for line in traced)
-    assert after[("nexus_messages_enqueued_total", ())] == before.get(("nexus_messages_enqueued_total", ()), 0) + 1
+    assert all(
+        line["msg_id"] == answer.json()["messageId"] and line["session_id"] for line in traced
+    )
+    assert (
+        after[("nexus_messages_enqueued_total", ())]
+        == before.get(("nexus_messages_enqueued_total", ()), 0) + 1
+    )
     assert after[("nexus_messages_rejected_total", (("reason", "malformed_json"),))] >= 1
     assert after[("nexus_messages_processed_total", (("outcome", "saved"),))] >= 1
     assert after[("nexus_extraction_seconds_count", (("extractor", "rules"),))] >= 1
     assert ("nexus_queue_length", ()) in after
 
 
-def test_trace_shows_every_attempt_of_a_retried_then_saved_message(db_url: str, tmp_path: Path) -> None:
+def test_trace_shows_every_attempt_of_a_retried_then_saved_message(
+    db_url: str, tmp_path: Path
+) -> None:
     """`nexus trace MSG_ID` lists enqueue, each failed attempt, and the save, in order; --json too."""
     with FakeLLMServer("anthropic") as fake:
         fake.script(Error(529), Error(429, retry_after="1"))
         port = free_port()
-        env = nexus_env(db_url, port, NEXUS_EXTRACTOR="anthropic", ANTHROPIC_API_KEY="sk-ant-test",
-                        ANTHROPIC_BASE_URL=fake.base_url, NEXUS_COALESCE_WINDOW_S="0",
-                        NEXUS_RETRY_BASE_S="1", NEXUS_RETRY_CAP_S="1")
+        env = nexus_env(
+            db_url,
+            port,
+            NEXUS_EXTRACTOR="anthropic",
+            ANTHROPIC_API_KEY="sk-ant-test",
+            ANTHROPIC_BASE_URL=fake.base_url,
+            NEXUS_COALESCE_WINDOW_S="0",
+            NEXUS_RETRY_BASE_S="1",
+            NEXUS_RETRY_CAP_S="1",
+        )
         with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
             base = f"http://127.0.0.1:{port}"
             wait_healthy(base, proc)
-            msg_id = httpx.post(f"{base}/api/nexus/producer", json=SEED_CONVERSATION).json()["messageId"]
+            msg_id = httpx.post(f"{base}/api/nexus/producer", json=SEED_CONVERSATION).json()[
+                "messageId"
+            ]
             with psycopg.connect(db_url) as conn:
-                wait_for(lambda: conn.execute("SELECT 1 FROM prospect_data").fetchall(), timeout=20, what="the row")
-    readable = subprocess.run([NEXUS, "trace", str(msg_id)], env=env, capture_output=True, text=True, timeout=60)
-    as_json = subprocess.run([NEXUS, "trace", "test-session-456", "--json"], env=env, capture_output=True,
-                             text=True, timeout=60)
+                wait_for(
+                    lambda: conn.execute("SELECT 1 FROM prospect_data").fetchall(),
+                    timeout=20,
+                    what="the row",
+                )
+    readable = subprocess.run(
+        [NEXUS, "trace", str(msg_id)], env=env, capture_output=True, text=True, timeout=60
+    )
+    as_json = subprocess.run(
+        [NEXUS, "trace", "test-session-456", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert readable.returncode == 0, readable.stderr
     events = [json.loads(line)["event"] for line in as_json.stdout.splitlines()]
     assert events == ["enqueued", "failed", "failed", "saved"]
-    assert readable.stdout.count("failed") == 2 and "saved" in readable.stdout and "attempt=2" in readable.stdout
-    missing = subprocess.run([NEXUS, "trace", "no-such-session"], env=env, capture_output=True, text=True, timeout=60)
+    assert (
+        readable.stdout.count("failed") == 2
+        and "saved" in readable.stdout
+        and "attempt=2" in readable.stdout
+    )
+    missing = subprocess.run(
+        [NEXUS, "trace", "no-such-session"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 1 and missing.stderr.startswith("nexus: error:")

@@ -1,0 +1,363 @@
+"""The dashboard's pages and actions, the demo chat page, and the embeddable widget's script."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest import queue
+from nexus_ingest.api import bearer_matches, health_reasons
+from nexus_ingest.dashboard import data, views
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.settings import Settings
+
+log = structlog.get_logger("nexus.dashboard")
+
+_HERE = Path(__file__).parent
+STATIC = _HERE / "static"
+COOKIE = "nexus_admin"
+_COOKIE_MAX_AGE_S = 12 * 3600
+_MAX_FORM_BYTES = 16 * 1024
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'"
+    ),
+}
+
+templates = Jinja2Templates(directory=_HERE / "templates")
+templates.env.filters.update(views.FILTERS)
+
+
+class Halt(Exception):
+    """A response that ends a request before its route runs: the sign-in page, a redirect."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def admin_session(token: str) -> str:
+    """The sign-in cookie's value: derived from the admin token, so the cookie never holds it."""
+    return hmac.new(token.encode(), b"nexus-dashboard-session-v1", hashlib.sha256).hexdigest()
+
+
+def _matches(supplied: str | None, expected: str) -> bool:
+    return supplied is not None and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+def _admin_token(request: Request) -> str | None:
+    settings: Settings = request.app.state.settings
+    return settings.admin_token.get_secret_value() if settings.admin_token else None
+
+
+def _render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return templates.TemplateResponse(
+        request,
+        name,
+        context or {},
+        status_code=status,
+        headers={**_SECURITY_HEADERS, **(headers or {})},
+    )
+
+
+def _disabled(request: Request) -> Response:
+    return _render(request, "disabled.html", status=404)
+
+
+def _sign_in_page(request: Request, *, status: int, error: str | None = None) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    headers = {"WWW-Authenticate": 'Bearer realm="nexus-dashboard"'}
+    if request.headers.get("hx-request"):
+        headers["HX-Redirect"] = "/dashboard/login"
+    context = {"next": views.safe_next(target), "error": error}
+    return _render(request, "login.html", context, status=status, headers=headers)
+
+
+def _signed_in(request: Request, token: str, target: str) -> Response:
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        admin_session(token),
+        max_age=_COOKIE_MAX_AGE_S,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a cookie-authenticated form post comes from this site (the cookie is also SameSite)."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.headers.get("host")
+
+
+async def require_admin(request: Request) -> None:
+    """Let through a valid bearer token, sign-in cookie, or `?token=` (which then sets the cookie)."""
+    expected = _admin_token(request)
+    if expected is None:
+        raise Halt(_disabled(request))
+    if bearer_matches(request, expected):
+        return
+    if _matches(request.cookies.get(COOKIE), admin_session(expected)):
+        if request.method == "POST" and not _same_origin(request):
+            raise Halt(_render(request, "disabled.html", {"cross_site": True}, status=403))
+        return
+    supplied = request.query_params.get("token")
+    if _matches(supplied, expected):
+        url = request.url.remove_query_params("token")
+        raise Halt(_signed_in(request, expected, url.path + (f"?{url.query}" if url.query else "")))
+    error = "That token is not right." if supplied is not None else None
+    raise Halt(_sign_in_page(request, status=401, error=error))
+
+
+async def _halt(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Halt)
+    return exc.response
+
+
+router = APIRouter(
+    prefix="/dashboard", dependencies=[Depends(require_admin)], include_in_schema=False
+)
+public = APIRouter(include_in_schema=False)
+
+
+def install(app: FastAPI) -> None:
+    """Add the dashboard, the demo page, the widget and the static files to `app`."""
+    app.include_router(public)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(Halt, _halt)
+
+
+def _pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.pool
+    return pool
+
+
+def _first(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    return values[0] if values else None
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    """A small urlencoded form body (the dashboard's forms only carry ids and a token)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_FORM_BYTES:
+            raise Halt(Response("Form too large.", status_code=413, media_type="text/plain"))
+        chunks.append(chunk)
+    return parse_qs(b"".join(chunks).decode("utf-8", "replace"), max_num_fields=200)
+
+
+@public.get("/dashboard/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    """The sign-in form."""
+    if _admin_token(request) is None:
+        return _disabled(request)
+    return _render(request, "login.html", {"next": views.safe_next(next), "error": None})
+
+
+@public.post("/dashboard/login")
+async def login(request: Request) -> Response:
+    """Check the admin token from the sign-in form; on success set the HttpOnly cookie."""
+    expected = _admin_token(request)
+    if expected is None:
+        return _disabled(request)
+    form = await _form(request)
+    target = views.safe_next(_first(form, "next"))
+    if not _matches(_first(form, "token"), expected):
+        log.warning("dashboard sign-in refused")
+        context = {"next": target, "error": "That token is not right."}
+        return _render(request, "login.html", context, status=401)
+    return _signed_in(request, expected, target)
+
+
+@public.post("/dashboard/logout")
+async def logout(request: Request) -> Response:
+    """Forget the sign-in cookie."""
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/dashboard")
+    return response
+
+
+@public.get("/demo")
+async def demo(request: Request) -> Response:
+    """A sales page with the chat widget embedded, answered by a canned assistant."""
+    return _render(request, "demo.html")
+
+
+@public.get("/widget.js", name="widget")
+async def widget_script() -> Response:
+    """The embeddable chat widget."""
+    return FileResponse(
+        STATIC / "widget.js",
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def _metrics_context(request: Request) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    pool = _pool(request)
+    try:
+        metrics, minutes, totals, dead = await asyncio.gather(
+            queue.metrics(pool, timeout=settings.db_timeout_s),
+            data.throughput(pool),
+            data.totals(pool),
+            queue.dead_letter_count(pool),
+        )
+    except DatabaseUnavailable:
+        return {"down": True, "reasons": ["database unreachable"]}
+    return {
+        "down": False,
+        "metrics": metrics,
+        "reasons": health_reasons(metrics, settings),
+        "chart": views.throughput_chart(minutes),
+        "totals": totals,
+        "dead_letter_count": dead,
+        "settings": settings,
+    }
+
+
+async def _prospects_context(
+    pool: AsyncConnectionPool, q: str | None, sort: str | None, intent: str | None
+) -> dict[str, Any]:
+    chosen_sort, chosen_intent = views.parse_sort(sort), views.parse_intent(intent)
+    search = data.ProspectFilter(
+        pattern=views.like_pattern(q), intent=chosen_intent, sort=chosen_sort
+    )
+    return {
+        "prospects": await data.prospects(pool, search),
+        "params": {"q": (q or "").strip(), "sort": chosen_sort, "intent": chosen_intent},
+        "intents": views.INTENTS,
+        "sorts": views.SORTS,
+        "limit": search.limit,
+        "with_params": views.with_params,
+    }
+
+
+@router.get("")
+async def overview(
+    request: Request, q: str | None = None, sort: str | None = None, intent: str | None = None
+) -> Response:
+    """Queue health, throughput over the last hour, and the prospects table."""
+    metrics = await _metrics_context(request)
+    prospects = await _prospects_context(_pool(request), q, sort, intent)
+    return _render(request, "overview.html", {**metrics, **prospects, "page": "overview"})
+
+
+@router.get("/partials/metrics")
+async def metrics_partial(request: Request) -> Response:
+    """The live metrics panel, polled by the overview page."""
+    return _render(request, "_metrics.html", await _metrics_context(request))
+
+
+@router.get("/partials/prospects")
+async def prospects_partial(
+    request: Request, q: str | None = None, sort: str | None = None, intent: str | None = None
+) -> Response:
+    """The prospects table for a search; the address bar follows it."""
+    context = await _prospects_context(_pool(request), q, sort, intent)
+    page_url = f"/dashboard{views.with_params(context['params'])}".rstrip("?")
+    return _render(request, "_prospects.html", context, headers={"HX-Replace-Url": page_url})
+
+
+@router.get("/prospects/{fingerprint_id:path}")
+async def prospect_page(request: Request, fingerprint_id: str) -> Response:
+    """One prospect: the merged fields, the extraction history, and where its messages are."""
+    detail = await data.prospect_detail(_pool(request), fingerprint_id)
+    if detail is None:
+        return _render(request, "not_found.html", {"fingerprint_id": fingerprint_id}, status=404)
+    context = {
+        "detail": detail,
+        "p": detail.row,
+        "page": "prospect",
+        "pretty": _pretty,
+        "offset_from": views.offset_from,
+    }
+    return _render(request, "prospect.html", context)
+
+
+def _pretty(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+async def _dead_letters_context(request: Request, flash: str | None) -> dict[str, Any]:
+    pool = _pool(request)
+    letters, count = await asyncio.gather(
+        queue.dead_letters(pool, limit=200), queue.dead_letter_count(pool)
+    )
+    return {"letters": letters, "count": count, "flash": flash, "page": "dead-letters"}
+
+
+@router.get("/dead-letters")
+async def dead_letters_page(
+    request: Request, replayed: int | None = None, purged: int | None = None
+) -> Response:
+    """The dead-letter queue, with replay and purge."""
+    flash = views.action_message(replayed=replayed, purged=purged)
+    return _render(request, "dead_letters.html", await _dead_letters_context(request, flash))
+
+
+@router.post("/dead-letters/replay")
+async def replay_dead_letters(request: Request) -> Response:
+    """Send one dead letter (form field `msg_id`) or all (`all=1`) back to the work queue."""
+    form = await _form(request)
+    ids = [int(v) for v in form.get("msg_id", []) if v.isdigit()]
+    replay_all = _first(form, "all") in ("1", "true", "on")
+    pairs = await queue.replay_dead_letters(_pool(request), msg_ids=ids, replay_all=replay_all)
+    log.info("dashboard replayed dead letters", count=len(pairs), msg_ids=[p[0] for p in pairs])
+    payload = {"replayed": [{"deadLetterId": d, "msgId": m} for d, m in pairs]}
+    return await _action_result(request, "replayed", len(pairs), payload)
+
+
+@router.post("/dead-letters/purge")
+async def purge_dead_letters(request: Request) -> Response:
+    """Delete every dead letter."""
+    purged = await queue.purge_dead_letters(_pool(request))
+    log.info("dashboard purged dead letters", count=purged)
+    return await _action_result(request, "purged", purged, {"purged": purged})
+
+
+async def _action_result(
+    request: Request, action: str, count: int, payload: dict[str, Any]
+) -> Response:
+    """JSON for scripts, the refreshed list for htmx, else a redirect back to the list."""
+    if "application/json" in request.headers.get("accept", ""):
+        return Response(orjson.dumps(payload), media_type="application/json")
+    if request.headers.get("hx-request"):
+        flash = views.action_message(**{action: count})
+        context = await _dead_letters_context(request, flash)
+        return _render(request, "_dead_letters.html", context)
+    return RedirectResponse(f"/dashboard/dead-letters?{action}={count}", status_code=303)
+
+
+__all__ = ["COOKIE", "Halt", "admin_session", "install", "public", "require_admin", "router"]

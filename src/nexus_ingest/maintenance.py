@@ -1,0 +1,99 @@
+"""Retention: delete archived messages and old history, by pg_cron where it runs, else by a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.queries import query
+from nexus_ingest.store import connection
+
+log = structlog.get_logger("nexus.maintenance")
+
+# Any constant works; it only keeps two workers from running the maintenance at once.
+MAINTENANCE_LOCK_KEY = 7_304_225_115
+# After a failure (database down at start-up, say) the next try comes sooner than the interval.
+_RETRY_AFTER_FAILURE_S = 60.0
+
+
+async def run_maintenance(
+    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
+) -> dict[str, int]:
+    """Delete what has aged out now; returns how many rows went from each table."""
+    async with connection(pool) as conn:
+        return await _run(conn, archive_days=archive_days, history_days=history_days)
+
+
+async def try_run_maintenance(
+    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
+) -> dict[str, int] | None:
+    """Run the maintenance unless another worker is running it; None when it was skipped."""
+    async with connection(pool) as conn, conn.transaction():
+        locked = await _fetch_value(conn, "try_maintenance_lock", {"key": MAINTENANCE_LOCK_KEY})
+        if not locked:
+            return None
+        return await _run(conn, archive_days=archive_days, history_days=history_days)
+
+
+async def cron_schedules_maintenance(pool: AsyncConnectionPool) -> bool:
+    """Whether pg_cron holds the `nexus-maintenance` job for this database."""
+    async with connection(pool) as conn:
+        return bool(await _fetch_value(conn, "maintenance_scheduled_by_cron"))
+
+
+async def maintenance_loop(
+    pool: AsyncConnectionPool,
+    *,
+    archive_days: int,
+    history_days: int,
+    interval_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Run the maintenance now and every `interval_s` seconds until `stop`, unless pg_cron does."""
+    while not stop.is_set():
+        ok = await _maintain_once(pool, archive_days=archive_days, history_days=history_days)
+        pause = interval_s if ok else min(interval_s, _RETRY_AFTER_FAILURE_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=pause)
+
+
+async def _maintain_once(
+    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
+) -> bool:
+    """One turn of the loop; False when it failed and should be tried again soon."""
+    try:
+        if await cron_schedules_maintenance(pool):
+            log.debug("maintenance left to pg_cron")
+            return True
+        deleted = await try_run_maintenance(
+            pool, archive_days=archive_days, history_days=history_days
+        )
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        log.warning("maintenance failed; will try again", error=type(exc).__name__)
+        return False
+    if deleted is None:
+        log.info("maintenance skipped: another worker is running it")
+    else:
+        log.info("maintenance done", **deleted)
+    return True
+
+
+async def _run(
+    conn: psycopg.AsyncConnection[Any], *, archive_days: int, history_days: int
+) -> dict[str, int]:
+    params = {"archive_days": archive_days, "history_days": history_days}
+    counts = await _fetch_value(conn, "run_maintenance", params)
+    return {str(table): int(count) for table, count in dict(counts).items()}
+
+
+async def _fetch_value(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any] | None = None
+) -> Any:
+    row = await (await conn.execute(query(name), params)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,130 @@
+-- The dashboard's read queries, named. Loaded by `nexus_ingest.queries` with queries.sql.
+-- Parameters are psycopg's %(name)s placeholders. The dashboard only reads: its actions
+-- (replay, purge) go through queue.py's dead-letter functions.
+
+-- name: dashboard_throughput
+-- Per-minute counts over the last hour: snapshots received (still queued or archived),
+-- extractions recorded, and messages dead-lettered (waiting or already replayed).
+WITH bounds AS (
+    SELECT date_trunc('minute', now()) - interval '59 minutes' AS since
+),
+minutes AS (
+    SELECT generate_series(b.since, date_trunc('minute', now()), interval '1 minute') AS minute
+    FROM bounds b
+),
+received AS (
+    SELECT date_trunc('minute', r.enqueued_at) AS minute, count(*) AS n
+    FROM (
+        SELECT q.enqueued_at FROM pgmq.q_nexus_prospect_ingestion q, bounds b
+        WHERE q.enqueued_at >= b.since
+        UNION ALL
+        SELECT a.enqueued_at FROM pgmq.a_nexus_prospect_ingestion a, bounds b
+        WHERE a.enqueued_at >= b.since
+    ) r
+    GROUP BY 1
+),
+extracted AS (
+    SELECT date_trunc('minute', e.created_at) AS minute, count(*) AS n
+    FROM public.prospect_extractions e, bounds b
+    WHERE e.created_at >= b.since
+    GROUP BY 1
+),
+dead AS (
+    SELECT date_trunc('minute', d.enqueued_at) AS minute, count(*) AS n
+    FROM (
+        SELECT q.enqueued_at FROM pgmq.q_nexus_prospect_ingestion_dlq q, bounds b
+        WHERE q.enqueued_at >= b.since
+        UNION ALL
+        SELECT a.enqueued_at FROM pgmq.a_nexus_prospect_ingestion_dlq a, bounds b
+        WHERE a.enqueued_at >= b.since
+    ) d
+    GROUP BY 1
+)
+SELECT m.minute,
+       COALESCE(r.n, 0)::integer AS received,
+       COALESCE(x.n, 0)::integer AS extracted,
+       COALESCE(d.n, 0)::integer AS dead_lettered
+FROM minutes m
+LEFT JOIN received r ON r.minute = m.minute
+LEFT JOIN extracted x ON x.minute = m.minute
+LEFT JOIN dead d ON d.minute = m.minute
+ORDER BY m.minute;
+
+-- name: dashboard_totals
+SELECT (SELECT count(*) FROM public.prospect_data)::integer AS prospects,
+       (SELECT count(*) FROM public.prospect_extractions)::integer AS extractions,
+       (SELECT count(*) FROM nexus.sessions)::integer AS sessions;
+
+-- name: dashboard_prospects
+-- `pattern` is an escaped ILIKE pattern (or NULL for no search); `sort` is one of
+-- interest, recent, name (anything else sorts by recent).
+SELECT p.fingerprint_id, p.session_id, p.nombre, p.email, p.telefono, p.empresa,
+       p.productos_interes, p.nivel_interes, p.intencion, p.idioma,
+       p.extraction_count, p.updated_at
+FROM public.prospect_data p
+WHERE (%(intent)s::text IS NULL OR p.intencion = %(intent)s::text)
+  AND (%(pattern)s::text IS NULL
+       OR concat_ws(' ', p.nombre, p.email, p.telefono, p.empresa, p.cargo, p.ubicacion,
+                    p.fingerprint_id, p.session_id, array_to_string(p.productos_interes, ' '))
+          ILIKE %(pattern)s::text)
+ORDER BY
+    CASE WHEN %(sort)s::text = 'interest' THEN p.nivel_interes END DESC NULLS LAST,
+    CASE WHEN %(sort)s::text = 'name' THEN lower(p.nombre) END ASC NULLS LAST,
+    p.updated_at DESC,
+    p.id DESC
+LIMIT %(limit)s;
+
+-- name: dashboard_extractions
+SELECT e.id, e.msg_id, e.session_id, e.seq, e.outcome, e.extractor, e.model,
+       e.input_tokens, e.output_tokens, e.cached_tokens, e.latency_ms, e.result, e.created_at
+FROM public.prospect_extractions e
+WHERE e.fingerprint_id = %(fingerprint_id)s
+ORDER BY e.created_at DESC, e.id DESC
+LIMIT %(limit)s;
+
+-- name: dashboard_sessions
+-- Every session of a visitor, least recently active first: those the producer numbered and
+-- those only the extraction history knows.
+SELECT x.session_id
+FROM (
+    SELECT s.session_id, s.updated_at AS at
+    FROM nexus.sessions s WHERE s.fingerprint_id = %(fingerprint_id)s
+    UNION ALL
+    SELECT e.session_id, e.created_at
+    FROM public.prospect_extractions e WHERE e.fingerprint_id = %(fingerprint_id)s
+) x
+GROUP BY x.session_id
+ORDER BY max(x.at), x.session_id;
+
+-- name: dashboard_trace
+-- Where each message of the given sessions is now: queued, archived, or dead-lettered
+-- (a replayed dead letter stays in the dead-letter archive). Never the conversation text.
+SELECT t.place, t.msg_id, t.session_id,
+       CASE WHEN (t.body ->> 'seq') ~ '^[0-9]{1,9}$' THEN (t.body ->> 'seq')::integer END AS seq,
+       CASE WHEN jsonb_typeof(t.body -> 'messages') = 'array'
+            THEN jsonb_array_length(t.body -> 'messages') END AS turns,
+       t.read_ct, t.enqueued_at, t.settled_at, t.error
+FROM (
+    SELECT 'queued' AS place, q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id,
+           q.message AS body, q.read_ct, q.enqueued_at,
+           NULL::timestamptz AS settled_at, NULL::text AS error
+    FROM pgmq.q_nexus_prospect_ingestion q
+    WHERE q.headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+    UNION ALL
+    SELECT 'archived', a.msg_id, a.headers ->> 'x-pgmq-group', a.message, a.read_ct,
+           a.enqueued_at, a.archived_at, NULL
+    FROM pgmq.a_nexus_prospect_ingestion a
+    WHERE a.headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+    UNION ALL
+    SELECT 'dead letter', d.msg_id, d.headers ->> 'x-pgmq-group', d.message -> 'original',
+           d.read_ct, d.enqueued_at, NULL, d.message -> 'error' ->> 'reason'
+    FROM pgmq.q_nexus_prospect_ingestion_dlq d
+    WHERE d.headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+    UNION ALL
+    SELECT 'replayed dead letter', d.msg_id, d.headers ->> 'x-pgmq-group', d.message -> 'original',
+           d.read_ct, d.enqueued_at, d.archived_at, d.message -> 'error' ->> 'reason'
+    FROM pgmq.a_nexus_prospect_ingestion_dlq d
+    WHERE d.headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+) t
+ORDER BY t.enqueued_at, t.msg_id
+LIMIT %(limit)s;

@@ -1,0 +1,280 @@
+"""The dashboard over real HTTP: a `nexus serve` process on a fresh database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_healthy
+
+TOKEN = "s3cret-admin-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `nexus serve` and its database."""
+
+    client: httpx.Client
+    db_url: str
+
+
+@contextmanager
+def serving(db_url: str, **extra: str) -> Iterator[httpx.Client]:
+    port = free_port()
+    env = nexus_env(db_url, port, NEXUS_EXTRACTOR="rules", **extra)
+    with nexus_process(["serve"], env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            yield client
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[Server]:
+    """The service with an admin token, and alerts that trip on a single queued message."""
+    with serving(db_url, NEXUS_ADMIN_TOKEN=TOKEN, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
+        yield Server(client, db_url)
+
+
+def sql(db_url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def save(db_url: str, fingerprint: str, data: dict[str, Any], msg_id: int, seq: int = 1) -> None:
+    """Merge an extraction as the worker would, recorded in the history."""
+    sql(
+        db_url,
+        "SELECT public.update_prospect_data(%s, %s, %s, %s, %s, 'rules', NULL, 0, 0, 0, 3.5)",
+        (fingerprint, f"session-{fingerprint}", Jsonb(data), msg_id, seq),
+    )
+
+
+def dead_letter(db_url: str, session: str, original_msg_id: int, reason: str) -> int:
+    """Put a snapshot in the dead-letter queue the way the worker does."""
+    body = {
+        "original": {
+            "sessionId": session,
+            "fingerprint": f"fp-{session}",
+            "messages": [{"role": "user", "content": "Me llamo Dora"}],
+            "seq": 1,
+        },
+        "originalMsgId": original_msg_id,
+        "error": {"reason": reason, "kind": "permanent", "attempts": 5},
+    }
+    [(msg_id,)] = sql(
+        db_url,
+        "SELECT pgmq.send('nexus_prospect_ingestion_dlq', %s, %s)",
+        (Jsonb(body), Jsonb({"x-pgmq-group": session})),
+    )
+    return int(msg_id)
+
+
+def seed_prospects(db_url: str) -> None:
+    save(
+        db_url,
+        "fp-ana",
+        {"nombre": "Ana Ruiz", "email": "ana@acme.test", "nivel_interes": 9, "intencion": "compra"},
+        msg_id=101,
+    )
+    save(
+        db_url,
+        "fp-bob",
+        {"nombre": "Bob Lee", "email": "bob@corp.test", "nivel_interes": 3, "intencion": "soporte"},
+        msg_id=102,
+    )
+    save(
+        db_url,
+        "fp-cid",
+        {"nombre": "Cid 100%_off", "email": "cid@acme.test", "intencion": "informacion"},
+        msg_id=103,
+    )
+
+
+def names(html: str) -> list[str]:
+    """The prospect names of a prospects table, in order."""
+    return re.findall(r'<a href="/dashboard/prospects/[^"]+">([^<]+)</a>', html)
+
+
+def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> None:
+    """Without a token, pages, partials and actions answer 401 with the sign-in form."""
+    dead = dead_letter(server.db_url, "s-x", 1, "boom")
+    client = server.client
+    for method, path in [
+        ("GET", "/dashboard"),
+        ("GET", "/dashboard/partials/metrics"),
+        ("GET", "/dashboard/partials/prospects"),
+        ("GET", "/dashboard/prospects/fp-ana"),
+        ("GET", "/dashboard/dead-letters"),
+        ("POST", "/dashboard/dead-letters/replay"),
+        ("POST", "/dashboard/dead-letters/purge"),
+    ]:
+        response = client.request(method, path, data={"all": "1"})
+        assert response.status_code == 401, path
+        assert 'name="token"' in response.text
+    polled = client.get("/dashboard/partials/metrics", headers={"HX-Request": "true"})
+    assert polled.status_code == 401 and polled.headers["hx-redirect"] == "/dashboard/login"
+    wrong = client.get("/dashboard", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert client.get("/dashboard?token=nope").status_code == 401
+    assert sql(server.db_url, "SELECT msg_id FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(dead,)]
+
+
+def test_bearer_form_and_query_token_sign_in(server: Server) -> None:
+    """A bearer token works as is; the form and `?token=` set an HttpOnly cookie that then works."""
+    client = server.client
+    assert client.get("/dashboard", headers=BEARER).status_code == 200
+    refused = client.post("/dashboard/login", data={"token": "nope", "next": "/dashboard"})
+    assert refused.status_code == 401 and "not right" in refused.text
+    signed = client.post(
+        "/dashboard/login", data={"token": TOKEN, "next": "/dashboard/dead-letters"}
+    )
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/dashboard/dead-letters"
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and TOKEN not in cookie
+    assert client.get("/dashboard/dead-letters").status_code == 200
+    client.cookies.clear()
+    with httpx.Client(base_url=str(client.base_url)) as fresh:
+        once = fresh.get(f"/dashboard?token={TOKEN}&intent=compra")
+        assert once.status_code == 303 and once.headers["location"] == "/dashboard?intent=compra"
+        assert fresh.get("/dashboard").status_code == 200
+
+
+def test_login_never_redirects_off_site(server: Server) -> None:
+    """A `next` pointing elsewhere is replaced by the dashboard itself."""
+    for target in ("https://evil.test/", "//evil.test", "/demo"):
+        response = server.client.post("/dashboard/login", data={"token": TOKEN, "next": target})
+        assert response.headers["location"] == "/dashboard"
+
+
+def test_an_oversized_sign_in_form_is_refused(server: Server) -> None:
+    """A sign-in body past 16 KiB is refused with 413 before it is read whole."""
+    response = server.client.post(
+        "/dashboard/login",
+        content=b"token=" + b"x" * 20_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413
+
+
+def test_cross_site_posts_with_the_cookie_are_refused(server: Server) -> None:
+    """A form post carrying the cookie from another origin is refused (403) and changes nothing."""
+    dead_letter(server.db_url, "s-x", 1, "boom")
+    client = server.client
+    client.post("/dashboard/login", data={"token": TOKEN})
+    response = client.post("/dashboard/dead-letters/purge", headers={"Origin": "https://evil.test"})
+    assert response.status_code == 403
+    assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(1,)]
+
+
+def test_dashboard_is_off_without_an_admin_token(db_url: str) -> None:
+    """With no admin token configured the dashboard answers 404 saying how to turn it on."""
+    with serving(db_url) as client:
+        for path in ("/dashboard", "/dashboard/login"):
+            response = client.get(path, headers=BEARER)
+            assert response.status_code == 404 and "NEXUS_ADMIN_TOKEN" in response.text
+        assert client.get("/demo").status_code == 200
+        widget = client.get("/widget.js")
+        assert widget.status_code == 200 and "javascript" in widget.headers["content-type"]
+        assert "createSender" in widget.text
+
+
+def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None:
+    """Overview, prospect detail (history and trace) and dead letters show the database's data."""
+    seed_prospects(server.db_url)
+    client = server.client
+    queued = {**SEED_CONVERSATION, "fingerprint": "fp-ana", "sessionId": "session-fp-ana"}
+    assert client.post("/api/nexus/producer", json=queued).status_code == 202
+    dead_letter(server.db_url, "session-fp-ana", 7, "undecodable payload")
+
+    page = client.get("/dashboard", headers=BEARER)
+    assert page.status_code == 200
+    assert {"Ana Ruiz", "Bob Lee"} <= set(names(page.text))
+    assert "Degraded" in page.text and "queue_length 1 &gt; 0" in page.text
+    assert re.search(r'data-metric="queue_length">1<', page.text)
+    assert re.search(r'data-metric="dead_letters">1<', page.text)
+    assert re.search(r'data-metric="extracted_hour">3<', page.text)
+    assert "<svg" in page.text and "extracted 3" in page.text
+
+    partial = client.get("/dashboard/partials/metrics", headers=BEARER)
+    assert partial.status_code == 200 and "<html" not in partial.text
+
+    detail = client.get("/dashboard/prospects/fp-ana", headers=BEARER)
+    assert detail.status_code == 200
+    assert "ana@acme.test" in detail.text and 'data-msg-id="101"' in detail.text
+    assert 'data-place="queued"' in detail.text and 'data-place="dead letter"' in detail.text
+    assert "undecodable payload" in detail.text and "Me llamo" not in detail.text
+    assert 'data-session="session-fp-ana"' in detail.text
+    assert 'data-event="saved"' in detail.text and 'data-event="enqueued"' in detail.text
+    assert 'data-event="in_dead_letter_queue"' in detail.text
+    assert client.get("/dashboard/prospects/fp-nobody", headers=BEARER).status_code == 404
+
+    letters = client.get("/dashboard/dead-letters", headers=BEARER)
+    assert "permanent after 5 attempts: undecodable payload" in letters.text
+
+
+def test_search_sort_and_filter_prospects(server: Server) -> None:
+    """The prospects table searches any field, filters by intent and sorts by interest."""
+    seed_prospects(server.db_url)
+
+    def table(**params: str) -> str:
+        response = server.client.get("/dashboard/partials/prospects", params=params, headers=BEARER)
+        assert response.status_code == 200
+        return response.text
+
+    assert names(table(q="acme")) == ["Cid 100%_off", "Ana Ruiz"]
+    assert names(table(q="ACME", sort="interest")) == ["Ana Ruiz", "Cid 100%_off"]
+    assert names(table(sort="interest")) == ["Ana Ruiz", "Bob Lee", "Cid 100%_off"]
+    assert names(table(sort="name")) == ["Ana Ruiz", "Bob Lee", "Cid 100%_off"]
+    assert names(table(intent="soporte")) == ["Bob Lee"]
+    assert names(table(intent="not-an-intent", sort="bogus")) == names(table())
+    assert names(table(q="%_")) == ["Cid 100%_off"], "wildcards are searched literally"
+    assert names(table(q="nobody")) == [] and "No prospects match" in table(q="nobody")
+    response = server.client.get(
+        "/dashboard/partials/prospects", params={"q": "acme", "sort": "interest"}, headers=BEARER
+    )
+    assert response.headers["hx-replace-url"] == "/dashboard?q=acme&sort=interest"
+
+
+def test_replay_and_purge_dead_letters_from_the_dashboard(server: Server) -> None:
+    """Replay sends a dead letter back to the work queue as first received; purge empties the DLQ."""
+    first = dead_letter(server.db_url, "s-1", 11, "boom")
+    dead_letter(server.db_url, "s-2", 12, "boom")
+    dead_letter(server.db_url, "s-3", 13, "boom")
+    json_bearer = {**BEARER, "Accept": "application/json"}
+    replayed = server.client.post(
+        "/dashboard/dead-letters/replay", data={"msg_id": str(first)}, headers=json_bearer
+    )
+    assert replayed.status_code == 200
+    [pair] = replayed.json()["replayed"]
+    assert pair["deadLetterId"] == first
+    [(body, headers)] = sql(
+        server.db_url, "SELECT message, headers FROM pgmq.q_nexus_prospect_ingestion"
+    )
+    assert body["sessionId"] == "s-1" and body["replayedFrom"] == 11 and body["seq"] == 1
+    assert headers["x-pgmq-group"] == "s-1"
+
+    fragment = server.client.post(
+        "/dashboard/dead-letters/replay", data={"all": "1"}, headers={**BEARER, "HX-Request": "1"}
+    )
+    assert "Replayed 2 dead letters" in fragment.text and "<html" not in fragment.text
+    assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion") == [(3,)]
+
+    dead_letter(server.db_url, "s-4", 14, "boom")
+    purged = server.client.post("/dashboard/dead-letters/purge", headers=BEARER)
+    assert purged.status_code == 303
+    assert purged.headers["location"] == "/dashboard/dead-letters?purged=1"
+    assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(0,)]
+    after = server.client.get(purged.headers["location"], headers=BEARER)
+    assert "Purged 1 dead letter." in after.text and "is empty" in after.text
