@@ -24,6 +24,7 @@ from nexus_ingest.models import SnapshotIn
 from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import open_pool
+from nexus_ingest.telemetry import span
 from nexus_ingest.tracing import continue_traceparent, trace_id
 
 log = structlog.get_logger("nexus.producer")
@@ -204,17 +205,21 @@ async def _enqueue(
 ) -> Response:
     settings: Settings = request.app.state.settings
     traceparent = continue_traceparent(request.headers.get("traceparent"))
-    result = await request.app.state.batcher.submit(
-        queue.Snapshot(
-            session_id=snapshot.session_id,
-            fingerprint_id=snapshot.fingerprint,
-            message=_queued_body(snapshot),
-            headers={"traceparent": traceparent},
-            idempotency_key=key,
-            request_hash=hashlib.sha256(body).hexdigest() if key else None,
-            delay_ms=round(settings.resolved_coalesce_window() * 1000),
+    with span(
+        "nexus.enqueue", {"traceparent": traceparent}, session_id=snapshot.session_id
+    ) as carrier:
+        traceparent = carrier.get("traceparent", traceparent)
+        result = await request.app.state.batcher.submit(
+            queue.Snapshot(
+                session_id=snapshot.session_id,
+                fingerprint_id=snapshot.fingerprint,
+                message=_queued_body(snapshot),
+                headers={"traceparent": traceparent},
+                idempotency_key=key,
+                request_hash=hashlib.sha256(body).hexdigest() if key else None,
+                delay_ms=round(settings.resolved_coalesce_window() * 1000),
+            )
         )
-    )
     if result.conflict:
         return _reject(
             422,

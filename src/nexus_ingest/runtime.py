@@ -16,6 +16,7 @@ from nexus_ingest.extract import build_extractor
 from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import open_pool
+from nexus_ingest.telemetry import configure_tracing, shutdown_tracing
 from nexus_ingest.worker import Worker, worker_config
 
 log = structlog.get_logger("nexus")
@@ -56,6 +57,7 @@ async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) 
         lifespan="on",
         proxy_headers=True,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=75,  # longer than clients and proxies keep idle connections
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())
@@ -96,6 +98,7 @@ async def run(settings: Settings, database_url: str, *, api: bool, worker: bool)
     """Run the API, the worker, or both, until SIGINT/SIGTERM; a crash of one stops the other."""
     stop = _stop_on_signals()
     _tune_garbage_collector()
+    configure_tracing("nexus")
     tasks = []
     if api:
         tasks.append(asyncio.create_task(serve_api(settings, database_url, stop)))
@@ -109,6 +112,7 @@ async def run(settings: Settings, database_url: str, *, api: bool, worker: bool)
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
+    shutdown_tracing()
     for task in done:
         if task.exception():
             raise task.exception()  # type: ignore[misc]

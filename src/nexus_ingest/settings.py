@@ -15,69 +15,119 @@ class Settings(BaseSettings):
     """Nexus settings; every field maps to an environment variable `NEXUS_<FIELD>`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NEXUS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="NEXUS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "NEXUS_DATABASE_URL")
     )
+    """Postgres to use (also `DATABASE_URL`); unset: the embedded PostgreSQL"""
     data_dir: Path | None = None
+    """where the embedded PostgreSQL keeps its data (default `~/.local/share/nexus`)"""
     host: str = "127.0.0.1"
+    """address the HTTP service binds to"""
     port: int = Field(default=3000, ge=0, le=65535)
+    """HTTP port of the service"""
 
     extractor: ExtractorName = "auto"
+    """`auto` (anthropic with a key, else rules), `rules`, `anthropic`, `openai`, `noop`"""
     anthropic_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "NEXUS_ANTHROPIC_API_KEY")
     )
+    """Claude API key (also `ANTHROPIC_API_KEY`)"""
     anthropic_base_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "NEXUS_ANTHROPIC_BASE_URL"),
     )
+    """Claude API base URL (also `ANTHROPIC_BASE_URL`)"""
     anthropic_model: str = "claude-haiku-5-5"
+    """Claude model used for extraction"""
     openai_base_url: str = "http://127.0.0.1:11434/v1"
+    """OpenAI-compatible server (Ollama, vLLM, llama.cpp)"""
     openai_api_key: SecretStr = SecretStr("not-needed")
+    """API key for the OpenAI-compatible server"""
     openai_model: str = "llama3.2"
+    """model name on the OpenAI-compatible server"""
     llm_timeout_s: float = Field(default=30.0, gt=0)
+    """timeout of one LLM call, seconds"""
     llm_max_tokens: int = Field(default=1024, gt=0)
+    """output token limit of one LLM call"""
 
     consumer_token: SecretStr | None = None
+    """bearer token of the HTTP consumer endpoints; unset closes them"""
     admin_token: SecretStr | None = None
+    """token of the dashboard and admin API; unset closes them"""
     cors_origins: list[str] = Field(default_factory=list)
+    """JSON list of browser origins allowed to post (for the widget on other sites)"""
 
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    """largest accepted POST body, bytes"""
     max_messages: int = Field(default=200, gt=0)
+    """most turns in one snapshot"""
     max_content_chars: int = Field(default=8000, gt=0)
+    """longest turn, characters"""
     max_id_chars: int = Field(default=200, gt=0)
+    """longest fingerprint or sessionId"""
 
     rate_limit_ip_per_minute: float = Field(default=6000, ge=0)
+    """POSTs per client IP per minute (0: no limit)"""
     rate_limit_ip_burst: int = Field(default=200, gt=0)
+    """burst allowed per client IP"""
     rate_limit_fingerprint_per_minute: float = Field(default=120, ge=0)
+    """POSTs per fingerprint per minute (0: no limit)"""
     rate_limit_fingerprint_burst: int = Field(default=30, gt=0)
+    """burst allowed per fingerprint"""
     db_timeout_s: float = Field(default=0.9, gt=0)
+    """how long the producer waits for the database before answering 503"""
 
     alert_queue_length: int = 100
+    """health is `degraded` above this queue length"""
     alert_oldest_age_s: int = 300
+    """health is `degraded` when the oldest message is older, seconds"""
 
     coalesce_window_s: float | None = Field(default=None, ge=0, le=3600)
+    """seconds a snapshot waits for a newer one of its session (default 2 with an LLM, 0 offline)"""
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """a standalone worker serves /metrics on this port"""
     worker_concurrency: int = Field(default=8, gt=0)
+    """extractions in flight per worker"""
     worker_batch_size: int = Field(default=50, gt=0)
+    """messages read per round trip"""
     worker_vt_s: int = Field(default=60, gt=0)
+    """visibility timeout (and session lease) of a read message, seconds"""
     worker_poll_interval_s: float = Field(default=1.0, gt=0)
+    """polling interval when no notification arrives, seconds"""
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """how long a stopping worker lets in-flight work finish, seconds"""
     archive_processed: bool = False
+    """archive handled messages instead of deleting them"""
     max_attempts: int = Field(default=5, gt=0)
+    """reads before a failing message is dead-lettered"""
     retry_base_s: float = Field(default=2.0, gt=0)
+    """first back-off delay, doubled per attempt (with jitter), seconds"""
     retry_cap_s: float = Field(default=300.0, gt=0)
+    """longest back-off delay, seconds"""
 
     fault_rate: float = Field(default=0.0, ge=0, le=1)
+    """failure simulation: share of extractions that fail on purpose (0 = off)"""
     fault_mode: Literal["mixed", "retryable", "permanent", "timeout"] = "mixed"
+    """failure simulation: `mixed`, `retryable`, `permanent` or `timeout`"""
     retention_archive_days: int = Field(default=7, ge=0)
+    """days archived and dead-lettered messages are kept"""
     retention_history_days: int = Field(default=90, ge=0)
+    """days extraction history and message events are kept"""
     maintenance_interval_s: float = Field(default=3600.0, ge=0)
+    """how often a worker runs retention when pg_cron does not (0 = never)"""
     db_pool_min: int = Field(default=2, gt=0)
+    """smallest database pool of the service"""
     db_pool_max: int = Field(default=10, gt=0)
+    """largest database pool of the service"""
     log_level: str = "INFO"
+    """log level; personal data is never logged at INFO"""
 
     def resolved_extractor(self) -> ExtractorName:
         """The extractor in use: `auto` means Anthropic with a key, rules without."""

@@ -31,6 +31,7 @@ from nexus_ingest.queue import QueuedMessage
 from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import SaveRequest, connection, save_extractions
+from nexus_ingest.telemetry import span
 from nexus_ingest.tracing import trace_id
 
 log = structlog.get_logger("nexus.worker")
@@ -253,7 +254,15 @@ class Worker:
             turns=len(item.snapshot.messages),
         )
         try:
-            extraction = await extract_with_metrics(self.extractor, item.snapshot.messages)
+            headers = {"traceparent": str(item.message.headers.get("traceparent", ""))}
+            with span(
+                "nexus.extract",
+                headers,
+                msg_id=item.message.msg_id,
+                attempt=item.message.read_ct,
+                extractor=self.extractor.name,
+            ):
+                extraction = await extract_with_metrics(self.extractor, item.snapshot.messages)
         except Exception as exc:  # every failure is settled: retried or dead-lettered
             await self._settle_failure(item, exc)
             return

@@ -124,3 +124,69 @@ def test_trace_shows_every_attempt_of_a_retried_then_saved_message(
         [NEXUS, "trace", "no-such-session"], env=env, capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 1 and missing.stderr.startswith("nexus: error:")
+
+
+class _OtlpReceiver:
+    """A loopback OTLP/HTTP endpoint that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        spans: list[tuple[str, str]] = []
+        self.spans = spans
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["content-length"])))
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        spans.extend((s.name, s.trace_id.hex()) for s in scope.spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_spans_are_exported_over_otlp_with_the_callers_trace_id(
+    db_url: str, tmp_path: Path
+) -> None:
+    """With an OTLP endpoint configured, enqueue and extraction spans arrive under the POST's trace id."""
+    receiver = _OtlpReceiver()
+    port = free_port()
+    env = {
+        **nexus_env(db_url, port, NEXUS_EXTRACTOR="rules"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+    }
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
+            base = f"http://127.0.0.1:{port}"
+            wait_healthy(base, proc)
+            headers = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+            assert (
+                httpx.post(
+                    f"{base}/api/nexus/producer", json=SEED_CONVERSATION, headers=headers
+                ).status_code
+                == 202
+            )
+            wait_for(
+                lambda: {"nexus.enqueue", "nexus.extract"} <= {n for n, _ in receiver.spans},
+                timeout=20,
+                what="both spans exported",
+            )
+    finally:
+        receiver.server.shutdown()
+    assert {t for n, t in receiver.spans if n in ("nexus.enqueue", "nexus.extract")} == {trace}
