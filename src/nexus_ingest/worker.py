@@ -172,6 +172,7 @@ class Worker:
         self.config = config
         self.listen_url = listen_url
         self._wake = asyncio.Event()
+        self.idle_pause: float | None = None  # how long the reader is waiting now, if it is
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._saves: asyncio.Queue[tuple[WorkItem, Extraction, float]] = asyncio.Queue(maxsize=1000)
@@ -212,7 +213,9 @@ class Worker:
             if found:
                 continue
             pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
+            self.idle_pause = pause
             await _wait_any(stop, self._wake, pause)
+            self.idle_pause = None
 
     async def _idle_pause(self) -> float:
         """Sleep until the next held-back snapshot becomes readable, or one poll interval."""

@@ -252,8 +252,12 @@ async def test_undecodable_payload_is_dead_lettered(
 async def test_notification_wakes_an_idle_worker(pool: AsyncConnectionPool, running: Any) -> None:
     """With a 30 s poll interval, a new snapshot is still processed at once thanks to LISTEN/NOTIFY."""
     config = WorkerConfig(concurrency=2, batch_size=5, vt_s=30, poll_interval_s=30)
-    await running(RecordingExtractor(), config)
-    await asyncio.sleep(0.3)  # let the worker finish its first empty read and go idle
+    worker = await running(RecordingExtractor(), config)
+
+    async def idle() -> bool:
+        return worker.idle_pause == 30  # past its hot polling, in the long wait
+
+    await until(idle, timeout=10, what="the worker to go idle")
     started = time.monotonic()
     await send(pool, "woken", "Iris")
     await until(lambda: fetch(pool, "SELECT 1 FROM prospect_data"), timeout=5, what="row")
