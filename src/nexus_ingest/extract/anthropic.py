@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anthropic
 from anthropic.types import (
@@ -13,7 +11,6 @@ from anthropic.types import (
     ToolChoiceParam,
     ToolParam,
     ToolUseBlock,
-    Usage,
 )
 
 from nexus_ingest.errors import Permanent, RetryLater
@@ -27,26 +24,20 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     tool_input_schema,
 )
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
 from nexus_ingest.models import ChatMessage, Prospect
 
 # Stop reasons after which the tool input is cut short or absent, whatever the blocks say.
 _UNUSABLE_STOPS = frozenset({"max_tokens", "refusal", "model_context_window_exceeded"})
-_ATTEMPTS = 2
 
 
-@dataclass
-class _Tokens:
-    input: int = 0
-    output: int = 0
-    cached: int = 0
-
-    def add(self, usage: Usage) -> None:
-        cache_read = usage.cache_read_input_tokens or 0
-        # Anthropic's input_tokens leaves out cache reads and writes; count them in so that
-        # input_tokens means the whole prompt for every extractor and cached is a share of it.
-        self.input += usage.input_tokens + (usage.cache_creation_input_tokens or 0) + cache_read
-        self.output += usage.output_tokens
-        self.cached += cache_read
+def _usage(message: Message) -> TokenUsage:
+    usage = message.usage
+    cache_read = usage.cache_read_input_tokens or 0
+    # Anthropic's input_tokens leaves out cache reads and writes; count them in so that
+    # input_tokens means the whole prompt for every extractor and cached is a share of it.
+    whole_prompt = usage.input_tokens + (usage.cache_creation_input_tokens or 0) + cache_read
+    return whole_prompt, usage.output_tokens, cache_read
 
 
 class AnthropicExtractor:
@@ -77,22 +68,16 @@ class AnthropicExtractor:
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Ask once, re-ask once if the answer is unusable, else raise `Permanent`."""
-        started = time.perf_counter()
         turns: list[MessageParam] = [{"role": "user", "content": render_conversation(messages)}]
-        tokens = _Tokens()
-        problem = ""
-        for _ in range(_ATTEMPTS):
-            response = await self._create(turns)
-            tokens.add(response.usage)
-            try:
-                prospect = prospect_from_message(response)
-            except Permanent as exc:
-                problem = str(exc)
-                turns.extend(reask_turns(response, problem))
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000
-            return _extraction(self.name, prospect, response.model, tokens, latency_ms)
-        raise Permanent(f"unusable answer after one re-ask: {problem}")
+        return await ask_with_one_reask(
+            self.name,
+            turns,
+            self._create,
+            prospect_from_message,
+            reask_turns,
+            _usage,
+            lambda m: m.model,
+        )
 
     async def _create(self, turns: list[MessageParam]) -> Message:
         try:
@@ -170,17 +155,3 @@ def reask_turns(message: Message, problem: str) -> list[MessageParam]:
 
 def _describe(exc: anthropic.APIStatusError) -> str:
     return f"{exc.type or 'error'}: {exc.api_message or exc.message} (request-id {exc.request_id})"
-
-
-def _extraction(
-    name: str, prospect: Prospect, model: str, tokens: _Tokens, latency_ms: float
-) -> Extraction:
-    return Extraction(
-        prospect=prospect,
-        extractor=name,
-        model=model,
-        input_tokens=tokens.input,
-        output_tokens=tokens.output,
-        cached_tokens=tokens.cached,
-        latency_ms=latency_ms,
-    )

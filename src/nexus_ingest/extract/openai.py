@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import openai
-from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.shared_params import ResponseFormatJSONSchema
 
@@ -25,25 +22,18 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     strict_json_schema,
 )
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
 from nexus_ingest.models import ChatMessage, Prospect
 
-_ATTEMPTS = 2
 
-
-@dataclass
-class _Tokens:
-    input: int = 0
-    output: int = 0
-    cached: int = 0
-
-    def add(self, usage: CompletionUsage | None) -> None:
-        # Several compatible servers omit usage, or its details, altogether.
-        if usage is None:
-            return
-        self.input += usage.prompt_tokens
-        self.output += usage.completion_tokens
-        details = usage.prompt_tokens_details
-        self.cached += (details.cached_tokens or 0) if details else 0
+def _usage(completion: ChatCompletion) -> TokenUsage:
+    # Several compatible servers omit usage, or its details, altogether.
+    usage = completion.usage
+    if usage is None:
+        return 0, 0, 0
+    details = usage.prompt_tokens_details
+    cached = (details.cached_tokens or 0) if details else 0
+    return usage.prompt_tokens, usage.completion_tokens, cached
 
 
 class OpenAIExtractor:
@@ -67,25 +57,19 @@ class OpenAIExtractor:
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Ask once, re-ask once if the answer is unusable, else raise `Permanent`."""
-        started = time.perf_counter()
         turns: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": render_conversation(messages)},
         ]
-        tokens = _Tokens()
-        problem = ""
-        for _ in range(_ATTEMPTS):
-            response = await self._create(turns)
-            tokens.add(response.usage)
-            try:
-                prospect = prospect_from_completion(response)
-            except Permanent as exc:
-                problem = str(exc)
-                turns.extend(reask_turns(response, problem))
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000
-            return _extraction(self.name, prospect, response.model, tokens, latency_ms)
-        raise Permanent(f"unusable answer after one re-ask: {problem}")
+        return await ask_with_one_reask(
+            self.name,
+            turns,
+            self._create,
+            prospect_from_completion,
+            reask_turns,
+            _usage,
+            lambda c: c.model,
+        )
 
     async def _create(self, turns: list[ChatCompletionMessageParam]) -> ChatCompletion:
         try:
@@ -136,17 +120,3 @@ def reask_turns(completion: ChatCompletion, problem: str) -> list[ChatCompletion
 def _describe(exc: openai.APIStatusError) -> str:
     request_id = exc.response.headers.get("x-request-id")
     return f"{exc.message} (x-request-id {request_id})"
-
-
-def _extraction(
-    name: str, prospect: Prospect, model: str, tokens: _Tokens, latency_ms: float
-) -> Extraction:
-    return Extraction(
-        prospect=prospect,
-        extractor=name,
-        model=model,
-        input_tokens=tokens.input,
-        output_tokens=tokens.output,
-        cached_tokens=tokens.cached,
-        latency_ms=latency_ms,
-    )

@@ -1,0 +1,52 @@
+"""The ask-then-re-ask-once loop shared by the LLM extractors, whatever the provider's types."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from nexus_ingest.errors import Permanent
+from nexus_ingest.extract.base import Extraction
+from nexus_ingest.models import Prospect
+
+Turn = TypeVar("Turn")
+Response = TypeVar("Response")
+
+ATTEMPTS = 2  # the first answer, and one re-ask telling the model what was wrong
+
+TokenUsage = tuple[int, int, int]  # input, output, cached tokens
+
+
+async def ask_with_one_reask(
+    name: str,
+    turns: list[Turn],
+    create: Callable[[list[Turn]], Awaitable[Response]],
+    parse: Callable[[Response], Prospect],
+    reask: Callable[[Response, str], list[Turn]],
+    usage: Callable[[Response], TokenUsage],
+    model: Callable[[Response], str],
+) -> Extraction:
+    """Ask once, re-ask once if the answer is unusable, else raise `Permanent`; tokens summed."""
+    started = time.perf_counter()
+    spent = [0, 0, 0]
+    problem = ""
+    for _ in range(ATTEMPTS):
+        response = await create(turns)
+        spent = [total + used for total, used in zip(spent, usage(response), strict=True)]
+        try:
+            prospect = parse(response)
+        except Permanent as exc:
+            problem = str(exc)
+            turns.extend(reask(response, problem))
+            continue
+        return Extraction(
+            prospect=prospect,
+            extractor=name,
+            model=model(response),
+            input_tokens=spent[0],
+            output_tokens=spent[1],
+            cached_tokens=spent[2],
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    raise Permanent(f"unusable answer after one re-ask: {problem}")
