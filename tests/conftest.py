@@ -12,11 +12,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest.migrate import migrate
 from nexus_ingest.store import open_pool
+
+# Properties are checked on a shared 2-core machine beside a database server: generation speed
+# varies with the load, and a slow example is not a failed property.
+settings.register_profile("nexus", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("nexus")
 
 _counter = itertools.count()
 

@@ -7,15 +7,13 @@ import asyncio
 import contextlib
 import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from nexus_ingest import __version__
+import nexus_ingest
 from nexus_ingest.errors import NexusError
 from nexus_ingest.settings import Settings
 
@@ -60,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexus", description="Asynchronous lead ingestion on Postgres and PGMQ."
     )
-    parser.add_argument("--version", action="version", version=f"nexus {__version__}")
+    parser.add_argument("--version", action=_PrintVersion, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(
         sub,
@@ -116,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`, reading the package metadata only when asked (it costs start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        parser.exit(message=f"nexus {nexus_ingest.__version__}\n")
+
+
 def _command(
     sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace, Settings], int]
 ) -> argparse.ArgumentParser:
@@ -160,7 +168,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     url = _migrated_database(settings)
     base = f"http://{settings.host}:{settings.port}"
-    print(f"Nexus {__version__} is up (extractor: {settings.resolved_extractor()})")
+    print(f"Nexus {nexus_ingest.__version__} is up (extractor: {settings.resolved_extractor()})")
     print(f"  producer:  {base}/api/nexus/producer")
     print(f"  metrics:   {base}/metrics")
     print(f"  API docs:  {base}/docs")
@@ -229,6 +237,9 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(  # noqa: S310 - the URL is the user's own producer
         url,
         data=json.dumps(body).encode(),

@@ -52,6 +52,7 @@ class QueuedMessage:
     body: Any
     headers: Mapping[str, Any]
     lease: UUID | None = None
+    last_seq: int | None = None  # the newest snapshot number of the session when read
 
     @property
     def session_id(self) -> str | None:
@@ -197,6 +198,7 @@ async def read_snapshots(
             r["message"],
             r["headers"] or {},
             lease,
+            r["last_seq"],
         )
         for r in rows
     ]
@@ -242,14 +244,6 @@ async def seconds_until_visible(conn: psycopg.AsyncConnection[Any]) -> float | N
     """How long until the next hidden message becomes readable; None when the queue is empty."""
     row = await (await conn.execute(query("next_visible"))).fetchone()
     return None if row is None or row[0] is None else max(0.0, float(row[0]))
-
-
-async def latest_seqs(
-    conn: psycopg.AsyncConnection[Any], session_ids: Sequence[str]
-) -> dict[str, int]:
-    """The newest snapshot number handed out for each session."""
-    cur = await conn.execute(query("session_last_seq"), {"session_ids": list(session_ids)})
-    return {row[0]: row[1] for row in await cur.fetchall()}
 
 
 async def acknowledge(

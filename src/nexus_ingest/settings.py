@@ -94,15 +94,17 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """a standalone worker serves /metrics on this port"""
     worker_concurrency: int = Field(default=8, gt=0)
-    """extractions in flight per worker"""
-    worker_batch_size: int = Field(default=50, gt=0)
-    """messages read per round trip"""
+    """LLM extractions in flight per worker (rules and noop run inline)"""
+    worker_batch_size: int = Field(default=200, gt=0)
+    """most messages read per round trip (an LLM worker reads no more than it has free slots)"""
     worker_vt_s: int = Field(default=60, gt=0)
     """visibility timeout (and session lease) of a read message, seconds"""
     worker_poll_interval_s: float = Field(default=1.0, gt=0)
     """polling interval when no notification arrives, seconds"""
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)
     """how long a stopping worker lets in-flight work finish, seconds"""
+    worker_synchronous_commit: bool = False
+    """wait for the disk at each worker commit (off: a crash may redo <1 s of work, never lose it)"""
     archive_processed: bool = False
     """archive handled messages instead of deleting them"""
     max_attempts: int = Field(default=5, gt=0)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -31,9 +32,19 @@ _PREPARE_THRESHOLD = 2
 
 
 async def open_pool(
-    url: str, *, min_size: int, max_size: int, timeout: float = 2.0
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float = 2.0,
+    synchronous_commit: bool = True,
 ) -> AsyncConnectionPool:
-    """A connection pool that opens in the background, so a server starts even while Postgres is down."""
+    """A connection pool that opens in the background, so a server starts even while Postgres is down.
+
+    With `synchronous_commit` off, commits return before their WAL reaches the disk: a database
+    crash may forget the last fraction of a second of them, each whole. Only for work that a
+    redelivery repeats harmlessly (the worker's), never for what a client was told is stored.
+    """
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -42,10 +53,15 @@ async def open_pool(
         open=False,
         reconnect_timeout=0,  # keep retrying for ever: an outage must not kill the pool
         kwargs={"autocommit": True, "connect_timeout": 3, "prepare_threshold": _PREPARE_THRESHOLD},
+        configure=None if synchronous_commit else _commit_without_waiting,
         name="nexus",
     )
     await pool.open(wait=False)
     return pool
+
+
+async def _commit_without_waiting(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(query("commit_without_waiting"))
 
 
 @asynccontextmanager
@@ -68,50 +84,55 @@ async def ping(pool: AsyncConnectionPool, *, timeout: float = 1.0) -> None:
 
 @dataclass(frozen=True)
 class SaveRequest:
-    """One extraction to merge into `prospect_data`."""
+    """One extraction to merge into `prospect_data`, and the queued message it came from."""
 
-    msg_id: int | None
+    msg_id: int
     fingerprint_id: str
     session_id: str
     seq: int | None
     extraction: Extraction
     enqueued_at: datetime | None = None
+    lease: UUID | None = None
 
-
-def save_params(request: SaveRequest) -> dict[str, Any]:
-    """The parameters of `update_prospect_data` for one extraction."""
-    extraction = request.extraction
-    return {
-        "fingerprint_id": request.fingerprint_id,
-        "session_id": request.session_id,
-        "data": Jsonb(extraction.prospect.model_dump(mode="json")),
-        "msg_id": request.msg_id,
-        "seq": request.seq,
-        "extractor": extraction.extractor,
-        "model": extraction.model,
-        "input_tokens": extraction.input_tokens,
-        "output_tokens": extraction.output_tokens,
-        "cached_tokens": extraction.cached_tokens,
-        "latency_ms": extraction.latency_ms,
-        "enqueued_at": request.enqueued_at,
-    }
+    def as_item(self) -> dict[str, Any]:
+        """The request as one item of `nexus.save_extractions`; absent keys read as null or 0."""
+        extraction = self.extraction
+        item = {
+            "msg_id": self.msg_id,
+            "fingerprint_id": self.fingerprint_id,
+            "session_id": self.session_id,
+            "seq": self.seq,
+            "lease": self.lease,
+            "data": extraction.prospect.model_dump(mode="json", exclude_none=True),
+            "extractor": extraction.extractor,
+            "model": extraction.model,
+            "input_tokens": extraction.input_tokens,
+            "output_tokens": extraction.output_tokens,
+            "cached_tokens": extraction.cached_tokens,
+            "enqueued_at": self.enqueued_at,
+        }
+        # Every byte is parsed again by the server, so nulls and zero token counts are left out.
+        return {key: value for key, value in item.items() if value is not None and value != 0} | {
+            "latency_ms": extraction.latency_ms
+        }
 
 
 async def save_extractions(
-    conn: psycopg.AsyncConnection[Any], requests: Sequence[SaveRequest]
+    conn: psycopg.AsyncConnection[Any],
+    requests: Sequence[SaveRequest],
+    *,
+    queue: str,
+    archive: bool,
 ) -> list[SaveOutcome]:
-    """Merge extractions in the caller's transaction, pipelined into one round trip."""
-    outcomes: list[SaveOutcome] = []
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            query("update_prospect_data"), [save_params(r) for r in requests], returning=True
-        )
-        while True:
-            row = await cur.fetchone()
-            outcomes.append(cast(SaveOutcome, row[0] if row else "duplicate"))
-            if not cur.nextset():
-                break
-    return outcomes
+    """Merge extractions, record their history, acknowledge their messages and release their
+    sessions, in one statement and the caller's transaction; one outcome per request, in order.
+    """
+    if not requests:
+        return []
+    params = {"queue": queue, "items": Jsonb([r.as_item() for r in requests]), "archive": archive}
+    rows = await (await conn.execute(query("save_extractions"), params)).fetchall()
+    outcomes = {msg_id: cast(SaveOutcome, outcome) for msg_id, outcome in rows}
+    return [outcomes[r.msg_id] for r in requests]
 
 
 async def fetch_prospect(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -75,13 +78,18 @@ class BatchPlan:
     superseded: list[QueuedMessage] = field(default_factory=list)
     undecodable: list[tuple[QueuedMessage, str]] = field(default_factory=list)
 
+    @property
+    def size(self) -> int:
+        """How many messages the read returned."""
+        return len(self.work) + len(self.superseded) + len(self.undecodable)
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """How a worker reads and paces itself."""
 
     concurrency: int = 8
-    batch_size: int = 50
+    batch_size: int = 200
     vt_s: int = 60
     poll_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
@@ -114,11 +122,11 @@ def decode(message: QueuedMessage) -> QueuedSnapshot | str:
         return f"undecodable payload: {exc.error_count()} validation errors"
 
 
-def plan_batch(messages: Sequence[QueuedMessage], latest_seq: dict[str, int]) -> BatchPlan:
+def plan_batch(messages: Sequence[QueuedMessage]) -> BatchPlan:
     """Keep only each session's newest snapshot; older ones are superseded without extraction.
 
-    A snapshot holds the whole conversation so far, so a newer one of the same session
-    (in this batch, or already queued behind it per `latest_seq`) makes it redundant.
+    A snapshot holds the whole conversation so far, so a newer one of the same session (in
+    this batch, or already queued behind it per the message's `last_seq`) makes it redundant.
     """
     plan = BatchPlan()
     newest: dict[str, WorkItem] = {}
@@ -134,8 +142,8 @@ def plan_batch(messages: Sequence[QueuedMessage], latest_seq: dict[str, int]) ->
             newest[snapshot.session_id] = WorkItem(message, snapshot)
         else:
             plan.superseded.append(message)
-    for session_id, item in newest.items():
-        if _seq(item.snapshot) < latest_seq.get(session_id, 0):
+    for item in newest.values():
+        if _seq(item.snapshot) < (item.message.last_seq or 0):
             plan.superseded.append(item.message)
         else:
             plan.work.append(item)
@@ -198,24 +206,38 @@ class Worker:
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
         backoff, hot_until = 0.5, 0.0
-        while not stop.is_set():
-            try:
-                found = await self.read_and_dispatch()
-                backoff = 0.5
-            except DatabaseUnavailable:
-                log.warning("database unavailable; retrying", wait_s=backoff)
-                await _wait_any(stop, None, backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            now = time.monotonic()
-            if found or self._wake.is_set():
-                hot_until = now + _HOT_WINDOW_S
-            if found:
-                continue
-            pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
-            self.idle_pause = pause
-            await _wait_any(stop, self._wake, pause)
-            self.idle_pause = None
+        ahead: asyncio.Task[BatchPlan | None] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    plan = await (ahead if ahead is not None else self._read_batch())
+                    ahead = None
+                    if plan is not None and self.extractor.in_process:
+                        # Read the next batch while this one is extracted, so the database
+                        # works on it meanwhile instead of waiting for us.
+                        ahead = asyncio.create_task(self._read_batch())
+                    found = await self._dispatch(plan) if plan is not None else 0
+                    backoff = 0.5
+                except DatabaseUnavailable:
+                    log.warning("database unavailable; retrying", wait_s=backoff)
+                    await _wait_any(stop, None, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                now = time.monotonic()
+                if found or self._wake.is_set():
+                    hot_until = now + _HOT_WINDOW_S
+                if found:
+                    continue
+                pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
+                self.idle_pause = pause
+                await _wait_any(stop, self._wake, pause)
+                self.idle_pause = None
+        finally:
+            if ahead is not None:  # what was read ahead is leased to us: finish it too
+                with contextlib.suppress(DatabaseUnavailable):
+                    plan = await ahead
+                    if plan is not None:
+                        await self._dispatch(plan)
 
     async def _idle_pause(self) -> float:
         """Sleep until the next held-back snapshot becomes readable, or one poll interval."""
@@ -228,34 +250,57 @@ class Worker:
             return self.config.poll_interval_s
         return min(self.config.poll_interval_s, due + 0.005)
 
-    async def read_and_dispatch(self) -> int:
-        """Read one batch and start work on it; returns how many messages were read."""
-        await self._slots.acquire()  # do not read more than we can start soon
-        self._slots.release()
+    async def _read_batch(self) -> BatchPlan | None:
+        """Read a batch and settle what needs no extraction; None when nothing was readable."""
+        qty = await self._room()
         self._wake.clear()
         async with connection(self.pool) as conn:
-            messages = await queue.read_snapshots(
-                conn, qty=self.config.batch_size, vt=self.config.vt_s, lease=uuid4()
-            )
+            messages = await queue.read_snapshots(conn, qty=qty, vt=self.config.vt_s, lease=uuid4())
             if not messages:
-                return 0
-            plan = await _plan(conn, messages)
+                return None
+            plan = plan_batch(messages)
             await _settle_plan(conn, plan, archive=self.config.archive)
-        for item in plan.work:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return len(messages)
+        return plan
 
-    async def _handle(self, item: WorkItem) -> None:
+    async def _dispatch(self, plan: BatchPlan) -> int:
+        """Start work on a batch; returns how many messages it held."""
+        if self.extractor.in_process:
+            # Pure computation: tasks would only add overhead, and nothing waits on I/O.
+            for item in plan.work:
+                await self._process(item)
+        else:
+            for item in plan.work:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._process_in_slot(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return plan.size
+
+    async def _room(self) -> int:
+        """How many messages to read now: never more than can start at once, so none of them
+        waits for a free slot while its visibility timeout runs."""
+        if self.extractor.in_process:
+            return self.config.batch_size
+        await self._slots.acquire()
+        self._slots.release()
+        return max(1, min(self.config.batch_size, self.config.concurrency - len(self._tasks)))
+
+    async def _process_in_slot(self, item: WorkItem) -> None:
+        try:
+            await self._process(item)
+        finally:
+            self._slots.release()
+
+    async def _process(self, item: WorkItem) -> None:
+        """Extract one snapshot and queue the result for saving, or settle the failure."""
         started = time.perf_counter()
-        log.info(
-            "🟢 [CONSUMIDOR] processing",
-            **log_ids(item.message),
-            attempt=item.message.read_ct,
-            turns=len(item.snapshot.messages),
-        )
+        if log.is_enabled_for(logging.INFO):
+            log.info(
+                "🟢 [CONSUMIDOR] processing",
+                **log_ids(item.message),
+                attempt=item.message.read_ct,
+                turns=len(item.snapshot.messages),
+            )
         try:
             headers = {"traceparent": str(item.message.headers.get("traceparent", ""))}
             with span(
@@ -269,8 +314,6 @@ class Worker:
         except Exception as exc:  # every failure is settled: retried or dead-lettered
             await self._settle_failure(item, exc)
             return
-        finally:
-            self._slots.release()
         await self._saves.put((item, extraction, started))
 
     async def _settle_failure(self, item: WorkItem, exc: BaseException) -> None:
@@ -327,15 +370,18 @@ class Worker:
             log.error("❌ [CONSUMIDOR] save failed; messages will be redelivered", size=len(batch))
             return
         now = time.perf_counter()
-        for (item, _, started), outcome in zip(batch, outcomes, strict=True):
-            PROCESSED.labels(outcome=_outcome_label(outcome)).inc()
+        for label, count in Counter(_outcome_label(o) for o in outcomes).items():
+            PROCESSED.labels(outcome=label).inc(count)
+        for _, _, started in batch:
             PROCESSING_SECONDS.observe(now - started)
-            log.info(
-                "✅ [CONSUMIDOR] saved",
-                **log_ids(item.message),
-                seq=item.snapshot.seq,
-                outcome=outcome,
-            )
+        if log.is_enabled_for(logging.INFO):
+            for (item, _, _), outcome in zip(batch, outcomes, strict=True):
+                log.info(
+                    "✅ [CONSUMIDOR] saved",
+                    **log_ids(item.message),
+                    seq=item.snapshot.seq,
+                    outcome=outcome,
+                )
 
     async def _listen_loop(self, url: str) -> None:
         """Wake the reader on every insert notification; reconnect with back-off if the link drops."""
@@ -372,6 +418,8 @@ async def _settle_plan(
 
     Sessions left with nothing to extract are released at once, in the same transaction.
     """
+    if not plan.superseded and not plan.undecodable:
+        return
     async with conn.transaction():
         await _settle_plan_now(conn, plan, archive=archive)
 
@@ -397,13 +445,6 @@ async def _settle_plan_now(
             kind="permanent",
             reason="undecodable",
         )
-
-
-async def _plan(conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMessage]) -> BatchPlan:
-    decoded = [decode(m) for m in messages]
-    sessions = sorted({s.session_id for s in decoded if isinstance(s, QueuedSnapshot)})
-    latest = await queue.latest_seqs(conn, sessions) if sessions else {}
-    return plan_batch(messages, latest)
 
 
 def log_ids(message: QueuedMessage) -> dict[str, Any]:
@@ -435,23 +476,46 @@ def _outcome_label(outcome: str) -> Outcome:
     return "saved" if outcome == "applied" else "stale" if outcome == "stale" else "duplicate"
 
 
+@dataclass(frozen=True)
+class _ExtractorMetrics:
+    """The metric series of one extractor, bound once: label lookups cost more than the noop."""
+
+    seconds: Any
+    ok: Any
+    error: Any
+    tokens: dict[str, Any]
+
+
+@functools.cache
+def _extractor_metrics(name: str) -> _ExtractorMetrics:
+    return _ExtractorMetrics(
+        seconds=EXTRACTION_SECONDS.labels(extractor=name),
+        ok=LLM_CALLS.labels(extractor=name, result="ok"),
+        error=LLM_CALLS.labels(extractor=name, result="error"),
+        tokens={
+            k: LLM_TOKENS.labels(extractor=name, kind=k) for k in ("input", "output", "cached")
+        },
+    )
+
+
 async def extract_with_metrics(extractor: Extractor, messages: Sequence[ChatMessage]) -> Extraction:
     """Run the extractor and record its latency, tokens and result."""
+    metrics = _extractor_metrics(extractor.name)
     started = time.perf_counter()
     try:
         extraction = await extractor.extract(messages)
     except Exception:
-        LLM_CALLS.labels(extractor=extractor.name, result="error").inc()
+        metrics.error.inc()
         raise
-    EXTRACTION_SECONDS.labels(extractor=extractor.name).observe(time.perf_counter() - started)
-    LLM_CALLS.labels(extractor=extractor.name, result="ok").inc()
+    metrics.seconds.observe(time.perf_counter() - started)
+    metrics.ok.inc()
     for kind, count in (
         ("input", extraction.input_tokens),
         ("output", extraction.output_tokens),
         ("cached", extraction.cached_tokens),
     ):
         if count:
-            LLM_TOKENS.labels(extractor=extractor.name, kind=kind).inc(count)
+            metrics.tokens[kind].inc(count)
     return extraction
 
 
@@ -461,7 +525,7 @@ async def save_and_acknowledge(
     *,
     archive: bool,
 ) -> list[str]:
-    """Merge extractions and remove their messages in one transaction: both happen or neither."""
+    """Merge extractions and remove their messages in one statement: both happen or neither."""
     requests = [
         SaveRequest(
             item.message.msg_id,
@@ -470,14 +534,11 @@ async def save_and_acknowledge(
             item.snapshot.seq,
             extraction,
             item.message.enqueued_at,
+            item.message.lease,
         )
         for item, extraction in done
     ]
-    async with conn.transaction():
-        outcomes = await save_extractions(conn, requests)
-        await queue.acknowledge(conn, [item.message.msg_id for item, _ in done], archive=archive)
-        await queue.release_sessions(conn, _leases(item.message for item, _ in done))
-    return list(outcomes)
+    return list(await save_extractions(conn, requests, queue=queue.QUEUE, archive=archive))
 
 
 async def settle_failure(
@@ -562,13 +623,12 @@ async def consume_once(
     pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig
 ) -> dict[str, Any]:
     """Process what is queued now, once (the seed's HTTP-driven consumer); the seed's response shape."""
+    qty = config.batch_size if extractor.in_process else min(config.batch_size, config.concurrency)
     async with connection(pool) as conn:
-        messages = await queue.read_snapshots(
-            conn, qty=config.batch_size, vt=config.vt_s, lease=uuid4()
-        )
+        messages = await queue.read_snapshots(conn, qty=qty, vt=config.vt_s, lease=uuid4())
         if not messages:
             return {"status": "empty"}
-        plan = await _plan(conn, messages)
+        plan = plan_batch(messages)
         await _settle_plan(conn, plan, archive=config.archive)
     handled = await asyncio.gather(*(_extract_item(extractor, item) for item in plan.work))
     async with connection(pool) as conn:

@@ -22,6 +22,7 @@ class RecordingExtractor:
     """Takes the prospect's name from the last user turn ('name: X'), recording every call."""
 
     name = "recording"
+    in_process = False  # it may sleep
 
     def __init__(self, delay: float = 0.0, failures: Sequence[Exception] = ()) -> None:
         self.calls: list[str] = []

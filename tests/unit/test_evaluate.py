@@ -32,6 +32,7 @@ class FixedExtractor:
     """Returns the same prospect for every chat."""
 
     name = "fixed"
+    in_process = True
 
     def __init__(self, prospect: Prospect) -> None:
         self.prospect = prospect

@@ -15,7 +15,9 @@ from nexus_ingest.tracing import continue_traceparent, new_traceparent, trace_id
 from nexus_ingest.worker import plan_batch
 
 
-def message(msg_id: int, session: str | None, seq: int, body: object = None) -> QueuedMessage:
+def message(
+    msg_id: int, session: str | None, seq: int, body: object = None, last_seq: int | None = None
+) -> QueuedMessage:
     content = (
         body
         if body is not None
@@ -27,7 +29,12 @@ def message(msg_id: int, session: str | None, seq: int, body: object = None) -> 
         }
     )
     return QueuedMessage(
-        MsgId(msg_id), 1, datetime.now(UTC), content, {"x-pgmq-group": session} if session else {}
+        MsgId(msg_id),
+        1,
+        datetime.now(UTC),
+        content,
+        {"x-pgmq-group": session} if session else {},
+        last_seq=last_seq,
     )
 
 
@@ -82,21 +89,26 @@ def test_rate_limit_zero_disables() -> None:
 
 def test_plan_keeps_only_each_sessions_newest_snapshot() -> None:
     """Within a batch, older snapshots of a session are superseded by its newest one."""
-    batch = [message(1, "a", 1), message(2, "a", 2), message(3, "b", 1), message(4, "a", 3)]
-    plan = plan_batch(batch, {"a": 3, "b": 1})
+    batch = [
+        message(1, "a", 1, last_seq=3),
+        message(2, "a", 2, last_seq=3),
+        message(3, "b", 1, last_seq=1),
+        message(4, "a", 3, last_seq=3),
+    ]
+    plan = plan_batch(batch)
     assert sorted(i.message.msg_id for i in plan.work) == [3, 4]
     assert sorted(m.msg_id for m in plan.superseded) == [1, 2]
 
 
 def test_plan_supersedes_when_a_newer_snapshot_is_queued_elsewhere() -> None:
     """A snapshot older than the session's last handed-out number is not extracted."""
-    plan = plan_batch([message(1, "a", 2)], {"a": 5})
+    plan = plan_batch([message(1, "a", 2, last_seq=5)])
     assert plan.work == [] and [m.msg_id for m in plan.superseded] == [1]
 
 
 def test_plan_sets_aside_undecodable_messages() -> None:
     """A body that is not a snapshot is marked for the dead-letter queue with a reason."""
-    plan = plan_batch([message(1, None, 0, body={"junk": True}), message(2, "a", 1)], {"a": 1})
+    plan = plan_batch([message(1, None, 0, body={"junk": True}), message(2, "a", 1, last_seq=1)])
     assert [m.msg_id for m, _ in plan.undecodable] == [1]
     assert "undecodable" in plan.undecodable[0][1]
     assert [i.message.msg_id for i in plan.work] == [2]

@@ -44,6 +44,7 @@ class AnthropicExtractor:
     """Extracts a prospect with Claude, validating the forced `record_prospect` tool call."""
 
     name = "anthropic"
+    in_process = False
 
     def __init__(
         self, api_key: str, base_url: str | None, model: str, timeout_s: float, max_tokens: int

@@ -30,6 +30,9 @@ class Extractor(Protocol):
     """
 
     name: str
+    # True when extraction is computation in this process, with no I/O to wait on: the worker
+    # then runs it inline instead of in concurrent tasks.
+    in_process: bool
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction: ...
 

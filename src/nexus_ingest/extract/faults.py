@@ -22,6 +22,7 @@ class FaultyExtractor:
     ) -> None:
         self.inner = inner
         self.name = inner.name
+        self.in_process = False  # it may hang on purpose
         self.rate = rate
         self.mode = mode
         self._rng = random.Random(seed)

@@ -12,10 +12,14 @@ class NoopExtractor:
     """Returns an empty prospect for every snapshot; benchmarks use it to time the queue alone."""
 
     name = "noop"
+    in_process = True
+
+    def __init__(self) -> None:
+        self._empty = Extraction(prospect=Prospect(), extractor=self.name)
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """An empty prospect, without looking at `messages`."""
-        return Extraction(prospect=Prospect(), extractor=self.name)
+        return self._empty
 
     async def aclose(self) -> None:
         """Nothing to close."""

@@ -40,6 +40,7 @@ class OpenAIExtractor:
     """Extracts a prospect through chat completions constrained by a strict JSON schema."""
 
     name = "openai"
+    in_process = False
 
     def __init__(
         self, base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int

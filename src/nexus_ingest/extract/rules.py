@@ -404,6 +404,7 @@ class RulesExtractor:
     """Regular-expression extractor: no network, no model, same answer for the same chat."""
 
     name = "rules"
+    in_process = True
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Extract the prospect from the user's turns of `messages`."""

@@ -16,8 +16,8 @@ SELECT queue_name, queue_length, oldest_msg_age_sec, newest_msg_age_sec, total_m
 FROM public.pgmq_metrics(%(queue)s);
 
 -- name: read_snapshots
--- FIFO within each session, and never a session that another worker holds (see 006).
-SELECT msg_id, read_ct, enqueued_at, message, headers
+-- FIFO within each session, and never a session that another worker holds (see 006, 010).
+SELECT msg_id, read_ct, enqueued_at, message, headers, last_seq
 FROM nexus.read_snapshots(%(queue)s::text, %(vt)s::integer, %(qty)s::integer, %(token)s::uuid);
 
 -- name: release_sessions
@@ -26,11 +26,6 @@ SELECT nexus.release_sessions(%(session_ids)s::text[], %(token)s::uuid);
 -- name: next_visible
 SELECT EXTRACT(epoch FROM (min(vt) - clock_timestamp()))
 FROM pgmq.q_nexus_prospect_ingestion;
-
--- name: session_last_seq
-SELECT session_id, last_seq
-FROM nexus.sessions
-WHERE session_id = ANY(%(session_ids)s);
 
 -- name: delete_messages
 SELECT pgmq.delete(%(queue)s::text, %(msg_ids)s::bigint[]);
@@ -59,11 +54,20 @@ SELECT public.update_prospect_data(
     p_latency_ms => %(latency_ms)s::real,
     p_enqueued_at => %(enqueued_at)s::timestamptz) AS outcome;
 
+-- name: save_extractions
+-- A whole batch merged, recorded, acknowledged and released in one statement (see 010).
+SELECT msg_id, outcome
+FROM nexus.save_extractions(%(queue)s::text, %(items)s::jsonb, %(archive)s::boolean);
+
 -- name: prospect_by_fingerprint
 SELECT * FROM public.prospect_data WHERE fingerprint_id = %(fingerprint_id)s;
 
 -- name: ping
 SELECT 1;
+
+-- name: commit_without_waiting
+-- The worker's sessions only: see store.open_pool.
+SET synchronous_commit = off;
 
 -- name: dead_letters
 SELECT msg_id, read_ct, enqueued_at, message, headers

@@ -1,0 +1,177 @@
+"""nexus.save_extractions, the worker's one-statement batch merge, against the one-row merge.
+
+`update_prospect_data` (checked against a plain model of the rules in test_merge_properties) is
+the oracle: any sequence of extractions, cut into batches anywhere, must leave the same prospect
+rows and the same history as merging them one call at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from typing import Any
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nexus_ingest.queries import query
+
+QUEUE = "nexus_prospect_ingestion"
+PROSPECT_COLUMNS = (
+    "fingerprint_id, session_id, nombre, email, telefono, empresa, cargo, ubicacion, "
+    "productos_interes, presupuesto, plazo, nivel_interes, intencion, idioma, resumen, "
+    "last_msg_id, extraction_count"
+)
+
+words = st.sampled_from(["Ana", "Luis", "ana@x.io", "ACME", "  ", "", "Globex"])
+data = st.fixed_dictionaries(
+    {},
+    optional={
+        "nombre": st.one_of(st.none(), words),
+        "email": st.one_of(st.none(), words),
+        "empresa": st.one_of(st.none(), words),
+        "productos_interes": st.one_of(
+            st.none(),
+            st.lists(st.sampled_from(["crm", "CRM", "seo", " hosting", ""]), max_size=3),
+            st.sampled_from(["crm", "seo"]),
+        ),
+        "nivel_interes": st.one_of(st.none(), st.integers(-3, 14), st.sampled_from(["7", "x"])),
+        "intencion": st.one_of(st.none(), st.sampled_from(["compra", "Queja ", "otra cosa", ""])),
+    },
+)
+# A session belongs to one visitor, except in the rare bad input where it does not.
+sessions = st.sampled_from([("fp-a", "s-1"), ("fp-a", "s-2"), ("fp-b", "s-3"), ("fp-b", "s-1")])
+extraction = st.tuples(sessions, st.one_of(st.none(), st.integers(1, 6)), data)
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Extractions in arrival order, some of them redelivered later with the same message id."""
+    items: list[dict[str, Any]] = []
+    for (fingerprint, session), seq, payload in draw(st.lists(extraction, min_size=1, max_size=9)):
+        if items and draw(st.booleans()) and draw(st.booleans()):
+            items.append(dict(draw(st.sampled_from(items))))  # a redelivery
+        items.append(
+            {
+                "msg_id": len(items) + 1,
+                "fingerprint_id": fingerprint,
+                "session_id": session,
+                "seq": seq,
+                "data": payload,
+                "extractor": "rules",
+                "latency_ms": 1.5,
+            }
+        )
+    return items
+
+
+def merged_state(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
+    prospects = conn.execute(
+        f"SELECT {PROSPECT_COLUMNS} FROM prospect_data ORDER BY fingerprint_id"
+    ).fetchall()
+    history = conn.execute(
+        "SELECT msg_id, fingerprint_id, session_id, seq, outcome, extractor, latency_ms, result"
+        " FROM prospect_extractions ORDER BY msg_id"
+    ).fetchall()
+    return prospects, history
+
+
+def one_at_a_time(conn: psycopg.Connection[Any], items: list[dict[str, Any]]) -> list[Any]:
+    outcomes = []
+    for item in items:
+        row = conn.execute(
+            "SELECT update_prospect_data(%s::text, %s::text, %s::jsonb, %s::bigint, %s::integer,"
+            " %s::text, NULL, 0, 0, 0, %s::real)",
+            (
+                item["fingerprint_id"],
+                item["session_id"],
+                json.dumps(item["data"]),
+                item["msg_id"],
+                item["seq"],
+                item["extractor"],
+                item["latency_ms"],
+            ),
+        ).fetchone()
+        outcomes.append((item["msg_id"], row[0] if row else None))
+    return outcomes
+
+
+def in_batches(
+    conn: psycopg.Connection[Any], items: list[dict[str, Any]], cuts: list[int]
+) -> list[Any]:
+    outcomes = []
+    bounds = sorted({0, len(items), *(c % (len(items) + 1) for c in cuts)})
+    for start, end in itertools.pairwise(bounds):
+        rows = conn.execute(
+            "SELECT msg_id, outcome FROM nexus.save_extractions(%s, %s::jsonb)",
+            (QUEUE, json.dumps(items[start:end])),
+        ).fetchall()
+        outcomes += rows
+    return outcomes
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=deliveries(), cuts=st.lists(st.integers(0, 20), max_size=4))
+def test_batches_merge_exactly_as_one_call_each(
+    db_url: str, items: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    """Wherever the batches are cut, rows, history and outcomes match one call per extraction."""
+    with psycopg.connect(db_url) as conn:  # each side is rolled back: one database serves all
+        try:
+            expected_outcomes = one_at_a_time(conn, items)
+            expected = merged_state(conn)
+        finally:
+            conn.rollback()
+        try:
+            outcomes = in_batches(conn, items, cuts)
+            actual = merged_state(conn)
+        finally:
+            conn.rollback()
+    assert actual == expected
+    assert sorted(outcomes) == sorted(expected_outcomes)
+
+
+def test_save_acknowledges_the_messages_and_releases_only_its_own_leases(db_url: str) -> None:
+    """Saved messages leave the queue; leases taken under the batch's tokens end, others stay."""
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        msg_ids = [
+            conn.execute(
+                "SELECT pgmq.send(%s, %s::jsonb, %s::jsonb)",
+                (QUEUE, json.dumps({"n": n}), json.dumps({"x-pgmq-group": f"s-{n}"})),
+            ).fetchone()[0]  # type: ignore[index]
+            for n in range(3)
+        ]
+        conn.execute(
+            "INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq,"
+            " leased_until, lease_token) VALUES"
+            " ('s-0', 'fp-0', 1, 0, now() + interval '1 minute', %(ours)s),"
+            " ('s-1', 'fp-1', 1, 5, now() + interval '1 minute', %(ours)s),"
+            " ('s-2', 'fp-2', 1, 0, now() + interval '1 minute', %(theirs)s)",
+            {"ours": ours, "theirs": theirs},
+        )
+        items = [
+            {"msg_id": msg_ids[0], "fingerprint_id": "fp-0", "session_id": "s-0", "seq": 1},
+            {"msg_id": msg_ids[1], "fingerprint_id": "fp-1", "session_id": "s-1", "seq": 1},
+            {"msg_id": msg_ids[2], "fingerprint_id": "fp-2", "session_id": "s-2", "seq": 1},
+        ]
+        for item in items:
+            item |= {"lease": str(ours), "data": {"nombre": "Ana"}}
+        params = {"queue": QUEUE, "items": json.dumps(items), "archive": False}
+        outcomes: dict[int, str] = dict(conn.execute(query("save_extractions"), params).fetchall())
+        leases: dict[str, bool] = dict(
+            conn.execute(
+                "SELECT session_id, lease_token IS NOT NULL FROM nexus.sessions"
+            ).fetchall()
+        )
+        queued = conn.execute(
+            "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = ANY(%s)",
+            (msg_ids,),
+        ).fetchone()
+    assert outcomes == {msg_ids[0]: "applied", msg_ids[1]: "stale", msg_ids[2]: "applied"}
+    assert leases == {"s-0": False, "s-1": False, "s-2": True}
+    assert queued == (0,)
