@@ -15,6 +15,7 @@ from nexus_ingest.errors import Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.models import ChatMessage, Prospect
 from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.store import open_pool
 from nexus_ingest.worker import Worker, WorkerConfig, consume_once
 
 
@@ -308,3 +309,55 @@ async def test_redelivered_message_is_not_applied_twice(
     rows = await fetch(pool, "SELECT msg_id, outcome FROM prospect_extractions")
     assert rows == [(msg_id, "applied")]
     assert await fetch(pool, "SELECT extraction_count FROM prospect_data") == [(1,)]
+
+
+class SlowComputation(RecordingExtractor):
+    """An in-process extractor that computes for a while (it blocks, as a CPU-bound one would)."""
+
+    in_process = True
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
+        time.sleep(0.003)
+        return await super().extract(messages)
+
+
+async def test_stopping_an_in_process_worker_leaves_nothing_leased(
+    pool: AsyncConnectionPool,
+) -> None:
+    """A worker stopped mid-drain finishes what it read (and read ahead): no message stays hidden."""
+    for n in range(200):
+        await send(pool, f"bulk-{n}", f"N{n}")
+    worker = Worker(pool, SlowComputation(), FAST, listen_url=None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+
+    async def some_saved() -> bool:
+        return bool((await fetch(pool, "SELECT count(*) FROM prospect_data"))[0][0])
+
+    await until(some_saved, what="the first saves")
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    saved = (await fetch(pool, "SELECT count(*) FROM prospect_data"))[0][0]
+    hidden = await fetch(
+        pool, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion WHERE vt > clock_timestamp()"
+    )
+    leased = await fetch(
+        pool, "SELECT count(*) FROM nexus.sessions WHERE leased_until > clock_timestamp()"
+    )
+    assert 0 < saved < 200 and saved + await queue_length(pool) == 200
+    assert hidden == [(0,)] and leased == [(0,)]
+
+
+@pytest.mark.parametrize("synchronous", [True, False])
+async def test_worker_commits_wait_for_the_disk_only_when_asked(
+    db_url: str, synchronous: bool
+) -> None:
+    """The worker's sessions commit without waiting for the WAL flush unless configured to wait."""
+    worker_pool = await open_pool(db_url, min_size=1, max_size=1, synchronous_commit=synchronous)
+    try:
+        await worker_pool.wait(timeout=10)
+        async with worker_pool.connection() as conn:
+            row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+    finally:
+        await worker_pool.close()
+    assert row == (("on",) if synchronous else ("off",))
