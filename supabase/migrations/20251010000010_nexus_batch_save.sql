@@ -160,12 +160,12 @@ BEGIN
         WHERE s.session_id = i.session_id AND i.seq IS NOT NULL AND s.applied_seq < i.seq
         RETURNING s.session_id
     ),
+    -- A session the producer never numbered (a direct caller's) starts at this snapshot.
     created AS (
         INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq)
         SELECT i.session_id, i.fingerprint_id, i.seq, i.seq
         FROM todo i
-        WHERE i.seq IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM nexus.sessions s WHERE s.session_id = i.session_id)
+        WHERE i.seq IS NOT NULL AND i.session_id NOT IN (SELECT a.session_id FROM advanced a)
         ON CONFLICT (session_id) DO NOTHING
         RETURNING session_id
     ),
@@ -350,5 +350,5 @@ REVOKE ALL ON FUNCTION nexus.save_extractions(text, jsonb, boolean) FROM PUBLIC;
 
 -- Recorded in Nexus's ledger too (see the first file of this folder).
 INSERT INTO nexus.schema_migrations (version, name, checksum)
-VALUES (10, 'batch_save', '42afb653338f6ef1cb21b763874b2bdd55f3f7f26a444a92a525151fbc134555')
+VALUES (10, 'batch_save', '84f097c76dda8b04f45c9995007e27a945c6f30d20406ae554eaea8a676a7121')
 ON CONFLICT (version) DO NOTHING;

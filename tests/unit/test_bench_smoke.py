@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bench.bursty
 import bench.peers
-from bench.__main__ import ratios, render, summary_rows, targets
+from bench.__main__ import drain_medians, ratios, render, summary_rows, targets
 from bench.common import table
 
 RESULTS: dict[str, list[dict[str, object]]] = {
@@ -19,16 +19,22 @@ RESULTS: dict[str, list[dict[str, object]]] = {
          "p95_ms": 120.0, "p99_ms": 300.0, "max_ms": 400.0},
     ],
     "drain": [
-        {"extractor": "noop", "messages": 20000, "drain_s": 10.0, "msgs_per_s": 2000,
-         "peak_rss_mb": 90.0},
-        {"extractor": "rules", "messages": 20000, "drain_s": 12.5, "msgs_per_s": 1600,
-         "peak_rss_mb": 95.5},
-    ],
-    "peers": [
-        {"queue": "pgqueuer", "messages": 20000, "drain_s": 2.5, "msgs_per_s": 8000,
-         "peak_rss_mb": 58.0},
-        {"queue": "procrastinate", "messages": 20000, "drain_s": 50.0, "msgs_per_s": 400,
-         "peak_rss_mb": 40.0},
+        {"round": 1, "queue": "nexus", "work": "noop extractor", "messages": 20000,
+         "drain_s": 10.0, "msgs_per_s": 2000, "peak_rss_mb": 90.0},
+        {"round": 1, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
+         "drain_s": 2.5, "msgs_per_s": 8000, "peak_rss_mb": 58.0},
+        {"round": 2, "queue": "nexus", "work": "noop extractor", "messages": 20000,
+         "drain_s": 8.0, "msgs_per_s": 2500, "peak_rss_mb": 91.0},
+        {"round": 2, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
+         "drain_s": 2.0, "msgs_per_s": 10000, "peak_rss_mb": 58.0},
+        {"round": 3, "queue": "nexus", "work": "noop extractor", "messages": 20000,
+         "drain_s": 20.0, "msgs_per_s": 1000, "peak_rss_mb": 92.0},
+        {"round": 3, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
+         "drain_s": 2.2, "msgs_per_s": 9000, "peak_rss_mb": 58.0},
+        {"round": 1, "queue": "nexus", "work": "rules extractor", "messages": 20000,
+         "drain_s": 12.5, "msgs_per_s": 1600, "peak_rss_mb": 95.5},
+        {"round": 1, "queue": "procrastinate", "work": "no-op job", "messages": 20000,
+         "drain_s": 50.0, "msgs_per_s": 400, "peak_rss_mb": 40.0},
     ],
     "bursty": [
         {"sessions": 200, "snapshots": 1000, "workers": 4, "llm_calls": 210,
@@ -59,11 +65,21 @@ def test_targets_say_met_missed_or_not_run() -> None:
 
 
 def test_summary_ratios_and_report() -> None:
-    """One summary row per figure, Nexus/peer ratios, and a report holding every section."""
+    """One summary row per figure, median-to-median ratios, and a report holding every section."""
     assert len(summary_rows(RESULTS)) == 8
-    assert [row["nexus_over_peer"] for row in ratios(RESULTS)] == ["0.25x", "5.00x"]
+    medians = {(r["queue"], r["work"]): r for r in drain_medians(RESULTS)}
+    noop = medians[("nexus", "noop extractor")]
+    assert (noop["msgs_per_s"], noop["slowest"], noop["fastest"], noop["runs"]) == (
+        2000,
+        1000,
+        2500,
+        3,
+    )
+    assert noop["peak_rss_mb"] == 92.0
+    assert [row["nexus_over_peer"] for row in ratios(RESULTS)] == ["0.22x", "5.00x"]
     report = render(RESULTS, {"bursty": "RuntimeError: boom"}, "box: 2 cores", "today")
-    for heading in ("## Summary", "## Targets", "## Peers", "## Bursty", "## Failed"):
+    for heading in ("## Summary", "## Targets", "## Drain", "## Bursty", "## Failed"):
         assert heading in report
+    assert "median of 3 (1000–2500)" in report
     assert set(bench.peers.PEERS) == {"pgqueuer", "procrastinate"}
     assert bench.bursty.SESSIONS == 200

@@ -158,12 +158,12 @@ BEGIN
         WHERE s.session_id = i.session_id AND i.seq IS NOT NULL AND s.applied_seq < i.seq
         RETURNING s.session_id
     ),
+    -- A session the producer never numbered (a direct caller's) starts at this snapshot.
     created AS (
         INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq)
         SELECT i.session_id, i.fingerprint_id, i.seq, i.seq
         FROM todo i
-        WHERE i.seq IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM nexus.sessions s WHERE s.session_id = i.session_id)
+        WHERE i.seq IS NOT NULL AND i.session_id NOT IN (SELECT a.session_id FROM advanced a)
         ON CONFLICT (session_id) DO NOTHING
         RETURNING session_id
     ),
