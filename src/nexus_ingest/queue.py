@@ -187,20 +187,10 @@ async def read_snapshots(
     seconds, so no other worker reads them meanwhile.
     """
     params = {"queue": QUEUE, "qty": qty, "vt": vt, "token": lease}
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("read_snapshots"), params)
-        rows = await cur.fetchall()
+    cursor = await conn.execute(query("read_snapshots"), params)
     return [
-        QueuedMessage(
-            MsgId(r["msg_id"]),
-            r["read_ct"],
-            r["enqueued_at"],
-            r["message"],
-            r["headers"] or {},
-            lease,
-            r["last_seq"],
-        )
-        for r in rows
+        QueuedMessage(MsgId(msg_id), read_ct, enqueued_at, body, headers or {}, lease, last_seq)
+        for msg_id, read_ct, enqueued_at, body, headers, last_seq in await cursor.fetchall()
     ]
 
 

@@ -97,24 +97,27 @@ class SaveRequest:
     def as_item(self) -> dict[str, Any]:
         """The request as one item of `nexus.save_extractions`; absent keys read as null or 0."""
         extraction = self.extraction
-        item = {
+        item: dict[str, Any] = {
             "msg_id": self.msg_id,
             "fingerprint_id": self.fingerprint_id,
             "session_id": self.session_id,
-            "seq": self.seq,
-            "lease": self.lease,
             "data": extraction.prospect.model_dump(mode="json", exclude_none=True),
             "extractor": extraction.extractor,
-            "model": extraction.model,
-            "input_tokens": extraction.input_tokens,
-            "output_tokens": extraction.output_tokens,
-            "cached_tokens": extraction.cached_tokens,
-            "enqueued_at": self.enqueued_at,
+            "latency_ms": extraction.latency_ms,
         }
-        # Every byte is parsed again by the server, so nulls and zero token counts are left out.
-        return {key: value for key, value in item.items() if value is not None and value != 0} | {
-            "latency_ms": extraction.latency_ms
-        }
+        # Every byte is parsed again by the server, so nulls and zero counts are left out.
+        for key, value in (
+            ("seq", self.seq),
+            ("lease", self.lease),
+            ("model", extraction.model),
+            ("input_tokens", extraction.input_tokens),
+            ("output_tokens", extraction.output_tokens),
+            ("cached_tokens", extraction.cached_tokens),
+            ("enqueued_at", self.enqueued_at),
+        ):
+            if value:
+                item[key] = value
+        return item
 
 
 async def save_extractions(
