@@ -129,4 +129,4 @@ def test_query_files_parse_into_named_queries() -> None:
     """Named blocks split on `-- name:` lines, and every shipped query has a unique name."""
     parsed = parse_queries("-- name: one\nSELECT 1;\n\n-- name: two\nSELECT 2;\n")
     assert parsed == {"one": "SELECT 1;", "two": "SELECT 2;"}
-    assert {"enqueue_snapshots", "read_snapshots", "update_prospect_data"} <= set(all_queries())
+    assert {"enqueue_snapshots", "read_snapshots", "save_extractions"} <= set(all_queries())

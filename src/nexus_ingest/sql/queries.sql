@@ -39,21 +39,6 @@ SELECT msg_id FROM pgmq.set_vt(%(queue)s::text, %(msg_id)s::bigint, %(delay)s::i
 -- name: send_message
 SELECT pgmq.send(%(queue)s::text, %(message)s::jsonb, %(headers)s::jsonb);
 
--- name: update_prospect_data
-SELECT public.update_prospect_data(
-    p_fingerprint_id => %(fingerprint_id)s::text,
-    p_session_id => %(session_id)s::text,
-    p_data => %(data)s::jsonb,
-    p_msg_id => %(msg_id)s::bigint,
-    p_seq => %(seq)s::integer,
-    p_extractor => %(extractor)s::text,
-    p_model => %(model)s::text,
-    p_input_tokens => %(input_tokens)s::integer,
-    p_output_tokens => %(output_tokens)s::integer,
-    p_cached_tokens => %(cached_tokens)s::integer,
-    p_latency_ms => %(latency_ms)s::real,
-    p_enqueued_at => %(enqueued_at)s::timestamptz) AS outcome;
-
 -- name: save_extractions
 -- A whole batch merged, recorded, acknowledged and released in one statement (see 010).
 SELECT msg_id, outcome
