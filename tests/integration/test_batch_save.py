@@ -175,3 +175,33 @@ def test_save_acknowledges_the_messages_and_releases_only_its_own_leases(db_url:
     assert outcomes == {msg_ids[0]: "applied", msg_ids[1]: "stale", msg_ids[2]: "applied"}
     assert leases == {"s-0": False, "s-1": False, "s-2": True}
     assert queued == (0,)
+
+
+def test_a_save_reads_its_rows_by_key_however_large_the_tables(db_url: str) -> None:
+    """No statement of a save scans a whole table: its cost follows the batch, not the history."""
+    plans: list[str] = []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq)"
+            " SELECT 's-' || g, 'fp-' || g, 1 FROM generate_series(1, 5000) AS g"
+        )
+        conn.execute("ANALYZE nexus.sessions")
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_level = notice",
+        ):
+            conn.execute(setting)
+        items = [
+            {"msg_id": n, "fingerprint_id": f"fp-{n}", "session_id": f"s-{n}", "seq": 1}
+            for n in range(1, 201)
+        ]
+        rows = conn.execute(
+            "SELECT outcome FROM nexus.save_extractions(%s, %s::jsonb)", (QUEUE, json.dumps(items))
+        ).fetchall()
+    assert rows == [("applied",)] * 200
+    merge_plans = [p for p in plans if "prospect_extractions" in p]
+    assert merge_plans, "auto_explain showed the merge's plan"
+    assert not [p for p in merge_plans if "Seq Scan" in p], merge_plans
