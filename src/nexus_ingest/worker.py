@@ -154,6 +154,10 @@ def _seq(snapshot: QueuedSnapshot) -> int:
     return snapshot.seq or 0
 
 
+# A finished extraction waiting to be saved: the item, what was extracted, when work on it began.
+Done = tuple[WorkItem, Extraction, float]
+
+
 @dataclass(frozen=True)
 class Handled:
     """The result of handling one work item."""
@@ -183,7 +187,9 @@ class Worker:
         self.idle_pause: float | None = None  # how long the reader is waiting now, if it is
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._saves: asyncio.Queue[tuple[WorkItem, Extraction, float]] = asyncio.Queue(maxsize=1000)
+        # Finished extractions waiting to be saved, a list per put: a whole batch when
+        # extraction runs inline, one item from each concurrent task otherwise.
+        self._saves: asyncio.Queue[list[Done]] = asyncio.Queue(maxsize=16)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until `stop` is set, then finish in-flight work within the grace period."""
@@ -266,8 +272,9 @@ class Worker:
         """Start work on a batch; returns how many messages it held."""
         if self.extractor.in_process:
             # Pure computation: tasks would only add overhead, and nothing waits on I/O.
-            for item in plan.work:
-                await self._process(item)
+            done = [result for item in plan.work if (result := await self._process(item))]
+            if done:
+                await self._saves.put(done)
         else:
             for item in plan.work:
                 await self._slots.acquire()
@@ -287,12 +294,14 @@ class Worker:
 
     async def _process_in_slot(self, item: WorkItem) -> None:
         try:
-            await self._process(item)
+            result = await self._process(item)
         finally:
             self._slots.release()
+        if result is not None:
+            await self._saves.put([result])
 
-    async def _process(self, item: WorkItem) -> None:
-        """Extract one snapshot and queue the result for saving, or settle the failure."""
+    async def _process(self, item: WorkItem) -> Done | None:
+        """Extract one snapshot; a failure is settled (retried or dead-lettered) and gives None."""
         started = time.perf_counter()
         if log.is_enabled_for(logging.INFO):
             log.info(
@@ -313,8 +322,8 @@ class Worker:
                 extraction = await extract_with_metrics(self.extractor, item.snapshot.messages)
         except Exception as exc:  # every failure is settled: retried or dead-lettered
             await self._settle_failure(item, exc)
-            return
-        await self._saves.put((item, extraction, started))
+            return None
+        return item, extraction, started
 
     async def _settle_failure(self, item: WorkItem, exc: BaseException) -> None:
         try:
@@ -332,25 +341,25 @@ class Worker:
         flights = asyncio.Semaphore(_SAVE_FLIGHTS)
         pending: set[asyncio.Task[None]] = set()
         while True:
-            batch = [await self._saves.get()]
+            batch, puts = await self._saves.get(), 1
             while len(batch) < _SAVE_BATCH and not self._saves.empty():
-                batch.append(self._saves.get_nowait())
+                batch, puts = batch + self._saves.get_nowait(), puts + 1
             await flights.acquire()
-            task = asyncio.create_task(self._flush_and_release(batch, flights))
+            task = asyncio.create_task(self._flush_and_release(batch, puts, flights))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
     async def _flush_and_release(
-        self, batch: list[tuple[WorkItem, Extraction, float]], flights: asyncio.Semaphore
+        self, batch: list[Done], puts: int, flights: asyncio.Semaphore
     ) -> None:
         try:
             await self._flush(batch)
         finally:
             flights.release()
-            for _ in batch:
+            for _ in range(puts):
                 self._saves.task_done()
 
-    async def _flush(self, batch: list[tuple[WorkItem, Extraction, float]]) -> None:
+    async def _flush(self, batch: list[Done]) -> None:
         for attempt in range(_SAVE_ATTEMPTS):
             try:
                 async with connection(self.pool) as conn:
