@@ -181,7 +181,7 @@ async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) ->
 async def read_snapshots(
     conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int, lease: UUID
 ) -> list[QueuedMessage]:
-    """Up to `qty` visible messages, oldest first, of sessions no other worker holds.
+    """Up to `qty` of the oldest visible messages (in no particular order) of unheld sessions.
 
     The sessions of the returned messages are leased under `lease` until released or for `vt`
     seconds, so no other worker reads them meanwhile.

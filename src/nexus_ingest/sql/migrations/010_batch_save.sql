@@ -62,7 +62,8 @@ AS $$
 $$;
 
 -- The read also returns the newest snapshot number handed out for each message's session, so
--- the worker knows which snapshots are superseded without asking again.
+-- the worker knows which snapshots are superseded without asking again. Messages come back in
+-- no particular order.
 DROP FUNCTION IF EXISTS nexus.read_snapshots(text, integer, integer, uuid);
 CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid)
 RETURNS TABLE (
@@ -107,14 +108,12 @@ BEGIN
         taken AS (
             UPDATE pgmq.%1$I m
             SET vt = $2, read_ct = m.read_ct + 1, last_read_at = clock_timestamp()
-            FROM candidates c
+            FROM candidates c LEFT JOIN claimed cl ON cl.session_id = c.session_id
             WHERE m.msg_id = c.msg_id
-              AND (c.session_id IS NULL OR c.session_id IN (SELECT session_id FROM claimed))
-            RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, c.session_id
+              AND (c.session_id IS NULL OR cl.session_id IS NOT NULL)
+            RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, cl.last_seq
         )
-        SELECT t.msg_id, t.read_ct, t.enqueued_at, t.message, t.headers, cl.last_seq
-        FROM taken t LEFT JOIN claimed cl ON cl.session_id = t.session_id
-        ORDER BY t.msg_id
+        SELECT * FROM taken
     $q$, v_table)
     USING p_qty, v_until, p_token;
 END;
