@@ -8,7 +8,18 @@ from __future__ import annotations
 import logging
 import sys
 
-import structlog
+# structlog loads rich (and with it pygments), when installed, only to pretty-print exceptions
+# on a terminal. That is ~50 ms of every process's start-up, a sixth of a worker's, and our
+# processors turn exceptions into plain text before a renderer sees them. So structlog is
+# imported as if rich were absent; rich itself stays importable (the CLI's live views use it).
+_hide_rich = "rich" not in sys.modules and "structlog" not in sys.modules
+if _hide_rich:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` now fails
+try:
+    import structlog
+finally:
+    if _hide_rich:
+        del sys.modules["rich"]
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
