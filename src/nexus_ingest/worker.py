@@ -216,8 +216,8 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    plan = await (ahead if ahead is not None else self._read_batch())
-                    ahead = None
+                    pending, ahead = ahead, None  # a failed read must not be awaited again
+                    plan = await (pending if pending is not None else self._read_batch())
                     if plan is not None and self.extractor.in_process:
                         # Read the next batch while this one is extracted, so the database
                         # works on it meanwhile instead of waiting for us.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -125,3 +126,72 @@ def test_outage_gives_fast_503s_then_recovers_and_loses_nothing(
     assert load.other == [], f"no 500s or hangs: {load.other}"
     fast = sorted(load.unavailable)[int(0.95 * (len(load.unavailable) - 1))]
     assert fast < 1.0, f"95% of 503s come within a second (p95 {fast:.2f}s)"
+
+
+def _enqueue_backlog(url: str, count: int) -> set[int]:
+    """Queue `count` snapshots, one session each, through the producer's own SQL function."""
+    msg_ids: set[int] = set()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for start in range(0, count, 500):
+            items = [
+                {
+                    "session_id": f"crash-{n}",
+                    "fingerprint_id": f"crash-{n}",
+                    "message": {
+                        "sessionId": f"crash-{n}",
+                        "fingerprint": f"crash-{n}",
+                        "messages": [
+                            {"role": "user", "content": f"Me llamo Ana{n}, quiero precios"}
+                        ],
+                    },
+                    "headers": {"x-pgmq-group": f"crash-{n}"},
+                }
+                for n in range(start, min(count, start + 500))
+            ]
+            rows = conn.execute(
+                "SELECT msg_id FROM nexus.enqueue_snapshots('nexus_prospect_ingestion', %s::jsonb)",
+                (json.dumps(items),),
+            ).fetchall()
+            msg_ids |= {r[0] for r in rows}
+    return msg_ids
+
+
+def _count(url: str, statement: str) -> int:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            row = conn.execute(statement).fetchone()  # type: ignore[arg-type]
+    except psycopg.OperationalError:
+        return -1
+    return int(row[0]) if row else 0
+
+
+def test_a_postgres_crash_mid_drain_loses_nothing_and_merges_nothing_twice(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Postgres killed (immediate stop: no WAL flush) while a worker with asynchronous commits
+    drains a backlog: after recovery every message is merged exactly once."""
+    pgdata, url = own_server
+    count = 8000
+    enqueued = _enqueue_backlog(url, count)
+    env = nexus_env(url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_VT_S="3")
+    with nexus_process(["worker"], env, log_path=tmp_path / "worker.log") as proc:
+        history = "SELECT count(*) FROM prospect_extractions"
+        wait_for(lambda: _count(url, history) >= count // 4, timeout=45, what="a quarter saved")
+        pg_ctl(pgdata, "-w", "-m", "immediate", "stop")
+        pg_ctl(
+            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
+        )
+        queued = "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion"
+        wait_for(lambda: _count(url, queued) == 0, timeout=45, interval=0.2, what="the drain")
+        assert proc.poll() is None, "the worker survived the crash"
+    with psycopg.connect(url) as conn:
+        recorded = conn.execute(
+            "SELECT msg_id, outcome FROM prospect_extractions ORDER BY msg_id"
+        ).fetchall()
+        counts = conn.execute(
+            "SELECT count(*), min(extraction_count), max(extraction_count) FROM prospect_data"
+        ).fetchone()
+        dead = conn.execute("SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq").fetchone()
+    assert [m for m, _ in recorded] == sorted(enqueued)
+    assert {o for _, o in recorded} == {"applied"}
+    assert counts == (count, 1, 1) and dead == (0,)
