@@ -114,6 +114,14 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
+def read_size(config: WorkerConfig, extractor: Extractor, *, in_flight: int = 0) -> int:
+    """How many messages to read at once: a batch for an offline extractor, but never more than
+    an LLM worker can start at once, so none waits for a slot while its visibility timeout runs."""
+    if extractor.in_process:
+        return config.batch_size
+    return max(1, min(config.batch_size, config.concurrency - in_flight))
+
+
 def decode(message: QueuedMessage) -> QueuedSnapshot | str:
     """The snapshot in a message, or why it cannot be read."""
     try:
@@ -284,13 +292,11 @@ class Worker:
         return plan.size
 
     async def _room(self) -> int:
-        """How many messages to read now: never more than can start at once, so none of them
-        waits for a free slot while its visibility timeout runs."""
-        if self.extractor.in_process:
-            return self.config.batch_size
-        await self._slots.acquire()
-        self._slots.release()
-        return max(1, min(self.config.batch_size, self.config.concurrency - len(self._tasks)))
+        """How many messages to read now; an LLM worker first waits for a free slot."""
+        if not self.extractor.in_process:
+            await self._slots.acquire()
+            self._slots.release()
+        return read_size(self.config, self.extractor, in_flight=len(self._tasks))
 
     async def _process_in_slot(self, item: WorkItem) -> None:
         try:
@@ -632,7 +638,7 @@ async def consume_once(
     pool: AsyncConnectionPool, extractor: Extractor, config: WorkerConfig
 ) -> dict[str, Any]:
     """Process what is queued now, once (the seed's HTTP-driven consumer); the seed's response shape."""
-    qty = config.batch_size if extractor.in_process else min(config.batch_size, config.concurrency)
+    qty = read_size(config, extractor)
     async with connection(pool) as conn:
         messages = await queue.read_snapshots(conn, qty=qty, vt=config.vt_s, lease=uuid4())
         if not messages:

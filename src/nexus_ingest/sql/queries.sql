@@ -1,12 +1,6 @@
 -- Every query Nexus runs at run time, named. Loaded by `nexus_ingest.queries`.
 -- Parameters are psycopg's %(name)s placeholders.
 
--- name: enqueue_snapshot
-SELECT msg_id, seq, duplicate, conflict
-FROM nexus.enqueue_snapshot(
-    %(queue)s, %(session_id)s, %(fingerprint_id)s, %(message)s, %(headers)s,
-    %(idempotency_key)s, %(request_hash)s);
-
 -- name: enqueue_snapshots
 SELECT idx, msg_id, seq, duplicate, conflict
 FROM nexus.enqueue_snapshots(%(queue)s::text, %(items)s::jsonb);
