@@ -67,11 +67,15 @@ def _check_content(content: str, loc: tuple[str | int, ...], limits: Limits) -> 
 
 
 def _check_json(value: Any, loc: tuple[str | int, ...], depth: int) -> list[Problem]:
-    """Numbers must be finite and fit 64 bits, nesting shallow, strings free of NUL."""
+    """Numbers must be finite and fit 64 bits, nesting shallow, strings (keys too) free of NUL,
+    which Postgres cannot store in jsonb."""
     if depth > _MAX_METADATA_DEPTH:
         return [Problem(loc, f"nested deeper than {_MAX_METADATA_DEPTH} levels")]
     if isinstance(value, dict):
-        return [p for key, item in value.items() for p in _check_json(item, (*loc, key), depth + 1)]
+        return [
+            *(Problem(loc, "NUL characters are not allowed in keys") for k in value if "\x00" in k),
+            *(p for key, item in value.items() for p in _check_json(item, (*loc, key), depth + 1)),
+        ]
     if isinstance(value, list):
         return [p for i, item in enumerate(value) for p in _check_json(item, (*loc, i), depth + 1)]
     return _check_scalar(value, loc)

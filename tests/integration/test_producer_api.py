@@ -170,6 +170,8 @@ def test_oversized_body_without_length_is_413(client: httpx.Client) -> None:
         (body(sessionId="s" * 300), "sessionId"),
         (body(metadata=[1, 2]), "metadata"),
         (body(metadata={"n": 10**30}), "metadata"),
+        (body(metadata={"n": "a\x00b"}), "metadata"),
+        (body(metadata={"nested": {"a\x00b": 1}}), "metadata"),
         (body(surprise=True), "surprise"),
     ],
 )
