@@ -108,7 +108,7 @@ def _wait_for_workers(logs: list[Path], timeout: float = 30.0) -> None:
     """Start posting only once every worker listens, so no burst piles up before they run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all("worker started" in log.read_text(errors="replace") for log in logs):
+        if all("worker.started" in log.read_text(errors="replace") for log in logs):
             return
         time.sleep(0.05)
     raise RuntimeError(f"the workers did not start within {timeout}s")

@@ -24,9 +24,9 @@ NEXUS = str(Path(sys.executable).with_name("nexus"))
 
 def admin_url() -> str:
     """The server to benchmark on: DATABASE_URL when set, else the embedded one."""
-    from nexus_ingest import database
+    from nexus_ingest import embedded
 
-    return database.resolve(os.environ.get("DATABASE_URL"), None).url
+    return embedded.resolve(os.environ.get("DATABASE_URL"), None).url
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import psycopg
 
 from bench.common import bench_env, fresh_database, nexus
 from nexus_ingest import queue
-from nexus_ingest.store import open_pool
+from nexus_ingest.db import open_pool
 
 BACKLOG = 20_000
 

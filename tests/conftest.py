@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest.db import open_pool
 from nexus_ingest.migrate import migrate
-from nexus_ingest.store import open_pool
 
 # Properties are checked on a shared 2-core machine beside a database server: generation speed
 # varies with the load, and a slow example is not a failed property.
@@ -39,7 +39,7 @@ def pg_admin_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    from nexus_ingest.database import start_embedded
+    from nexus_ingest.embedded import start_embedded
 
     with tempfile.TemporaryDirectory(prefix="nexus-test-pg-") as folder:
         os.chmod(folder, 0o755)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,15 +16,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from nexus_ingest import QUEUE_NAME, __version__, queue
+from nexus_ingest.dashboard import install as install_dashboard
+from nexus_ingest.db import open_pool
 from nexus_ingest.errors import DatabaseUnavailable
-from nexus_ingest.limits import Limits, Problem, check_snapshot
+from nexus_ingest.extract import build_extractor
 from nexus_ingest.metrics import ENQUEUED, QUEUE_LENGTH, QUEUE_OLDEST_AGE, REJECTED
-from nexus_ingest.models import SnapshotIn
+from nexus_ingest.models import QueuedSnapshot, SnapshotIn
 from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
-from nexus_ingest.store import open_pool
 from nexus_ingest.telemetry import span
-from nexus_ingest.tracing import continue_traceparent, trace_id
+from nexus_ingest.traceparent import continue_traceparent, trace_id
+from nexus_ingest.validation import Limits, Problem, check_snapshot
+from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body
+from nexus_ingest.worker import consume_once, worker_config
 
 log = structlog.get_logger("nexus.producer")
 
@@ -33,10 +36,6 @@ PRODUCER_PATH = "/api/nexus/producer"
 CONSUMER_PATHS = ("/functions/v1/nexus-consumer", "/api/nexus/consumer")
 _MAX_IDEMPOTENCY_KEY = 255
 _DB_RETRY_AFTER_S = "2"
-
-
-class BodyTooLarge(Exception):
-    """The request body is larger than allowed."""
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -77,9 +76,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     _add_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    from nexus_ingest.dashboard import install
-
-    install(app)
+    install_dashboard(app)
     return app
 
 
@@ -113,7 +110,7 @@ def _reject(status: int, reason: str, message: str, **extra: Any) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("database_unavailable", path=request.url.path)
+    log.warning("request.database_unavailable", path=request.url.path)
     return _reject(
         503,
         "database_unavailable",
@@ -151,16 +148,6 @@ async def health(request: Request) -> Response:
     )
 
 
-def health_reasons(m: queue.QueueMetrics, settings: Settings) -> list[str]:
-    """Which alert thresholds the queue crosses now."""
-    reasons = []
-    if m.queue_length > settings.alert_queue_length:
-        reasons.append(f"queue_length {m.queue_length} > {settings.alert_queue_length}")
-    if (m.oldest_msg_age_sec or 0) > settings.alert_oldest_age_s:
-        reasons.append(f"oldest_msg_age_sec {m.oldest_msg_age_sec} > {settings.alert_oldest_age_s}")
-    return reasons
-
-
 def _metrics_body(m: queue.QueueMetrics) -> dict[str, Any]:
     return {
         "queue_length": m.queue_length,
@@ -180,7 +167,7 @@ async def post_snapshot(request: Request) -> Response:
     if not _is_json(request.headers.get("content-type")):
         return _reject(415, "unsupported_media_type", "Send the snapshot as application/json.")
     try:
-        body = await _read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return _reject(
             413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes."
@@ -213,7 +200,7 @@ async def _enqueue(
             queue.Snapshot(
                 session_id=snapshot.session_id,
                 fingerprint_id=snapshot.fingerprint,
-                message=_queued_body(snapshot),
+                message=QueuedSnapshot.body_of(snapshot),
                 headers={"traceparent": traceparent},
                 idempotency_key=key,
                 request_hash=hashlib.sha256(body).hexdigest() if key else None,
@@ -229,7 +216,7 @@ async def _enqueue(
     if not result.duplicate:
         ENQUEUED.inc()
     log.info(
-        "🟢 [PRODUCTOR] queued",
+        "snapshot.queued",
         msg_id=result.msg_id,
         session_id=snapshot.session_id,
         seq=result.seq,
@@ -251,15 +238,6 @@ async def _enqueue(
         },
         {"traceparent": traceparent},
     )
-
-
-def _queued_body(snapshot: SnapshotIn) -> dict[str, Any]:
-    return {
-        "sessionId": snapshot.session_id,
-        "fingerprint": snapshot.fingerprint,
-        "messages": [m.model_dump() for m in snapshot.messages],
-        "metadata": snapshot.metadata or {},
-    }
 
 
 def _estimate(settings: Settings) -> str:
@@ -285,20 +263,6 @@ def _is_json(content_type: str | None) -> bool:
 
 def _valid_key(key: str) -> bool:
     return 0 < len(key) <= _MAX_IDEMPOTENCY_KEY and key.isascii() and key.isprintable()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse_snapshot(body: bytes, limits: Limits) -> SnapshotIn | Response:
@@ -347,25 +311,12 @@ async def consume(request: Request) -> Response:
             },
             {"WWW-Authenticate": "Bearer"},
         )
-    from nexus_ingest.extract import build_extractor
-    from nexus_ingest.worker import consume_once, worker_config
-
     if request.app.state.extractor is None:
         request.app.state.extractor = build_extractor(settings)
     result = await consume_once(
         request.app.state.pool, request.app.state.extractor, worker_config(settings)
     )
     return _json(200, result)
-
-
-def bearer_matches(request: Request, expected: str | None) -> bool:
-    """Constant-time check of `Authorization: Bearer <token>`; no token configured means no access."""
-    if not expected:
-        return False
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), expected.encode()
-    )
 
 
 _SNAPSHOT_SCHEMA = SnapshotIn.model_json_schema(
@@ -395,6 +346,3 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.update({**_SNAPSHOT_DEFS, "SnapshotIn": _SNAPSHOT_SCHEMA})
     app.openapi_schema = schema
     return schema
-
-
-__all__ = ["bearer_matches", "create_app", "health_reasons"]

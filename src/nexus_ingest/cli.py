@@ -141,9 +141,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _database(settings: Settings) -> str:
-    from nexus_ingest import database
+    from nexus_ingest import embedded
 
-    return database.resolve(settings.database_url, settings.data_dir).url
+    return embedded.resolve(settings.database_url, settings.data_dir).url
 
 
 def _migrated_database(settings: Settings) -> str:
@@ -289,7 +289,7 @@ def _metrics_table(m: Any) -> Any:
 
 def _with_pool(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """Run `work(pool)` against the configured database."""
-    from nexus_ingest.store import open_pool
+    from nexus_ingest.db import open_pool
 
     async def run() -> T:
         pool = await open_pool(_database(settings), min_size=1, max_size=2)
@@ -333,7 +333,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.trace import render, timeline
+    from nexus_ingest.timeline import render, timeline
 
     session_id, moments = _with_pool(settings, lambda pool: timeline(pool, args.key))
     if args.json:

@@ -40,3 +40,7 @@ class RetryLater(ExtractionError):
 
 class Permanent(ExtractionError):
     """The message can never be processed; it belongs in the dead-letter queue."""
+
+
+class SaveFailed(NexusError):
+    """Saving a batch of extractions failed; its messages stay queued and come back."""

@@ -10,9 +10,9 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest.db import connection
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.queries import query
-from nexus_ingest.store import connection
 
 log = structlog.get_logger("nexus.maintenance")
 
@@ -69,18 +69,18 @@ async def _maintain_once(
     """One turn of the loop; False when it failed and should be tried again soon."""
     try:
         if await cron_schedules_maintenance(pool):
-            log.debug("maintenance left to pg_cron")
+            log.debug("maintenance.left_to_pg_cron")
             return True
         deleted = await try_run_maintenance(
             pool, archive_days=archive_days, history_days=history_days
         )
     except (DatabaseUnavailable, psycopg.Error) as exc:
-        log.warning("maintenance failed; will try again", error=type(exc).__name__)
+        log.warning("maintenance.failed", error=type(exc).__name__)
         return False
     if deleted is None:
-        log.info("maintenance skipped: another worker is running it")
+        log.info("maintenance.skipped", reason="another worker is running it")
     else:
-        log.info("maintenance done", **deleted)
+        log.info("maintenance.done", **deleted)
     return True
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -74,3 +74,30 @@ class SnapshotIn(BaseModel):
     fingerprint: str = Field(min_length=1)
     session_id: str = Field(alias="sessionId", min_length=1)
     metadata: dict[str, object] | None = None
+
+
+class QueuedSnapshot(BaseModel):
+    """The body of a queued message: what the producer writes (`body_of`) and the worker reads.
+
+    The producer also queues the snapshot's `metadata`, and as it queues a body,
+    `nexus.enqueue_snapshot` (migration 004) adds `seq`, the snapshot's number within its
+    session, and `receivedAt`; a replayed dead letter also carries `replayedFrom`, the message
+    id it first had. The worker reads only the fields declared here.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    session_id: str = Field(alias="sessionId", min_length=1)
+    fingerprint: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    seq: int | None = None
+
+    @staticmethod
+    def body_of(snapshot: SnapshotIn) -> dict[str, Any]:
+        """The body to queue for an accepted snapshot (built directly: this is the hot path)."""
+        return {
+            "sessionId": snapshot.session_id,
+            "fingerprint": snapshot.fingerprint,
+            "messages": [m.model_dump() for m in snapshot.messages],
+            "metadata": snapshot.metadata or {},
+        }

@@ -15,8 +15,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import DLQ_NAME, QUEUE_NAME
+from nexus_ingest.db import connection
 from nexus_ingest.queries import query
-from nexus_ingest.store import connection
 
 MsgId = NewType("MsgId", int)
 

@@ -10,10 +10,10 @@ from collections.abc import Generator
 
 import structlog
 
+from nexus_ingest.db import open_pool
 from nexus_ingest.extract import build_extractor
 from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.settings import Settings
-from nexus_ingest.store import open_pool
 from nexus_ingest.telemetry import configure_tracing, shutdown_tracing
 from nexus_ingest.worker import Worker, worker_config
 

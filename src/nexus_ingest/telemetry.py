@@ -32,7 +32,9 @@ def configure_tracing(service: str) -> bool:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
         log.warning(
-            "OTLP endpoint set but the OpenTelemetry SDK is missing: pip install 'nexus-ingest[otel]'"
+            "telemetry.sdk_missing",
+            detail="OTLP endpoint set but the OpenTelemetry SDK is missing: "
+            "pip install 'nexus-ingest[otel]'",
         )
         return False
     provider = TracerProvider(resource=Resource.create({"service.name": service}))

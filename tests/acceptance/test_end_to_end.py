@@ -134,7 +134,7 @@ def bursty_run(db_url: str, tmp_path: Path) -> Iterator[int]:
         wait_healthy(f"http://127.0.0.1:{port}", api)
         logs = [tmp_path / f"worker{n}.log" for n in range(WORKERS)]
         wait_for(
-            lambda: all("worker started" in log.read_text() for log in logs),
+            lambda: all("worker.started" in log.read_text() for log in logs),
             timeout=30,
             what="workers",
         )

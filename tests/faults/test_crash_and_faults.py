@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from nexus_ingest import queue
-from nexus_ingest.store import open_pool
+from nexus_ingest.db import open_pool
 from tests.fakes.llm_server import FakeLLMServer
 from tests.helpers import NEXUS, nexus_env, nexus_process, wait_for
 

@@ -34,7 +34,7 @@ def pg_ctl(pgdata: Path, *args: str) -> None:
 @pytest.fixture
 def own_server() -> Iterator[tuple[Path, str]]:
     """An embedded PostgreSQL that this test alone may stop and start."""
-    from nexus_ingest.database import start_embedded
+    from nexus_ingest.embedded import start_embedded
 
     with tempfile.TemporaryDirectory(prefix="nexus-outage-") as folder:
         os.chmod(folder, 0o755)

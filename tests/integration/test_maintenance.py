@@ -285,16 +285,16 @@ async def test_two_loops_run_it_once(
         async def events(name: str) -> list[MutableMapping[str, Any]]:
             return [e for e in logs if e["event"] == name]
 
-        await eventually(lambda: events("maintenance skipped: another worker is running it"))
+        await eventually(lambda: events("maintenance.skipped"))
         assert await lock_waiters(pool) == 1
         await blocker.rollback()
-        done = await eventually(lambda: events("maintenance done"), what="the first run to end")
+        done = await eventually(lambda: events("maintenance.done"), what="the first run to end")
         for stop in stops:
             stop.set()
         await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
 
     assert len(done) == 1 and done[0]["idempotency_keys"] == 1
-    assert len(await events("maintenance skipped: another worker is running it")) == 1
+    assert len(await events("maintenance.skipped")) == 1
 
 
 async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> None:
@@ -312,7 +312,7 @@ async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> Non
         )
 
         async def deferred() -> bool:
-            return any(e["event"] == "maintenance left to pg_cron" for e in logs)
+            return any(e["event"] == "maintenance.left_to_pg_cron" for e in logs)
 
         await eventually(deferred, what="the loop to defer to pg_cron")
         stop.set()
@@ -331,7 +331,7 @@ async def test_a_failing_run_does_not_end_the_loop(pool: AsyncConnectionPool) ->
         )
 
         async def failed() -> bool:
-            return any(e["event"] == "maintenance failed; will try again" for e in logs)
+            return any(e["event"] == "maintenance.failed" for e in logs)
 
         await eventually(failed, what="the failure to be logged")
         assert not loop.done()

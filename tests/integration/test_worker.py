@@ -11,11 +11,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
+from nexus_ingest.db import open_pool
 from nexus_ingest.errors import Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.models import ChatMessage, Prospect
 from nexus_ingest.retry import RetryPolicy
-from nexus_ingest.store import open_pool
 from nexus_ingest.worker import Worker, WorkerConfig, consume_once
 
 
@@ -257,7 +257,7 @@ async def test_notification_wakes_an_idle_worker(pool: AsyncConnectionPool, runn
     worker = await running(RecordingExtractor(), config)
 
     async def idle() -> bool:
-        return worker.idle_pause == 30  # past its hot polling, in the long wait
+        return worker.pausing_for == 30  # past its hot polling, in the long wait
 
     await until(idle, timeout=10, what="the worker to go idle")
     started = time.monotonic()

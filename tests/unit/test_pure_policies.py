@@ -11,8 +11,8 @@ from nexus_ingest.queries import all_queries, parse_queries
 from nexus_ingest.queue import MsgId, QueuedMessage
 from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.retry import RetryPolicy
-from nexus_ingest.tracing import continue_traceparent, new_traceparent, trace_id
-from nexus_ingest.worker import plan_batch
+from nexus_ingest.traceparent import continue_traceparent, new_traceparent, trace_id
+from nexus_ingest.worker.plan import plan_batch
 
 
 def message(

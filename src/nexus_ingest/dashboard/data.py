@@ -10,9 +10,10 @@ from typing import Any, Literal
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest.db import connection
 from nexus_ingest.queries import query
-from nexus_ingest.store import connection, fetch_prospect
-from nexus_ingest.trace import Moment
+from nexus_ingest.store import fetch_prospect
+from nexus_ingest.timeline import Moment
 
 Sort = Literal["interest", "recent", "name"]
 

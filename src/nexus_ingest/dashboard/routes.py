@@ -18,10 +18,10 @@ from fastapi.templating import Jinja2Templates
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
-from nexus_ingest.api import bearer_matches, health_reasons
 from nexus_ingest.dashboard import data, views
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.settings import Settings
+from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body, token_matches
 
 log = structlog.get_logger("nexus.dashboard")
 
@@ -57,10 +57,6 @@ class Halt(Exception):
 def admin_session(token: str) -> str:
     """The sign-in cookie's value: derived from the admin token, so the cookie never holds it."""
     return hmac.new(token.encode(), b"nexus-dashboard-session-v1", hashlib.sha256).hexdigest()
-
-
-def _matches(supplied: str | None, expected: str) -> bool:
-    return supplied is not None and hmac.compare_digest(supplied.encode(), expected.encode())
 
 
 def _admin_token(request: Request) -> str | None:
@@ -125,12 +121,12 @@ async def require_admin(request: Request) -> None:
         raise Halt(_disabled(request))
     if bearer_matches(request, expected):
         return
-    if _matches(request.cookies.get(COOKIE), admin_session(expected)):
+    if token_matches(request.cookies.get(COOKIE), admin_session(expected)):
         if request.method == "POST" and not _same_origin(request):
             raise Halt(_render(request, "disabled.html", {"cross_site": True}, status=403))
         return
     supplied = request.query_params.get("token")
-    if _matches(supplied, expected):
+    if token_matches(supplied, expected):
         url = request.url.remove_query_params("token")
         raise Halt(_signed_in(request, expected, url.path + (f"?{url.query}" if url.query else "")))
     error = "That token is not right." if supplied is not None else None
@@ -168,13 +164,11 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 async def _form(request: Request) -> dict[str, list[str]]:
     """A small urlencoded form body (the dashboard's forms only carry ids and a token)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_FORM_BYTES:
-            raise Halt(Response("Form too large.", status_code=413, media_type="text/plain"))
-        chunks.append(chunk)
-    return parse_qs(b"".join(chunks).decode("utf-8", "replace"), max_num_fields=200)
+    try:
+        body = await read_body(request, _MAX_FORM_BYTES)
+    except BodyTooLarge:
+        raise Halt(Response("Form too large.", status_code=413, media_type="text/plain")) from None
+    return parse_qs(body.decode("utf-8", "replace"), max_num_fields=200)
 
 
 @public.get("/dashboard/login")
@@ -193,8 +187,8 @@ async def login(request: Request) -> Response:
         return _disabled(request)
     form = await _form(request)
     target = views.safe_next(_first(form, "next"))
-    if not _matches(_first(form, "token"), expected):
-        log.warning("dashboard sign-in refused")
+    if not token_matches(_first(form, "token"), expected):
+        log.warning("dashboard.sign_in_refused")
         context = {"next": target, "error": "That token is not right."}
         return _render(request, "login.html", context, status=401)
     return _signed_in(request, expected, target)
@@ -334,7 +328,7 @@ async def replay_dead_letters(request: Request) -> Response:
     ids = [int(v) for v in form.get("msg_id", []) if v.isdigit()]
     replay_all = _first(form, "all") in ("1", "true", "on")
     pairs = await queue.replay_dead_letters(_pool(request), msg_ids=ids, replay_all=replay_all)
-    log.info("dashboard replayed dead letters", count=len(pairs), msg_ids=[p[0] for p in pairs])
+    log.info("dashboard.dead_letters_replayed", count=len(pairs), msg_ids=[p[0] for p in pairs])
     payload = {"replayed": [{"deadLetterId": d, "msgId": m} for d, m in pairs]}
     return await _action_result(request, "replayed", len(pairs), payload)
 
@@ -343,7 +337,7 @@ async def replay_dead_letters(request: Request) -> Response:
 async def purge_dead_letters(request: Request) -> Response:
     """Delete every dead letter."""
     purged = await queue.purge_dead_letters(_pool(request))
-    log.info("dashboard purged dead letters", count=purged)
+    log.info("dashboard.dead_letters_purged", count=purged)
     return await _action_result(request, "purged", purged, {"purged": purged})
 
 

@@ -6,15 +6,17 @@ from typing import assert_never
 
 from nexus_ingest.errors import ConfigError
 from nexus_ingest.extract.base import Extraction, Extractor
+from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.settings import Settings
 
 __all__ = ["Extraction", "Extractor", "build_extractor"]
 
 
 def build_extractor(settings: Settings) -> Extractor:
-    """The extractor `settings` ask for, with its client built once for the process.
+    """The extractor `settings` ask for, with its client built once for the process, metered.
 
-    With `NEXUS_FAULT_RATE` above zero it is wrapped to fail on purpose, and says so loudly.
+    With `NEXUS_FAULT_RATE` above zero it is wrapped to fail on purpose, and says so loudly;
+    the simulated failures are counted like real ones.
     """
     extractor = _build(settings)
     if settings.fault_rate > 0:
@@ -23,12 +25,13 @@ def build_extractor(settings: Settings) -> Extractor:
         from nexus_ingest.extract.faults import FaultyExtractor
 
         structlog.get_logger("nexus").warning(
-            "⚠️  FAILURE SIMULATION ON: the extractor fails on purpose",
+            "extractor.failure_simulation",
+            detail="FAILURE SIMULATION ON: the extractor fails on purpose",
             fault_rate=settings.fault_rate,
             fault_mode=settings.fault_mode,
         )
-        return FaultyExtractor(extractor, rate=settings.fault_rate, mode=settings.fault_mode)
-    return extractor
+        extractor = FaultyExtractor(extractor, rate=settings.fault_rate, mode=settings.fault_mode)
+    return MeteredExtractor(extractor)
 
 
 def _build(settings: Settings) -> Extractor:

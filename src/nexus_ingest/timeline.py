@@ -8,9 +8,9 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest.db import connection
 from nexus_ingest.errors import InputError
 from nexus_ingest.queries import query
-from nexus_ingest.store import connection
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""The door to Postgres: the connection pool and the translation of driver errors into ours."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.queries import query
+
+# orjson is several times faster than the standard library for the snapshots we move.
+set_json_dumps(orjson.dumps)
+set_json_loads(orjson.loads)
+
+# psycopg prepares a statement server-side after this many uses; the hot queries run
+# thousands of times, so preparing early saves parsing and planning on every call.
+_PREPARE_THRESHOLD = 2
+
+
+async def open_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float = 2.0,
+    synchronous_commit: bool = True,
+) -> AsyncConnectionPool:
+    """A connection pool that opens in the background, so a server starts even while Postgres is down.
+
+    With `synchronous_commit` off, commits return before their WAL reaches the disk: a database
+    crash may forget the last fraction of a second of them, each whole. Only for work that a
+    redelivery repeats harmlessly (the worker's), never for what a client was told is stored.
+    """
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max(min_size, max_size),
+        timeout=timeout,
+        open=False,
+        reconnect_timeout=0,  # keep retrying for ever: an outage must not kill the pool
+        kwargs={"autocommit": True, "connect_timeout": 3, "prepare_threshold": _PREPARE_THRESHOLD},
+        configure=None if synchronous_commit else _commit_without_waiting,
+        name="nexus",
+    )
+    await pool.open(wait=False)
+    return pool
+
+
+async def _commit_without_waiting(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(query("commit_without_waiting"))
+
+
+@asynccontextmanager
+async def connection(
+    pool: AsyncConnectionPool, *, timeout: float | None = None
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection; any failure to reach the database becomes `DatabaseUnavailable`."""
+    try:
+        async with asyncio.timeout(timeout), pool.connection() as conn:
+            yield conn
+    except (psycopg.OperationalError, PoolTimeout, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+
+async def ping(pool: AsyncConnectionPool, *, timeout: float = 1.0) -> None:
+    """Raise `DatabaseUnavailable` unless the database answers within `timeout` seconds."""
+    async with connection(pool, timeout=timeout) as conn:
+        await conn.execute(query("ping"))

@@ -1,0 +1,190 @@
+"""The worker's loop: read (one batch ahead), dispatch to the extractor, wake on notifications,
+stop cleanly. Database work is the settler's; saving is the save buffer's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest import queue
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.extract.base import Extractor
+from nexus_ingest.worker.buffer import SaveBuffer
+from nexus_ingest.worker.config import WorkerConfig, read_size
+from nexus_ingest.worker.plan import BatchPlan, WorkItem
+from nexus_ingest.worker.process import Extracted, extract_item
+from nexus_ingest.worker.settle import Settler
+
+log = structlog.get_logger("nexus.worker")
+
+NOTIFY_CHANNEL = f"pgmq.q_{queue.QUEUE}.INSERT"
+# Insert notifications are throttled (see 002_queues.sql): after activity, poll briefly so a
+# snapshot the throttle stayed silent about waits milliseconds, not a whole poll interval.
+_HOT_WINDOW_S = 1.0
+_HOT_POLL_S = 0.02
+
+
+class Worker:
+    """One consumer process's loop; several may run against the same queue."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        extractor: Extractor,
+        config: WorkerConfig,
+        listen_url: str | None = None,
+    ) -> None:
+        self.extractor = extractor
+        self.config = config
+        self.listen_url = listen_url
+        self.settler = Settler(pool, config)
+        self.saves = SaveBuffer(self.settler.save, batch_size=config.batch_size)
+        self.pausing_for: float | None = None  # how long the reader is waiting now, if it is
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process messages until `stop` is set, then finish in-flight work within the grace period."""
+        background = [asyncio.create_task(self.saves.run())]
+        if self.listen_url:
+            background.append(asyncio.create_task(self._listen(self.listen_url)))
+        log.info(
+            "worker.started", extractor=self.extractor.name, concurrency=self.config.concurrency
+        )
+        try:
+            await self._read_loop(stop)
+        finally:
+            await self._finish_in_flight()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            log.info("worker.stopped")
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        backoff, hot_until = 0.5, 0.0
+        ahead: asyncio.Task[BatchPlan | None] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    pending, ahead = ahead, None  # a failed read must not be awaited again
+                    plan = await (pending if pending is not None else self._read())
+                    if plan is not None and self.extractor.in_process:
+                        # Read the next batch while this one is extracted, so the database
+                        # works on it meanwhile instead of waiting for us.
+                        ahead = asyncio.create_task(self._read())
+                    found = await self._dispatch(plan) if plan is not None else 0
+                    backoff = 0.5
+                except DatabaseUnavailable:
+                    log.warning("worker.database_unavailable", retry_in_s=backoff)
+                    await _wait_any(stop, None, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                now = time.monotonic()
+                if found or self._wake.is_set():
+                    hot_until = now + _HOT_WINDOW_S
+                if found:
+                    continue
+                pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
+                self.pausing_for = pause
+                await _wait_any(stop, self._wake, pause)
+                self.pausing_for = None
+        finally:
+            if ahead is not None:  # what was read ahead is leased to us: finish it too
+                with contextlib.suppress(DatabaseUnavailable):
+                    plan = await ahead
+                    if plan is not None:
+                        await self._dispatch(plan)
+
+    async def _idle_pause(self) -> float:
+        """Sleep until the next held-back snapshot becomes readable, or one poll interval."""
+        try:
+            due = await self.settler.seconds_until_visible()
+        except DatabaseUnavailable:
+            return self.config.poll_interval_s
+        if due is None:
+            return self.config.poll_interval_s
+        return min(self.config.poll_interval_s, due + 0.005)
+
+    async def _read(self) -> BatchPlan | None:
+        qty = await self._room()
+        self._wake.clear()
+        return await self.settler.read(qty)
+
+    async def _room(self) -> int:
+        """How many messages to read now; an LLM worker first waits for a free slot."""
+        if not self.extractor.in_process:
+            await self._slots.acquire()
+            self._slots.release()
+        return read_size(self.config, self.extractor, in_flight=len(self._tasks))
+
+    async def _dispatch(self, plan: BatchPlan) -> int:
+        """Start work on a batch; returns how many messages it held."""
+        if self.extractor.in_process:
+            # Pure computation: tasks would only add overhead, and nothing waits on I/O.
+            done = [result for item in plan.work if (result := await self._extract(item))]
+            if done:
+                await self.saves.put(done)
+        else:
+            for item in plan.work:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._extract_in_slot(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return plan.size
+
+    async def _extract_in_slot(self, item: WorkItem) -> None:
+        try:
+            result = await self._extract(item)
+        finally:
+            self._slots.release()
+        if result is not None:
+            await self.saves.put([result])
+
+    async def _extract(self, item: WorkItem) -> Extracted | None:
+        """Extract one snapshot; a failure is settled at once (retried or dead-lettered)."""
+        result = await extract_item(self.extractor, item)
+        if isinstance(result, Extracted):
+            return result
+        await self.settler.fail(result)
+        return None
+
+    async def _listen(self, url: str) -> None:
+        """Wake the reader on every insert notification; reconnect with back-off if the link drops."""
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    backoff = 0.5
+                    self._wake.set()  # catch anything that arrived while we were not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _finish_in_flight(self) -> None:
+        """Give in-flight work the grace period, then cancel it: its messages reappear after the timeout."""
+        pending = set(self._tasks)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+        await self.saves.drain(timeout=max(1.0, self.config.shutdown_grace_s))
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:
+    waiters = [asyncio.create_task(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.create_task(wake.wait()))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()

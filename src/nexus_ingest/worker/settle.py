@@ -1,0 +1,199 @@
+"""Settlement: the database side of every outcome, each in one place, for both consumer paths.
+
+Reading a batch settles at once what needs no extractor (superseded and undecodable snapshots);
+then each extraction is saved and acknowledged, or retried, or dead-lettered. Whatever the path
+(the loop or the one-shot consumer), an outcome is written, counted and logged here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from nexus_ingest import queue
+from nexus_ingest.db import connection
+from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater, SaveFailed
+from nexus_ingest.metrics import PROCESSED, PROCESSING_SECONDS
+from nexus_ingest.queue import QueuedMessage
+from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.store import SaveOutcome, SaveRequest, save_extractions
+from nexus_ingest.worker.config import WorkerConfig
+from nexus_ingest.worker.plan import BatchPlan, plan_batch
+from nexus_ingest.worker.process import Extracted, Failed, log_ids
+
+log = structlog.get_logger("nexus.worker")
+
+Outcome = Literal["saved", "stale", "duplicate", "superseded", "retried", "dead_lettered"]
+
+# The database says what the merge did; logs and metrics say what became of the message.
+_SAVED_AS: dict[SaveOutcome, Outcome] = {
+    "applied": "saved",
+    "stale": "stale",
+    "duplicate": "duplicate",
+}
+
+
+class Settler:
+    """Reads batches and settles their messages, on one pool, as one worker's config says."""
+
+    def __init__(self, pool: AsyncConnectionPool, config: WorkerConfig) -> None:
+        self.pool = pool
+        self.config = config
+
+    async def read(self, qty: int) -> BatchPlan | None:
+        """Read and lease up to `qty` messages and settle what needs no extractor; None if none."""
+        async with connection(self.pool) as conn:
+            messages = await queue.read_snapshots(conn, qty=qty, vt=self.config.vt_s, lease=uuid4())
+            if not messages:
+                return None
+            plan = plan_batch(messages)
+            if plan.superseded or plan.undecodable:
+                async with conn.transaction():
+                    await _settle_without_extraction(conn, plan, archive=self.config.archive)
+        return plan
+
+    async def save(self, done: Sequence[Extracted]) -> list[Outcome]:
+        """Merge extractions and remove their messages in one statement: both happen or neither."""
+        requests = [_save_request(d) for d in done]
+        try:
+            async with connection(self.pool) as conn:
+                results = await save_extractions(
+                    conn, requests, queue=queue.QUEUE, archive=self.config.archive
+                )
+        except psycopg.Error as exc:
+            raise SaveFailed(
+                f"saving {len(done)} extractions failed: {type(exc).__name__}"
+            ) from exc
+        outcomes = [_SAVED_AS[r] for r in results]
+        _record_saved(done, outcomes)
+        return outcomes
+
+    async def fail(self, failed: Failed) -> Outcome | None:
+        """Retry a failed message after a back-off, or dead-letter it when it cannot or may not
+        retry; None when the database could not be told (the message then reappears anyway)."""
+        message = failed.item.message
+        try:
+            async with connection(self.pool) as conn, conn.transaction():
+                outcome = await _retry_or_dead_letter(
+                    conn, message, failed.error, self.config.retry
+                )
+                await queue.release_sessions(conn, _leases([message]))
+        except DatabaseUnavailable:
+            log.warning("message.settle_failed", **log_ids(message))
+            return None
+        PROCESSED.labels(outcome=outcome).inc()
+        return outcome
+
+    async def seconds_until_visible(self) -> float | None:
+        """How long until the next held-back message becomes readable; None when none is queued."""
+        async with connection(self.pool) as conn:
+            return await queue.seconds_until_visible(conn)
+
+
+def _save_request(done: Extracted) -> SaveRequest:
+    item = done.item
+    return SaveRequest(
+        item.message.msg_id,
+        item.snapshot.fingerprint,
+        item.snapshot.session_id,
+        item.snapshot.seq,
+        done.extraction,
+        item.message.enqueued_at,
+        item.message.lease,
+    )
+
+
+def _record_saved(done: Sequence[Extracted], outcomes: Sequence[Outcome]) -> None:
+    now = time.perf_counter()
+    for label, count in Counter(outcomes).items():
+        PROCESSED.labels(outcome=label).inc(count)
+    for d in done:
+        PROCESSING_SECONDS.observe(now - d.started)
+    if log.is_enabled_for(logging.INFO):
+        for d, outcome in zip(done, outcomes, strict=True):
+            log.info(f"message.{outcome}", **log_ids(d.item.message), seq=d.item.snapshot.seq)
+
+
+async def _settle_without_extraction(
+    conn: psycopg.AsyncConnection[Any], plan: BatchPlan, *, archive: bool
+) -> None:
+    """Acknowledge superseded snapshots and dead-letter poison ones; sessions left with nothing
+    to extract are released in the same transaction."""
+    await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
+    await queue.release_sessions(conn, _idle_leases(plan))
+    await queue.record_events(
+        conn,
+        [queue.Event(m.msg_id, m.session_id, "superseded", m.read_ct, {}) for m in plan.superseded],
+    )
+    PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
+    for message, reason in plan.undecodable:
+        await queue.dead_letter(
+            conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct}
+        )
+        PROCESSED.labels(outcome="dead_lettered").inc()
+        log.error(
+            "message.dead_lettered", **log_ids(message), kind="permanent", reason="undecodable"
+        )
+
+
+async def _retry_or_dead_letter(
+    conn: psycopg.AsyncConnection[Any],
+    message: QueuedMessage,
+    exc: BaseException,
+    policy: RetryPolicy,
+) -> Outcome:
+    kind = "permanent" if isinstance(exc, Permanent) else "retryable"
+    if kind == "permanent" or policy.exhausted(message.read_ct):
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        await queue.dead_letter(
+            conn, message, {"reason": reason, "kind": kind, "attempts": message.read_ct}
+        )
+        await _record_event(
+            conn, message, "dead_lettered", {"kind": kind, "error": type(exc).__name__}
+        )
+        log.error("message.dead_lettered", **log_ids(message), kind=kind, attempts=message.read_ct)
+        return "dead_lettered"
+    hint = exc.delay if isinstance(exc, RetryLater) else None
+    delay = policy.delay(message.read_ct, at_least=hint)
+    await queue.retry_later(conn, message.msg_id, delay)
+    await _record_event(conn, message, "failed", {"error": type(exc).__name__, "retry_in_s": delay})
+    log.warning(
+        "message.retried",
+        **log_ids(message),
+        attempt=message.read_ct,
+        retry_in_s=delay,
+        error=type(exc).__name__,
+    )
+    return "retried"
+
+
+async def _record_event(
+    conn: psycopg.AsyncConnection[Any], message: QueuedMessage, event: str, detail: dict[str, Any]
+) -> None:
+    await queue.record_events(
+        conn, [queue.Event(message.msg_id, message.session_id, event, message.read_ct, detail)]
+    )
+
+
+def _leases(messages: Iterable[QueuedMessage]) -> dict[UUID, list[str]]:
+    """The sessions to release, by the lease they were read under."""
+    leases: dict[UUID, list[str]] = {}
+    for message in messages:
+        if message.lease is not None and message.session_id is not None:
+            leases.setdefault(message.lease, []).append(message.session_id)
+    return leases
+
+
+def _idle_leases(plan: BatchPlan) -> dict[UUID, list[str]]:
+    """Sessions read in this batch that have no extraction to wait for."""
+    busy = {item.message.session_id for item in plan.work}
+    settled = [*plan.superseded, *(message for message, _ in plan.undecodable)]
+    return _leases(m for m in settled if m.session_id not in busy)
