@@ -24,6 +24,9 @@ from nexus_ingest.migrate import migrate
 settings.register_profile("nexus", suppress_health_check=[HealthCheck.too_slow], deadline=None)
 settings.load_profile("nexus")
 
+# In-process workers (the `running` fixture) for any test that asks for them.
+pytest_plugins = ["tests.worker_kit"]
+
 _counter = itertools.count()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,9 +17,67 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.queries import query
 
-# orjson is several times faster than the standard library for the snapshots we move.
+INT32_MAX = 2**31 - 1
+
+
+class UnreadableJson:
+    """Stands for a JSON value Python cannot hold (nested too deep): its row stays readable."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<unreadable JSON, {self.size} bytes>"
+
+
+def load_json(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode one JSON value from the database, whatever it holds.
+
+    orjson is several times faster than the standard library for the snapshots we move, but
+    refuses what jsonb accepts: numbers beyond a double (`1e400`), very deep nesting. Such a
+    value falls back to the standard library (numbers become inf), and failing that to an
+    `UnreadableJson`, so one odd row never fails a whole read.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data if isinstance(data, str) else bytes(data).decode("utf-8", "replace")
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return UnreadableJson(len(text))
+
+
 set_json_dumps(orjson.dumps)
-set_json_loads(orjson.loads)
+set_json_loads(load_json)
+
+
+def storable(value: Any) -> Any:
+    """`value` with what Postgres cannot keep made keepable: no NUL in strings or keys (text and
+    jsonb refuse it), no infinite or NaN numbers, no integers beyond 64 bits."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return None
+    return value
+
+
+def bounded_count(value: Any) -> int:
+    """A token count as an int32 column holds it: whole, not negative, at most 2**31 - 1."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    if math.isnan(number) or number <= 0:
+        return 0
+    return INT32_MAX if number >= INT32_MAX else round(number)
+
 
 # psycopg prepares a statement server-side after this many uses; the hot queries run
 # thousands of times, so preparing early saves parsing and planning on every call.

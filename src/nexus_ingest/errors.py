@@ -44,3 +44,8 @@ class Permanent(ExtractionError):
 
 class SaveFailed(NexusError):
     """Saving a batch of extractions failed; its messages stay queued and come back."""
+
+
+class SaveRejected(SaveFailed):
+    """The database refused what a batch holds (a value or a constraint), not how it was sent;
+    trying the same batch again fails again."""

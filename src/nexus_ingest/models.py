@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -76,13 +77,28 @@ class SnapshotIn(BaseModel):
     metadata: dict[str, object] | None = None
 
 
+class KeptExtraction(BaseModel):
+    """An extraction kept in a dead letter because it could not be saved; a replay saves it
+    instead of asking the model again."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prospect: Prospect
+    extractor: str = "kept"
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
 class QueuedSnapshot(BaseModel):
     """The body of a queued message: what the producer writes (`body_of`) and the worker reads.
 
     The producer also queues the snapshot's `metadata`, and as it queues a body,
-    `nexus.enqueue_snapshot` (migration 004) adds `seq`, the snapshot's number within its
-    session, and `receivedAt`; a replayed dead letter also carries `replayedFrom`, the message
-    id it first had. The worker reads only the fields declared here.
+    `nexus.enqueue_snapshot` (migrations 004, 012) adds `seq`, the snapshot's number within its
+    session, and `receivedAt`. A replayed dead letter carries `replayedFrom`, the message id it
+    first had, and `keptExtraction` when its extraction was made but could not be saved. The
+    worker reads only the fields declared here.
     """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -90,7 +106,10 @@ class QueuedSnapshot(BaseModel):
     session_id: str = Field(alias="sessionId", min_length=1)
     fingerprint: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    seq: int | None = None
+    # Stored in an integer column: a number beyond it makes the body undecodable, not the save.
+    seq: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    received_at: datetime | None = Field(default=None, alias="receivedAt")
+    kept_extraction: KeptExtraction | None = Field(default=None, alias="keptExtraction")
 
     @staticmethod
     def body_of(snapshot: SnapshotIn) -> dict[str, Any]:

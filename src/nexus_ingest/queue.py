@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import DLQ_NAME, QUEUE_NAME
-from nexus_ingest.db import connection
+from nexus_ingest.db import connection, storable
 from nexus_ingest.queries import query
 
 MsgId = NewType("MsgId", int)
@@ -253,16 +253,23 @@ async def retry_later(conn: psycopg.AsyncConnection[Any], msg_id: int, delay_s: 
 
 
 async def dead_letter(
-    conn: psycopg.AsyncConnection[Any], message: QueuedMessage, error: Mapping[str, Any]
+    conn: psycopg.AsyncConnection[Any], letters: Sequence[tuple[int, Mapping[str, Any]]]
 ) -> None:
-    """Move a message to the dead-letter queue with why it failed, archiving the original."""
-    body = {"original": message.body, "originalMsgId": message.msg_id, "error": dict(error)}
-    async with conn.transaction():
+    """Move messages to the dead-letter queue, each with why it failed, archiving the originals.
+
+    The dead letter is built in the database from the queued row, so a body of any shape is
+    kept as it was; a forgotten visitor's message is deleted instead.
+    """
+    if letters:
         await conn.execute(
-            query("send_message"),
-            {"queue": DLQ, "message": Jsonb(body), "headers": Jsonb(dict(message.headers))},
+            query("dead_letter"),
+            {
+                "queue": QUEUE,
+                "dlq": DLQ,
+                "msg_ids": [msg_id for msg_id, _ in letters],
+                "errors": [Jsonb(storable(dict(error))) for _, error in letters],
+            },
         )
-        await conn.execute(query("archive_messages"), {"queue": QUEUE, "msg_ids": [message.msg_id]})
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from nexus_ingest.db import connection
+from nexus_ingest.db import bounded_count, connection, storable
+from nexus_ingest.errors import SaveFailed, SaveRejected
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.queries import query
 
-SaveOutcome = Literal["applied", "stale", "duplicate"]
+SaveOutcome = Literal["applied", "stale", "duplicate", "forgotten"]
 
 
 @dataclass(frozen=True)
@@ -31,27 +32,33 @@ class SaveRequest:
     extraction: Extraction
     enqueued_at: datetime | None = None
     lease: UUID | None = None
+    received_at: datetime | None = None  # when the producer received the snapshot
 
     def as_item(self) -> dict[str, Any]:
-        """The request as one item of `nexus.save_extractions`; absent keys read as null or 0."""
+        """The request as one item of `nexus.save_extractions`; absent keys read as null or 0.
+
+        What the extractor returned is made storable here (no NUL, counts within an integer
+        column), so a value no column holds never fails the batch it is in.
+        """
         extraction = self.extraction
         item: dict[str, Any] = {
             "msg_id": self.msg_id,
             "fingerprint_id": self.fingerprint_id,
             "session_id": self.session_id,
-            "data": extraction.prospect.model_dump(mode="json", exclude_none=True),
-            "extractor": extraction.extractor,
+            "data": storable(extraction.prospect.model_dump(mode="json", exclude_none=True)),
+            "extractor": storable(extraction.extractor),
             "latency_ms": extraction.latency_ms,
         }
         # Every byte is parsed again by the server, so nulls and zero counts are left out.
         for key, value in (
             ("seq", self.seq),
             ("lease", self.lease),
-            ("model", extraction.model),
-            ("input_tokens", extraction.input_tokens),
-            ("output_tokens", extraction.output_tokens),
-            ("cached_tokens", extraction.cached_tokens),
+            ("model", storable(extraction.model)),
+            ("input_tokens", bounded_count(extraction.input_tokens)),
+            ("output_tokens", bounded_count(extraction.output_tokens)),
+            ("cached_tokens", bounded_count(extraction.cached_tokens)),
             ("enqueued_at", self.enqueued_at),
+            ("received_at", self.received_at),
         ):
             if value:
                 item[key] = value
@@ -71,7 +78,16 @@ async def save_extractions(
     if not requests:
         return []
     params = {"queue": queue, "items": Jsonb([r.as_item() for r in requests]), "archive": archive}
-    rows = await (await conn.execute(query("save_extractions"), params)).fetchall()
+    try:
+        rows = await (await conn.execute(query("save_extractions"), params)).fetchall()
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded) as exc:
+        raise SaveRejected(f"the database refused the batch: {type(exc).__name__}") from exc
+    except psycopg.OperationalError:
+        raise  # the connection's own failure: the caller's `connection()` makes it ours
+    except psycopg.Error as exc:
+        raise SaveFailed(
+            f"saving {len(requests)} extractions failed: {type(exc).__name__}"
+        ) from exc
     outcomes = {msg_id: cast(SaveOutcome, outcome) for msg_id, outcome in rows}
     return [outcomes[r.msg_id] for r in requests]
 

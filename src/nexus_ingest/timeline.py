@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest.db import connection
@@ -26,21 +27,18 @@ class Moment:
         return {"at": self.at.isoformat(), "msgId": self.msg_id, "event": self.event, **self.detail}
 
 
-async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str, list[Moment]]:
-    """The session a key names (a session id, or a message id) and its moments; a message id keeps only its own."""
+async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str | None, list[Moment]]:
+    """The session a key names (a session id, or a message id) and its moments; a message id
+    keeps only its own (a message put on the queue by hand may belong to no session)."""
+    msg_id = int(key) if key.isdigit() else None
     async with connection(pool) as conn:
-        msg_id = int(key) if key.isdigit() else None
-        session_id = key
+        session_id: str | None = key
         if msg_id is not None:
-            row = await (
-                await conn.execute(query("trace_session_of_message"), {"msg_id": msg_id})
-            ).fetchone()
-            if row is None:
-                raise InputError(f"no message {msg_id} is known")
-            session_id = row[0]
-        rows = await (
-            await conn.execute(query("trace_timeline"), {"session_id": session_id})
-        ).fetchall()
+            session_id = await _session_of(conn, msg_id)
+        if session_id is None:
+            rows = await _rows(conn, "trace_message_timeline", {"msg_id": msg_id})
+        else:
+            rows = await _rows(conn, "trace_timeline", {"session_id": session_id})
     moments = [
         Moment(at, mid, event, {k: v for k, v in detail.items() if v is not None})
         for at, mid, event, detail in rows
@@ -52,10 +50,25 @@ async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str, list[Momen
     return session_id, moments
 
 
-def render(session_id: str, moments: list[Moment]) -> str:
+async def _session_of(conn: psycopg.AsyncConnection[Any], msg_id: int) -> str | None:
+    row = await (
+        await conn.execute(query("trace_session_of_message"), {"msg_id": msg_id})
+    ).fetchone()
+    if row is None:
+        raise InputError(f"no message {msg_id} is known")
+    return cast(str | None, row[0])
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], name: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    return await (await conn.execute(query(name), params)).fetchall()
+
+
+def render(session_id: str | None, moments: list[Moment]) -> str:
     """A readable timeline, one line per moment, times relative to the first."""
     start = moments[0].at
-    lines = [f"session {session_id}"]
+    lines = [f"session {session_id}" if session_id else f"message {moments[0].msg_id} (no session)"]
     for m in moments:
         offset = (m.at - start).total_seconds() * 1000
         detail = " ".join(f"{k}={v}" for k, v in m.detail.items())

@@ -58,8 +58,10 @@ def test_one_trace_id_joins_producer_and_worker_lines_and_metrics_move(
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     traced = [line for line in lines if line.get("trace_id") == "0af7651916cd43dd8448eb211c80319c"]
     events = [line["event"] for line in traced]
-    assert events[0] == "snapshot.queued" and events[-1] == "message.saved"
-    assert "message.processing" in events
+    # The producer's line and the worker's first may come in either order: the worker can read
+    # the snapshot the moment it is committed, before the producer logs it.
+    assert {"snapshot.queued", "message.processing"} <= set(events)
+    assert events[-1] == "message.saved"
     assert all(
         line["msg_id"] == answer.json()["messageId"] and line["session_id"] for line in traced
     )

@@ -22,7 +22,7 @@ QUEUE = "nexus_prospect_ingestion"
 PROSPECT_COLUMNS = (
     "fingerprint_id, session_id, nombre, email, telefono, empresa, cargo, ubicacion, "
     "productos_interes, presupuesto, plazo, nivel_interes, intencion, idioma, resumen, "
-    "last_msg_id, extraction_count"
+    "last_msg_id, extraction_count, last_received_at"
 )
 
 words = st.sampled_from(["Ana", "Luis", "ana@x.io", "ACME", "  ", "", "Globex"])
@@ -44,15 +44,20 @@ data = st.fixed_dictionaries(
 # A session belongs to one visitor, except in the rare bad input where it does not.
 sessions = st.sampled_from([("fp-a", "s-1"), ("fp-a", "s-2"), ("fp-b", "s-3"), ("fp-b", "s-1")])
 extraction = st.tuples(sessions, st.one_of(st.none(), st.integers(1, 6)), data)
+# When the producer received the snapshot: arrival order and receipt order need not agree.
+received = st.one_of(st.none(), st.sampled_from([f"2026-01-01T00:00:0{n}Z" for n in range(6)]))
 
 
 @st.composite
 def deliveries(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """Extractions in arrival order, some of them redelivered later with the same message id."""
+    """Extractions in arrival order, some of them redelivered later with the same message id,
+    and now and then a visitor forgotten between two of them."""
     items: list[dict[str, Any]] = []
     for (fingerprint, session), seq, payload in draw(st.lists(extraction, min_size=1, max_size=9)):
         if items and draw(st.booleans()) and draw(st.booleans()):
-            items.append(dict(draw(st.sampled_from(items))))  # a redelivery
+            items.append(dict(draw(st.sampled_from([i for i in items if "msg_id" in i]))))
+        if draw(st.integers(0, 9)) == 0:
+            items.append({"forget": fingerprint})
         items.append(
             {
                 "msg_id": len(items) + 1,
@@ -62,6 +67,7 @@ def deliveries(draw: st.DrawFn) -> list[dict[str, Any]]:
                 "data": payload,
                 "extractor": "rules",
                 "latency_ms": 1.5,
+                "received_at": draw(received),
             }
         )
     return items
@@ -78,12 +84,19 @@ def merged_state(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
     return prospects, history
 
 
+def forget(conn: psycopg.Connection[Any], fingerprint: str) -> None:
+    conn.execute("SELECT nexus.forget_prospect(%s)", (fingerprint,))
+
+
 def one_at_a_time(conn: psycopg.Connection[Any], items: list[dict[str, Any]]) -> list[Any]:
     outcomes = []
     for item in items:
+        if "forget" in item:
+            forget(conn, item["forget"])
+            continue
         row = conn.execute(
             "SELECT update_prospect_data(%s::text, %s::text, %s::jsonb, %s::bigint, %s::integer,"
-            " %s::text, NULL, 0, 0, 0, %s::real)",
+            " %s::text, NULL, 0, 0, 0, %s::real, %s::timestamptz)",
             (
                 item["fingerprint_id"],
                 item["session_id"],
@@ -92,6 +105,7 @@ def one_at_a_time(conn: psycopg.Connection[Any], items: list[dict[str, Any]]) ->
                 item["seq"],
                 item["extractor"],
                 item["latency_ms"],
+                item["received_at"],
             ),
         ).fetchone()
         outcomes.append((item["msg_id"], row[0] if row else None))
@@ -101,9 +115,16 @@ def one_at_a_time(conn: psycopg.Connection[Any], items: list[dict[str, Any]]) ->
 def in_batches(
     conn: psycopg.Connection[Any], items: list[dict[str, Any]], cuts: list[int]
 ) -> list[Any]:
+    """Each run of extractions between two forgets, cut into batches at `cuts`."""
     outcomes = []
-    bounds = sorted({0, len(items), *(c % (len(items) + 1) for c in cuts)})
+    forgets = [n for n, item in enumerate(items) if "forget" in item]
+    bounds = sorted(
+        {0, len(items), *forgets, *(n + 1 for n in forgets), *(c % (len(items) + 1) for c in cuts)}
+    )
     for start, end in itertools.pairwise(bounds):
+        if "forget" in items[start]:
+            forget(conn, items[start]["forget"])
+            continue
         rows = conn.execute(
             "SELECT msg_id, outcome FROM nexus.save_extractions(%s, %s::jsonb)",
             (QUEUE, json.dumps(items[start:end])),
@@ -119,7 +140,8 @@ def in_batches(
 def test_batches_merge_exactly_as_one_call_each(
     db_url: str, items: list[dict[str, Any]], cuts: list[int]
 ) -> None:
-    """Wherever the batches are cut, rows, history and outcomes match one call per extraction."""
+    """Wherever the batches are cut, whatever the receipt times and forgets, rows, history and
+    outcomes match one call per extraction."""
     with psycopg.connect(db_url) as conn:  # each side is rolled back: one database serves all
         try:
             expected_outcomes = one_at_a_time(conn, items)

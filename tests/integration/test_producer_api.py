@@ -208,12 +208,29 @@ def test_idempotency_key_returns_the_first_message_id(client: httpx.Client, modu
 
 
 def test_idempotency_key_reused_with_another_body_is_422(client: httpx.Client) -> None:
-    """Reusing an Idempotency-Key for a different snapshot is refused, not silently merged."""
+    """Reusing an Idempotency-Key for a different snapshot of the session is refused, not
+    silently merged."""
     headers = {"Idempotency-Key": "retry-me-2"}
     assert client.post(URL, json=body(sessionId="idem-2"), headers=headers).status_code == 202
-    answer = client.post(URL, json=body(sessionId="idem-2b"), headers=headers)
+    other = [{"role": "user", "content": "something else entirely"}]
+    answer = client.post(URL, json=body(sessionId="idem-2", messages=other), headers=headers)
     assert answer.status_code == 422
     assert answer.json()["error"] == "idempotency_key_reused"
+
+
+def test_idempotency_keys_belong_to_one_visitor(client: httpx.Client) -> None:
+    """A key claimed in one visitor's session (the widget's `sessionId:seq`) does not touch the
+    same key in another visitor's session: both snapshots are queued."""
+    headers = {"Idempotency-Key": "victim-session:2"}
+    claimed = client.post(
+        URL, json=body(sessionId="attacker", fingerprint="fp-attacker"), headers=headers
+    )
+    victim = client.post(
+        URL, json=body(sessionId="victim-session", fingerprint="fp-victim"), headers=headers
+    )
+    assert claimed.status_code == 202 and victim.status_code == 202
+    assert victim.json()["duplicate"] is False
+    assert victim.json()["messageId"] != claimed.json()["messageId"]
 
 
 def test_openapi_describes_the_producer(client: httpx.Client) -> None:

@@ -30,8 +30,10 @@ SELECT pgmq.archive(%(queue)s::text, %(msg_ids)s::bigint[]);
 -- name: set_visibility
 SELECT msg_id FROM pgmq.set_vt(%(queue)s::text, %(msg_id)s::bigint, %(delay)s::integer);
 
--- name: send_message
-SELECT pgmq.send(%(queue)s::text, %(message)s::jsonb, %(headers)s::jsonb);
+-- name: dead_letter
+-- Built from the queued rows themselves, so any body is kept exactly (see 012).
+SELECT msg_id, dead_letter_id
+FROM nexus.dead_letter(%(queue)s::text, %(dlq)s::text, %(msg_ids)s::bigint[], %(errors)s::jsonb[]);
 
 -- name: save_extractions
 -- A whole batch merged, recorded, acknowledged and released in one statement (see 010).
@@ -58,7 +60,9 @@ LIMIT %(limit)s;
 SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq;
 
 -- name: replay_dead_letters
--- Put dead letters back on the work queue as they were first received, and archive them.
+-- Put dead letters back on the work queue as they were first received, and archive them. A
+-- dead letter whose extraction could not be saved carries it back, so the model is not asked
+-- again (see models.QueuedSnapshot).
 WITH chosen AS (
     DELETE FROM pgmq.q_nexus_prospect_ingestion_dlq d
     WHERE %(all)s::boolean OR d.msg_id = ANY(%(msg_ids)s::bigint[])
@@ -70,7 +74,11 @@ archived AS (
 )
 SELECT c.msg_id AS dead_letter_id,
        pgmq.send('nexus_prospect_ingestion',
-                 (c.message -> 'original') || jsonb_build_object('replayedFrom', c.message -> 'originalMsgId'),
+                 (c.message -> 'original')
+                     || jsonb_build_object('replayedFrom', c.message -> 'originalMsgId')
+                     || CASE WHEN c.message -> 'error' ? 'extraction'
+                             THEN jsonb_build_object('keptExtraction', c.message -> 'error' -> 'extraction')
+                             ELSE '{}'::jsonb END,
                  c.headers) AS msg_id
 FROM chosen c
 ORDER BY c.msg_id;
@@ -124,4 +132,26 @@ SELECT enqueued_at, (message ->> 'originalMsgId')::bigint, 'in_dead_letter_queue
        jsonb_build_object('dead_letter_id', msg_id, 'kind', message -> 'error' -> 'kind',
                           'attempts', message -> 'error' -> 'attempts')
 FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE headers ->> 'x-pgmq-group' = %(session_id)s
+ORDER BY 1, 2;
+
+-- name: trace_message_timeline
+-- One message's recorded moments, found by its id alone (a message put on the queue by hand
+-- belongs to no session): (at, msg_id, event, detail).
+SELECT enqueued_at AS at, msg_id, 'enqueued' AS event,
+       jsonb_build_object('place', 'queue', 'reads', read_ct) AS detail
+FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %(msg_id)s
+UNION ALL
+SELECT enqueued_at, msg_id, 'enqueued', jsonb_build_object('reads', read_ct)
+FROM pgmq.a_nexus_prospect_ingestion WHERE msg_id = %(msg_id)s
+UNION ALL
+SELECT archived_at, msg_id, 'archived', '{}'::jsonb
+FROM pgmq.a_nexus_prospect_ingestion WHERE msg_id = %(msg_id)s
+UNION ALL
+SELECT at, msg_id, event, detail || jsonb_build_object('attempt', attempt)
+FROM nexus.message_events WHERE msg_id = %(msg_id)s
+UNION ALL
+SELECT enqueued_at, %(msg_id)s, 'in_dead_letter_queue',
+       jsonb_build_object('dead_letter_id', msg_id, 'kind', message -> 'error' -> 'kind',
+                          'attempts', message -> 'error' -> 'attempts')
+FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE (message ->> 'originalMsgId')::bigint = %(msg_id)s
 ORDER BY 1, 2;

@@ -40,6 +40,59 @@ COMMENT ON SCHEMA public IS 'standard public schema';
 
 
 --
+-- Name: dead_letter(text, text, bigint[], jsonb[]); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]) RETURNS TABLE(msg_id bigint, dead_letter_id bigint)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $_$
+DECLARE
+    v_queue text := nexus.stored_queue_name(p_queue);
+    v_moved bigint[];
+    v_letters bigint[];
+    v_forgotten bigint[];
+BEGIN
+    LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
+    EXECUTE format($q$
+        WITH chosen AS (
+            SELECT q.msg_id, q.message, q.headers, e.error,
+                   EXISTS (SELECT 1 FROM nexus.forgotten f
+                           WHERE f.fingerprint_id = q.message ->> 'fingerprint') AS forgotten
+            FROM unnest($1::bigint[], $2::jsonb[]) AS e(msg_id, error)
+            JOIN pgmq.%I q ON q.msg_id = e.msg_id
+        ),
+        sent AS (
+            SELECT c.msg_id,
+                   pgmq.send($3,
+                             jsonb_build_object('original', c.message, 'originalMsgId', c.msg_id,
+                                                'error', c.error),
+                             COALESCE(c.headers, '{}'::jsonb)) AS dead_letter_id
+            FROM chosen c
+            WHERE NOT c.forgotten
+            ORDER BY c.msg_id
+        )
+        SELECT (SELECT array_agg(s.msg_id ORDER BY s.msg_id) FROM sent s),
+               (SELECT array_agg(s.dead_letter_id ORDER BY s.msg_id) FROM sent s),
+               (SELECT array_agg(c.msg_id) FROM chosen c WHERE c.forgotten)
+    $q$, 'q_' || v_queue)
+    INTO v_moved, v_letters, v_forgotten
+    USING p_msg_ids, p_errors, nexus.stored_queue_name(p_dlq);
+    IF v_moved IS NOT NULL THEN
+        PERFORM pgmq.archive(v_queue, v_moved);
+    END IF;
+    IF v_forgotten IS NOT NULL THEN
+        PERFORM pgmq.delete(v_queue, v_forgotten);
+    END IF;
+    RETURN QUERY
+        SELECT m.id, m.letter FROM unnest(v_moved, v_letters) AS m(id, letter)
+        UNION ALL
+        SELECT f.id, NULL::bigint FROM unnest(v_forgotten) AS f(id);
+END;
+$_$;
+
+
+--
 -- Name: enqueue_snapshot(text, text, text, jsonb, jsonb, text, text, integer); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -54,22 +107,28 @@ DECLARE
 BEGIN
     IF p_idempotency_key IS NOT NULL THEN
         -- A concurrent request with the same key blocks here until the first one commits.
-        INSERT INTO nexus.idempotency_keys (key, request_hash)
-        VALUES (p_idempotency_key, p_request_hash)
-        ON CONFLICT (key) DO NOTHING;
+        INSERT INTO nexus.idempotency_keys (session_id, fingerprint_id, key, request_hash)
+        VALUES (p_session_id, p_fingerprint_id, p_idempotency_key, p_request_hash)
+        ON CONFLICT (session_id, fingerprint_id, key) DO NOTHING;
         IF NOT FOUND THEN
-            SELECT * INTO v_prior FROM nexus.idempotency_keys k WHERE k.key = p_idempotency_key;
+            SELECT * INTO v_prior FROM nexus.idempotency_keys k
+            WHERE k.session_id = p_session_id AND k.fingerprint_id = p_fingerprint_id
+              AND k.key = p_idempotency_key;
             RETURN QUERY SELECT v_prior.msg_id, v_prior.seq, true,
                                 v_prior.request_hash IS DISTINCT FROM p_request_hash;
             RETURN;
         END IF;
     END IF;
 
-    INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
-    VALUES (p_session_id, p_fingerprint_id, 1)
-    ON CONFLICT (session_id) DO UPDATE
-        SET last_seq = s.last_seq + 1, updated_at = now()
-    RETURNING s.last_seq INTO v_seq;
+    -- A forgotten visitor's snapshot is queued (the chat gets its usual answer) but numbered in
+    -- no session: the worker drops it instead of saving it.
+    IF NOT EXISTS (SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = p_fingerprint_id) THEN
+        INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
+        VALUES (p_session_id, p_fingerprint_id, 1)
+        ON CONFLICT (session_id) DO UPDATE
+            SET last_seq = s.last_seq + 1, updated_at = now()
+        RETURNING s.last_seq INTO v_seq;
+    END IF;
 
     SELECT pgmq.send(
         nexus.stored_queue_name(p_queue),
@@ -80,7 +139,8 @@ BEGIN
 
     IF p_idempotency_key IS NOT NULL THEN
         UPDATE nexus.idempotency_keys k SET msg_id = v_msg_id, seq = v_seq
-        WHERE k.key = p_idempotency_key;
+        WHERE k.session_id = p_session_id AND k.fingerprint_id = p_fingerprint_id
+          AND k.key = p_idempotency_key;
     END IF;
 
     RETURN QUERY SELECT v_msg_id, v_seq, false, false;
@@ -128,6 +188,9 @@ DECLARE
     v_counts jsonb := '{}';
     v_n bigint;
 BEGIN
+    LOCK TABLE nexus.forgotten IN EXCLUSIVE MODE;
+    INSERT INTO nexus.forgotten (fingerprint_id) VALUES (p_fingerprint_id)
+    ON CONFLICT (fingerprint_id) DO UPDATE SET forgotten_at = now();
     DELETE FROM public.prospect_data WHERE fingerprint_id = p_fingerprint_id;
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('prospect_data', v_n);
     DELETE FROM public.prospect_extractions WHERE fingerprint_id = p_fingerprint_id;
@@ -142,6 +205,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('archived_dead_letters', v_n);
     DELETE FROM nexus.sessions WHERE fingerprint_id = p_fingerprint_id;
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('sessions', v_n);
+    DELETE FROM nexus.idempotency_keys WHERE fingerprint_id = p_fingerprint_id;
     RETURN v_counts;
 END;
 $$;
@@ -231,17 +295,36 @@ CREATE FUNCTION nexus.merge_extractions(p_items jsonb) RETURNS TABLE(msg_id bigi
 BEGIN
     RETURN QUERY
     WITH items AS MATERIALIZED (
-        SELECT *
+        SELECT i.*, COALESCE(i.received_at, i.enqueued_at) AS at
         FROM jsonb_to_recordset(p_items) AS i(
             msg_id bigint, fingerprint_id text, session_id text, seq integer, lease uuid,
             data jsonb, extractor text, model text, input_tokens integer, output_tokens integer,
-            cached_tokens integer, latency_ms real, enqueued_at timestamptz)
+            cached_tokens integer, latency_ms real, enqueued_at timestamptz,
+            received_at timestamptz)
+    ),
+    -- One INSERT ... ON CONFLICT may touch a row only once: a batch with two items of one
+    -- session or one visitor merges nothing here, and save_extractions merges it in rounds.
+    batch AS MATERIALIZED (
+        SELECT count(*) = count(DISTINCT x.session_id)
+               AND count(*) = count(DISTINCT x.fingerprint_id) AS ok
+        FROM items x
+    ),
+    gone AS MATERIALIZED (
+        SELECT i.msg_id, i.session_id
+        FROM items i JOIN nexus.forgotten f ON f.fingerprint_id = i.fingerprint_id
+        WHERE (SELECT b.ok FROM batch b)
     ),
     todo AS MATERIALIZED (
         SELECT i.* FROM items i
-        WHERE (SELECT count(*) = count(DISTINCT x.session_id)
-                      AND count(*) = count(DISTINCT x.fingerprint_id)
-               FROM items x)
+        WHERE (SELECT b.ok FROM batch b)
+          AND NOT EXISTS (SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = i.fingerprint_id)
+    ),
+    -- A forgotten visitor's sessions (the read may have leased them anew) go as well.
+    dropped AS (
+        DELETE FROM nexus.sessions s
+        USING gone g
+        WHERE s.session_id = g.session_id
+          AND s.fingerprint_id IN (SELECT f.fingerprint_id FROM nexus.forgotten f)
     ),
     -- The row lock serialises concurrent merges of one session, and an older snapshot
     -- advances nothing. The lease is given back in the same write.
@@ -292,13 +375,14 @@ BEGIN
         ON CONFLICT (msg_id) WHERE msg_id IS NOT NULL DO NOTHING
         RETURNING e.msg_id, e.outcome
     ),
-    -- The merge rules: a new value replaces, a null or blank never erases, lists are unioned
-    -- (only when the new one has items: merging nothing leaves a stored list as it is).
+    -- The merge rules: the newer snapshot's value replaces, a null or blank never erases, an
+    -- older snapshot only fills gaps, lists are unioned (only when the new one has items:
+    -- merging nothing leaves a stored list as it is).
     merged AS (
         INSERT INTO public.prospect_data AS p (
             fingerprint_id, session_id, nombre, email, telefono, empresa, cargo, ubicacion,
             productos_interes, presupuesto, plazo, nivel_interes, intencion, idioma, resumen,
-            last_msg_id, extraction_count)
+            last_msg_id, extraction_count, last_received_at)
         SELECT
             j.fingerprint_id, j.session_id,
             NULLIF(btrim(j.data ->> 'nombre'), ''),
@@ -317,36 +401,46 @@ BEGIN
             nexus.jsonb_intent(j.data -> 'intencion'),
             NULLIF(btrim(j.data ->> 'idioma'), ''),
             NULLIF(btrim(j.data ->> 'resumen'), ''),
-            j.msg_id, 1
+            j.msg_id, 1, j.at
         FROM judged j
         WHERE j.verdict = 'applied'
           AND (j.msg_id IS NULL OR j.msg_id IN (SELECT r.msg_id FROM recorded r))
         ON CONFLICT (fingerprint_id) DO UPDATE SET
-            session_id        = EXCLUDED.session_id,
-            nombre            = nexus.merge_text(p.nombre, EXCLUDED.nombre),
-            email             = nexus.merge_text(p.email, EXCLUDED.email),
-            telefono          = nexus.merge_text(p.telefono, EXCLUDED.telefono),
-            empresa           = nexus.merge_text(p.empresa, EXCLUDED.empresa),
-            cargo             = nexus.merge_text(p.cargo, EXCLUDED.cargo),
-            ubicacion         = nexus.merge_text(p.ubicacion, EXCLUDED.ubicacion),
+            session_id        = CASE WHEN p.last_received_at IS NULL
+                                       OR EXCLUDED.last_received_at IS NULL
+                                       OR EXCLUDED.last_received_at >= p.last_received_at
+                                     THEN EXCLUDED.session_id ELSE p.session_id END,
+            nombre            = nexus.merge_text_at(p.nombre, EXCLUDED.nombre, p.last_received_at, EXCLUDED.last_received_at),
+            email             = nexus.merge_text_at(p.email, EXCLUDED.email, p.last_received_at, EXCLUDED.last_received_at),
+            telefono          = nexus.merge_text_at(p.telefono, EXCLUDED.telefono, p.last_received_at, EXCLUDED.last_received_at),
+            empresa           = nexus.merge_text_at(p.empresa, EXCLUDED.empresa, p.last_received_at, EXCLUDED.last_received_at),
+            cargo             = nexus.merge_text_at(p.cargo, EXCLUDED.cargo, p.last_received_at, EXCLUDED.last_received_at),
+            ubicacion         = nexus.merge_text_at(p.ubicacion, EXCLUDED.ubicacion, p.last_received_at, EXCLUDED.last_received_at),
             productos_interes = CASE WHEN cardinality(EXCLUDED.productos_interes) = 0
                                      THEN p.productos_interes
                                      ELSE nexus.merge_list(p.productos_interes, EXCLUDED.productos_interes)
                                 END,
-            presupuesto       = nexus.merge_text(p.presupuesto, EXCLUDED.presupuesto),
-            plazo             = nexus.merge_text(p.plazo, EXCLUDED.plazo),
-            nivel_interes     = COALESCE(EXCLUDED.nivel_interes, p.nivel_interes),
-            intencion         = nexus.merge_text(p.intencion, EXCLUDED.intencion),
-            idioma            = nexus.merge_text(p.idioma, EXCLUDED.idioma),
-            resumen           = nexus.merge_text(p.resumen, EXCLUDED.resumen),
+            presupuesto       = nexus.merge_text_at(p.presupuesto, EXCLUDED.presupuesto, p.last_received_at, EXCLUDED.last_received_at),
+            plazo             = nexus.merge_text_at(p.plazo, EXCLUDED.plazo, p.last_received_at, EXCLUDED.last_received_at),
+            nivel_interes     = CASE WHEN p.last_received_at IS NULL
+                                       OR EXCLUDED.last_received_at IS NULL
+                                       OR EXCLUDED.last_received_at >= p.last_received_at
+                                     THEN COALESCE(EXCLUDED.nivel_interes, p.nivel_interes)
+                                     ELSE COALESCE(p.nivel_interes, EXCLUDED.nivel_interes) END,
+            intencion         = nexus.merge_text_at(p.intencion, EXCLUDED.intencion, p.last_received_at, EXCLUDED.last_received_at),
+            idioma            = nexus.merge_text_at(p.idioma, EXCLUDED.idioma, p.last_received_at, EXCLUDED.last_received_at),
+            resumen           = nexus.merge_text_at(p.resumen, EXCLUDED.resumen, p.last_received_at, EXCLUDED.last_received_at),
             last_msg_id       = COALESCE(EXCLUDED.last_msg_id, p.last_msg_id),
             extraction_count  = p.extraction_count + 1,
+            last_received_at  = GREATEST(p.last_received_at, EXCLUDED.last_received_at),
             updated_at        = now()
     )
     -- Without a message id there is no redelivery to recognise.
     SELECT j.msg_id,
            CASE WHEN j.msg_id IS NULL THEN j.verdict ELSE COALESCE(r.outcome, 'duplicate') END
-    FROM judged j LEFT JOIN recorded r ON r.msg_id = j.msg_id;
+    FROM judged j LEFT JOIN recorded r ON r.msg_id = j.msg_id
+    UNION ALL
+    SELECT g.msg_id, 'forgotten' FROM gone g;
 END;
 $$;
 
@@ -377,6 +471,21 @@ $$;
 CREATE FUNCTION nexus.merge_text(old_value text, new_value text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$ SELECT COALESCE(NULLIF(pg_catalog.btrim(new_value), ''), old_value) $$;
+
+
+--
+-- Name: merge_text_at(text, text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.merge_text_at(old_value text, new_value text, old_at timestamp with time zone, new_at timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN old_at IS NULL OR new_at IS NULL OR new_at >= old_at
+            THEN COALESCE(NULLIF(pg_catalog.btrim(new_value), ''), old_value)
+        ELSE COALESCE(old_value, NULLIF(pg_catalog.btrim(new_value), ''))
+    END
+$$;
 
 
 --
@@ -534,6 +643,8 @@ DECLARE
     v_msg_ids bigint[];
     v_outcomes text[];
 BEGIN
+    LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
+
     SELECT array_agg(m.msg_id), array_agg(m.outcome)
     INTO v_msg_ids, v_outcomes
     FROM nexus.merge_extractions(p_items) m;
@@ -660,6 +771,16 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: forgotten; Type: TABLE; Schema: nexus; Owner: -
+--
+
+CREATE TABLE nexus.forgotten (
+    fingerprint_id text NOT NULL,
+    forgotten_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
 -- Name: idempotency_keys; Type: TABLE; Schema: nexus; Owner: -
 --
 
@@ -668,7 +789,9 @@ CREATE TABLE nexus.idempotency_keys (
     request_hash text NOT NULL,
     msg_id bigint,
     seq integer,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    fingerprint_id text DEFAULT ''::text NOT NULL,
+    session_id text DEFAULT ''::text NOT NULL
 );
 
 
@@ -755,6 +878,7 @@ CREATE TABLE public.prospect_data (
     extraction_count integer DEFAULT 0 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_received_at timestamp with time zone,
     CONSTRAINT prospect_data_intencion_check CHECK ((intencion = ANY (ARRAY['compra'::text, 'informacion'::text, 'soporte'::text, 'queja'::text, 'otro'::text]))),
     CONSTRAINT prospect_data_nivel_interes_check CHECK (((nivel_interes >= 1) AND (nivel_interes <= 10)))
 );
@@ -813,11 +937,19 @@ ALTER TABLE public.prospect_extractions ALTER COLUMN id ADD GENERATED ALWAYS AS 
 
 
 --
+-- Name: forgotten forgotten_pkey; Type: CONSTRAINT; Schema: nexus; Owner: -
+--
+
+ALTER TABLE ONLY nexus.forgotten
+    ADD CONSTRAINT forgotten_pkey PRIMARY KEY (fingerprint_id);
+
+
+--
 -- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: nexus; Owner: -
 --
 
 ALTER TABLE ONLY nexus.idempotency_keys
-    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (key);
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (session_id, fingerprint_id, key);
 
 
 --
@@ -949,6 +1081,20 @@ ALTER TABLE public.prospect_data ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.prospect_extractions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: FUNCTION dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION forget_prospect(p_fingerprint_id text); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.forget_prospect(p_fingerprint_id text) FROM PUBLIC;
+
 
 --
 -- Name: FUNCTION merge_extractions(p_items jsonb); Type: ACL; Schema: nexus; Owner: -

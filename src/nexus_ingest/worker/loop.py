@@ -86,6 +86,13 @@ class Worker:
                     await _wait_any(stop, None, backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
+                except Exception as exc:  # no batch may stop the worker: its messages come back
+                    log.error(
+                        "worker.unexpected_error", error=type(exc).__name__, retry_in_s=backoff
+                    )
+                    await _wait_any(stop, None, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
                 now = time.monotonic()
                 if found or self._wake.is_set():
                     hot_until = now + _HOT_WINDOW_S

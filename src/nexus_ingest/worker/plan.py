@@ -26,11 +26,12 @@ class BatchPlan:
     work: list[WorkItem] = field(default_factory=list)
     superseded: list[QueuedMessage] = field(default_factory=list)
     undecodable: list[tuple[QueuedMessage, str]] = field(default_factory=list)
+    exhausted: list[QueuedMessage] = field(default_factory=list)
 
     @property
     def size(self) -> int:
         """How many messages the read returned."""
-        return len(self.work) + len(self.superseded) + len(self.undecodable)
+        return len(self.work) + len(self.superseded) + len(self.undecodable) + len(self.exhausted)
 
 
 def decode(message: QueuedMessage) -> QueuedSnapshot | str:
@@ -41,11 +42,13 @@ def decode(message: QueuedMessage) -> QueuedSnapshot | str:
         return f"undecodable payload: {exc.error_count()} validation errors"
 
 
-def plan_batch(messages: Sequence[QueuedMessage]) -> BatchPlan:
+def plan_batch(messages: Sequence[QueuedMessage], *, max_reads: int | None = None) -> BatchPlan:
     """Keep only each session's newest snapshot; older ones are superseded without extraction.
 
     A snapshot holds the whole conversation so far, so a newer one of the same session (in
     this batch, or already queued behind it per the message's `last_seq`) makes it redundant.
+    A snapshot read more than `max_reads` times is exhausted, whatever made the earlier reads
+    fail (a crash, a lost save), and is dead-lettered before it reaches the extractor.
     """
     plan = BatchPlan()
     newest: dict[str, WorkItem] = {}
@@ -64,6 +67,8 @@ def plan_batch(messages: Sequence[QueuedMessage]) -> BatchPlan:
     for item in newest.values():
         if _seq(item.snapshot) < (item.message.last_seq or 0):
             plan.superseded.append(item.message)
+        elif max_reads is not None and item.message.read_ct > max_reads:
+            plan.exhausted.append(item.message)
         else:
             plan.work.append(item)
     return plan

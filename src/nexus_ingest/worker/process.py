@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from nexus_ingest.extract.base import Extraction, Extractor
+from nexus_ingest.models import KeptExtraction
 from nexus_ingest.queue import QueuedMessage
 from nexus_ingest.telemetry import span
 from nexus_ingest.traceparent import trace_id
@@ -36,9 +37,12 @@ class Failed:
 
 
 async def extract_item(extractor: Extractor, item: WorkItem) -> Extracted | Failed:
-    """Extract one snapshot; never raises for the extractor's sake."""
+    """Extract one snapshot; never raises for the extractor's sake. A replayed snapshot whose
+    extraction was kept is not extracted again."""
     started = time.perf_counter()
     message = item.message
+    if item.snapshot.kept_extraction is not None:
+        return Extracted(item, kept(item.snapshot.kept_extraction), started)
     if log.is_enabled_for(logging.INFO):
         log.info(
             "message.processing",
@@ -59,6 +63,30 @@ async def extract_item(extractor: Extractor, item: WorkItem) -> Extracted | Fail
     except Exception as exc:  # every failure is settled: retried or dead-lettered
         return Failed(item, exc)
     return Extracted(item, extraction, started)
+
+
+def kept(extraction: KeptExtraction) -> Extraction:
+    """An extraction kept in a dead letter, as the extractor first returned it."""
+    return Extraction(
+        prospect=extraction.prospect,
+        extractor=extraction.extractor,
+        model=extraction.model,
+        input_tokens=extraction.input_tokens,
+        output_tokens=extraction.output_tokens,
+        cached_tokens=extraction.cached_tokens,
+    )
+
+
+def to_keep(extraction: Extraction) -> dict[str, Any]:
+    """An extraction as a dead letter keeps it, for `kept` to restore on replay."""
+    return KeptExtraction(
+        prospect=extraction.prospect,
+        extractor=extraction.extractor,
+        model=extraction.model,
+        input_tokens=extraction.input_tokens,
+        output_tokens=extraction.output_tokens,
+        cached_tokens=extraction.cached_tokens,
+    ).model_dump(mode="json", exclude_none=True)
 
 
 def log_ids(message: QueuedMessage) -> dict[str, Any]:

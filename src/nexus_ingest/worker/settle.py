@@ -20,24 +20,27 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
 from nexus_ingest.db import connection
-from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater, SaveFailed
+from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater, SaveFailed, SaveRejected
 from nexus_ingest.metrics import PROCESSED, PROCESSING_SECONDS
 from nexus_ingest.queue import QueuedMessage
 from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.store import SaveOutcome, SaveRequest, save_extractions
 from nexus_ingest.worker.config import WorkerConfig
 from nexus_ingest.worker.plan import BatchPlan, plan_batch
-from nexus_ingest.worker.process import Extracted, Failed, log_ids
+from nexus_ingest.worker.process import Extracted, Failed, log_ids, to_keep
 
 log = structlog.get_logger("nexus.worker")
 
-Outcome = Literal["saved", "stale", "duplicate", "superseded", "retried", "dead_lettered"]
+Outcome = Literal[
+    "saved", "stale", "duplicate", "forgotten", "superseded", "retried", "dead_lettered"
+]
 
 # The database says what the merge did; logs and metrics say what became of the message.
 _SAVED_AS: dict[SaveOutcome, Outcome] = {
     "applied": "saved",
     "stale": "stale",
     "duplicate": "duplicate",
+    "forgotten": "forgotten",
 }
 
 
@@ -54,27 +57,56 @@ class Settler:
             messages = await queue.read_snapshots(conn, qty=qty, vt=self.config.vt_s, lease=uuid4())
             if not messages:
                 return None
-            plan = plan_batch(messages)
-            if plan.superseded or plan.undecodable:
+            plan = plan_batch(messages, max_reads=self.config.retry.max_attempts)
+            if plan.superseded or plan.undecodable or plan.exhausted:
                 async with conn.transaction():
                     await _settle_without_extraction(conn, plan, archive=self.config.archive)
         return plan
 
     async def save(self, done: Sequence[Extracted]) -> list[Outcome]:
-        """Merge extractions and remove their messages in one statement: both happen or neither."""
-        requests = [_save_request(d) for d in done]
+        """Merge extractions and remove their messages in one statement: both happen or neither.
+
+        A batch the database refuses for what it holds is split until the refused extractions
+        are found: they alone are dead-lettered, each with its extraction kept so a replay need
+        not ask the model again, and the rest are saved in the same pass.
+        """
         try:
-            async with connection(self.pool) as conn:
-                results = await save_extractions(
-                    conn, requests, queue=queue.QUEUE, archive=self.config.archive
-                )
-        except psycopg.Error as exc:
-            raise SaveFailed(
-                f"saving {len(done)} extractions failed: {type(exc).__name__}"
-            ) from exc
+            return await self._save_batch(done)
+        except SaveRejected:
+            if len(done) == 1:
+                return [await self._dead_letter_unsaveable(done[0])]
+        middle = len(done) // 2
+        return [*await self.save(done[:middle]), *await self.save(done[middle:])]
+
+    async def _save_batch(self, done: Sequence[Extracted]) -> list[Outcome]:
+        requests = [_save_request(d) for d in done]
+        async with connection(self.pool) as conn:
+            results = await save_extractions(
+                conn, requests, queue=queue.QUEUE, archive=self.config.archive
+            )
         outcomes = [_SAVED_AS[r] for r in results]
         _record_saved(done, outcomes)
         return outcomes
+
+    async def _dead_letter_unsaveable(self, done: Extracted) -> Outcome:
+        message = done.item.message
+        error = {
+            "reason": "the database refused the extraction",
+            "kind": "permanent",
+            "attempts": message.read_ct,
+            "extraction": to_keep(done.extraction),
+        }
+        try:
+            async with connection(self.pool) as conn, conn.transaction():
+                await queue.dead_letter(conn, [(message.msg_id, error)])
+                await queue.release_sessions(conn, _leases([message]))
+        except psycopg.Error as exc:
+            raise SaveFailed(f"dead-lettering failed: {type(exc).__name__}") from exc
+        PROCESSED.labels(outcome="dead_lettered").inc()
+        log.error(
+            "message.dead_lettered", **log_ids(message), kind="permanent", reason="unsaveable"
+        )
+        return "dead_lettered"
 
     async def fail(self, failed: Failed) -> Outcome | None:
         """Retry a failed message after a back-off, or dead-letter it when it cannot or may not
@@ -86,8 +118,8 @@ class Settler:
                     conn, message, failed.error, self.config.retry
                 )
                 await queue.release_sessions(conn, _leases([message]))
-        except DatabaseUnavailable:
-            log.warning("message.settle_failed", **log_ids(message))
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("message.settle_failed", **log_ids(message), error=type(exc).__name__)
             return None
         PROCESSED.labels(outcome=outcome).inc()
         return outcome
@@ -108,6 +140,7 @@ def _save_request(done: Extracted) -> SaveRequest:
         done.extraction,
         item.message.enqueued_at,
         item.message.lease,
+        item.snapshot.received_at,
     )
 
 
@@ -134,14 +167,27 @@ async def _settle_without_extraction(
         [queue.Event(m.msg_id, m.session_id, "superseded", m.read_ct, {}) for m in plan.superseded],
     )
     PROCESSED.labels(outcome="superseded").inc(len(plan.superseded))
-    for message, reason in plan.undecodable:
-        await queue.dead_letter(
-            conn, message, {"reason": reason, "kind": "permanent", "attempts": message.read_ct}
-        )
+    letters = [
+        *((m, reason, "undecodable") for m, reason in plan.undecodable),
+        *((m, f"read {m.read_ct} times", "exhausted") for m in plan.exhausted),
+    ]
+    await queue.dead_letter(
+        conn,
+        [
+            (m.msg_id, {"reason": reason, "kind": "permanent", "attempts": m.read_ct})
+            for m, reason, _ in letters
+        ],
+    )
+    await queue.record_events(
+        conn,
+        [
+            queue.Event(m.msg_id, m.session_id, "dead_lettered", m.read_ct, {"reason": why})
+            for m, _, why in letters
+        ],
+    )
+    for message, _, why in letters:
         PROCESSED.labels(outcome="dead_lettered").inc()
-        log.error(
-            "message.dead_lettered", **log_ids(message), kind="permanent", reason="undecodable"
-        )
+        log.error("message.dead_lettered", **log_ids(message), kind="permanent", reason=why)
 
 
 async def _retry_or_dead_letter(
@@ -154,7 +200,7 @@ async def _retry_or_dead_letter(
     if kind == "permanent" or policy.exhausted(message.read_ct):
         reason = f"{type(exc).__name__}: {exc}"[:500]
         await queue.dead_letter(
-            conn, message, {"reason": reason, "kind": kind, "attempts": message.read_ct}
+            conn, [(message.msg_id, {"reason": reason, "kind": kind, "attempts": message.read_ct})]
         )
         await _record_event(
             conn, message, "dead_lettered", {"kind": kind, "error": type(exc).__name__}
@@ -195,5 +241,5 @@ def _leases(messages: Iterable[QueuedMessage]) -> dict[UUID, list[str]]:
 def _idle_leases(plan: BatchPlan) -> dict[UUID, list[str]]:
     """Sessions read in this batch that have no extraction to wait for."""
     busy = {item.message.session_id for item in plan.work}
-    settled = [*plan.superseded, *(message for message, _ in plan.undecodable)]
+    settled = [*plan.superseded, *(m for m, _ in plan.undecodable), *plan.exhausted]
     return _leases(m for m in settled if m.session_id not in busy)
