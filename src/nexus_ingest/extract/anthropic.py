@@ -154,10 +154,9 @@ class AnthropicExtractor:
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Ask once, re-ask once if the answer is unusable, else raise `Permanent`."""
-        turns: list[MessageParam] = [{"role": "user", "content": transcript_content(messages)}]
         return await ask_with_one_reask(
             self.name,
-            turns,
+            _first_turns(messages),
             self._create,
             prospect_from_message,
             reask_turns,
