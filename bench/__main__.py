@@ -2,7 +2,8 @@
 
 `python -m bench` (what `make bench` runs) measures the producer at fixed rates, enqueue → row
 latency, the drain rate of `nexus worker` and of two peers (pgqueuer, procrastinate) on the
-same server, and LLM calls per session in bursts; then checks the figures against the targets.
+same server, LLM calls per session in bursts, and the LLM spend of paced chats against a billing
+stand-in; then checks the figures against the targets.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bursty, drain, latency, peers, producer
+from bench import bursty, drain, latency, peers, producer, spend
 from bench.common import machine, table
 
 Row = dict[str, object]
 Results = dict[str, list[Row]]
 
-SECTIONS = ("producer", "latency", "drain", "bursty")
+SECTIONS = ("producer", "latency", "drain", "bursty", "spend")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 SUMMARY_COLUMNS = [
     "benchmark",
@@ -48,10 +49,18 @@ class Plan:
     backlog: int = drain.BACKLOG
     drain_rounds: int = 3
     bursty_sessions: int = bursty.SESSIONS
+    spend_plan: spend.SpendPlan = spend.FULL
 
 
 FULL = Plan()
-QUICK = Plan(producer_s=2.0, latency_count=100, backlog=2_000, drain_rounds=1, bursty_sessions=40)
+QUICK = Plan(
+    producer_s=2.0,
+    latency_count=100,
+    backlog=2_000,
+    drain_rounds=1,
+    bursty_sessions=40,
+    spend_plan=spend.QUICK,
+)
 
 
 def run_section(name: str, plan: Plan) -> list[Row]:
@@ -65,6 +74,8 @@ def run_section(name: str, plan: Plan) -> list[Row]:
             return run_drains(plan)
         case "bursty":
             return [bursty.run(sessions=plan.bursty_sessions)]
+        case "spend":
+            return spend.run(plan.spend_plan)
     raise ValueError(f"unknown benchmark {name!r}")
 
 
@@ -156,6 +167,7 @@ def summary_rows(results: Results) -> list[Row]:
         *(_latency_summary(r) for r in results.get("latency", [])),
         *(_drain_summary(r) for r in drain_medians(results)),
         *(_bursty_summary(r) for r in results.get("bursty", [])),
+        *(_spend_summary(r) for r in results.get("spend", [])),
     ]
 
 
@@ -205,6 +217,15 @@ def _bursty_summary(r: Row) -> Row:
     }
 
 
+def _spend_summary(r: Row) -> Row:
+    return {
+        "benchmark": f"LLM spend ({r['mode']})",
+        "case": r["case"],
+        "notes": f"{r['calls']} calls for {r['snapshots']} snapshots, {r['vs_seed']}x the seed"
+        f" design's spend; first row ≤ {r['first_row_max_s']} s, final ≤ {r['final_row_max_s']} s",
+    }
+
+
 def ratios(results: Results) -> list[Row]:
     """Nexus's median no-op drain rate over each peer's."""
     nexus = _nexus_noop(results)
@@ -246,6 +267,7 @@ def targets(results: Results) -> list[Row]:
         _latency_checks,
         _drain_checks,
         _memory_checks,
+        _spend_checks,
     ]
     return [check.row() for make in checks for check in make(results)]
 
@@ -302,6 +324,37 @@ def _memory_checks(results: Results) -> list[Check]:
     ]
 
 
+def _spend_checks(results: Results) -> list[Check]:
+    rows = results.get("spend", [])
+    pipeline = _first(rows, "mode", "pipeline")
+    policy = _first(rows, "case", spend.POLICY_CASE)
+    bursts = _first(rows, "case", spend.BURST_CASE)
+    return [
+        _spend_check("paced spend ≤ 0.33x seed design (pipeline)", pipeline),
+        _spend_check("paced spend ≤ 0.33x seed design (policy, simulated)", policy),
+        _latency_check("first row ≤ 10 s after a session's first turn", policy, "first", 10),
+        _latency_check("final row ≤ 60 s after a session's last turn", policy, "final", 60),
+        Check(
+            "bursts: about one call per session (policy, simulated)",
+            f"{bursts['calls_per_session']} per session" if bursts else "-",
+            _num(bursts, "calls_per_session") <= 1.1 if bursts else None,
+        ),
+    ]
+
+
+def _spend_check(target: str, row: Row | None) -> Check:
+    if row is None:
+        return Check(target, "-", None)
+    return Check(target, f"{row['vs_seed']}x", _num(row, "vs_seed") <= 0.33)
+
+
+def _latency_check(target: str, row: Row | None, which: str, limit: float) -> Check:
+    if row is None:
+        return Check(target, "-", None)
+    worst = _num(row, f"{which}_row_max_s")
+    return Check(f"{target} (simulated)", f"{worst} s at worst", worst <= limit)
+
+
 DETAIL_COLUMNS = {
     "producer": [
         "target_rps",
@@ -328,6 +381,23 @@ DETAIL_COLUMNS = {
         "post_s",
         "settle_s",
     ],
+    "spend": [
+        "mode",
+        "case",
+        "sessions",
+        "snapshots",
+        "calls",
+        "calls_per_snapshot",
+        "input",
+        "cache_write",
+        "cache_read",
+        "output",
+        "usd",
+        "vs_seed",
+        "first_row_max_s",
+        "final_row_max_s",
+        "late_fix_kept",
+    ],
 }
 
 DETAIL_TEXT = {
@@ -351,6 +421,18 @@ DETAIL_TEXT = {
         "LLM calls per session: sessions post all their snapshots in bursts to `nexus serve`; "
         "worker processes use the Anthropic extractor against the fake Anthropic API on "
         "loopback (`tests.fakes.llm_server`)."
+    ),
+    "spend": (
+        "LLM spend: 12 chats of 8 turns, a turn every 4 s per chat, billed by the fake Anthropic "
+        "API acting as a billing stand-in (tokens and prompt caching by Anthropic's documented "
+        "rules, Claude Haiku 5.5 prices; `tests/fakes/billing.py`). `vs_seed` is the spend over "
+        "one uncached call per snapshot (the seed's design). `pipeline` runs `nexus serve` and "
+        "`nexus worker` as built; `simulated` replays the extraction policy "
+        "(`nexus_ingest.policy`) on a simulated clock, with the producer's 2 s coalescing "
+        "window, each extraction a real request of the Anthropic extractor to the stand-in, "
+        "rows counted 1.5 s after the call. Token columns are totals by kind; `late_fix_kept` "
+        "counts chats whose merged row ends with the email the visitor corrected in turn 7. "
+        "See [LLM_SPEND.md](LLM_SPEND.md)."
     ),
 }
 

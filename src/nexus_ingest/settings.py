@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nexus_ingest.spend import ModelPrices
+
 ExtractorName = Literal["auto", "rules", "anthropic", "openai", "noop"]
 
 
@@ -56,6 +58,25 @@ class Settings(BaseSettings):
     """timeout of one LLM call, seconds"""
     llm_max_tokens: int = Field(default=1024, gt=0)
     """output token limit of one LLM call"""
+    llm_prompt_examples: bool = True
+    """pad the cached prompt prefix with worked examples to the model's minimum cacheable length"""
+    llm_prices: dict[str, ModelPrices] = Field(default_factory=dict)
+    """JSON map: model (or prefix) to `{"input","cache_write","cache_read","output"}`, $ per million tokens"""
+    llm_batch_discount: float = Field(default=0.5, gt=0, le=1)
+    """share of the price a Message Batches answer costs"""
+    llm_batch: bool = False
+    """send backlog snapshots through Anthropic's Message Batches API, at half price"""
+    llm_batch_min_age_s: float = Field(default=600.0, ge=0)
+    """a snapshot waiting this long is backlog, sent in a batch when `NEXUS_LLM_BATCH` is on, seconds"""
+
+    extract_first_within_s: float = Field(default=5.0, ge=0)
+    """a new session's first LLM extraction waits for more turns at most this long after its first snapshot, seconds"""
+    extract_interval_s: float = Field(default=30.0, ge=0)
+    """while a visitor keeps typing, at most one LLM extraction of their session this often, seconds"""
+    extract_quiet_s: float = Field(default=20.0, ge=0)
+    """a session with no newer snapshot for this long gets its final state extracted, seconds"""
+    extract_hot_at_once: bool = True
+    """extract at once when a chat turns hot (contact details, or a purchase, demo or price intent)"""
 
     consumer_token: SecretStr | None = None
     """bearer token of the HTTP consumer endpoints; unset closes them"""

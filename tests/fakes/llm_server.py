@@ -4,6 +4,11 @@ The official SDKs talk to these through `base_url`, so tests exercise the SDKs' 
 building, response parsing and error classes. Each server answers with a scripted queue of
 behaviours, then a failure-rate mode if set, then a default behaviour, and records every
 request it receives.
+
+The Anthropic fake is also a billing stand-in: it counts tokens and prompt caching by the
+documented rules (`tests.fakes.billing`), keeps a ledger of every billed answer with its price,
+and serves the Message Batches API (create, retrieve, results as JSONL, cancel) at half price.
+The benchmarks use it too, so it depends on nothing from pytest.
 """
 
 from __future__ import annotations
@@ -12,18 +17,25 @@ import hashlib
 import json
 import random
 import re
+import socket
 import threading
+import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+from tests.fakes.billing import CachingError, Charge, PromptCache, charge_usd, prompt_blocks
 
 Provider = Literal["anthropic", "openai"]
 
 ANTHROPIC_PATH = "/v1/messages"
+BATCHES_PATH = "/v1/messages/batches"
 OPENAI_PATH = "/v1/chat/completions"
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -102,22 +114,48 @@ class _State:
     hang_s: float = 30.0
     calls: list[RecordedCall] = field(default_factory=list)
     seen_prefixes: set[str] = field(default_factory=set)
+    ledger: list[Charge] = field(default_factory=list)
+    batches: dict[str, _Batch] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """A Message Batch: its requests, when it ends, and its results once processed."""
+
+    id: str
+    requests: list[tuple[str, Any]]
+    created: datetime
+    ends_at: float
+    canceled_at: datetime | None = None
+    ended: datetime | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeLLMServer:
-    """A fake provider API on an ephemeral loopback port, served from a background thread."""
+    """A fake provider API on an ephemeral loopback port, served from a background thread.
+
+    `min_cacheable_tokens` overrides the documented per-model minimum of the Anthropic fake
+    (for the OpenAI fake it is the length from which a repeated system prompt is cached; 0 when
+    unset). `clock` drives cache lifetimes and batch completion, so tests can move time on.
+    A batch ends `batch_delay_s` after it is created.
+    """
 
     def __init__(
         self,
         provider: Provider,
         *,
         default: Behaviour | None = None,
-        min_cacheable_tokens: int = 0,
+        min_cacheable_tokens: int | None = None,
         latency_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        batch_delay_s: float = 0.0,
     ) -> None:
         self.provider = provider
         self.latency_s = latency_s  # how long a model "thinks" before every answer
-        self.min_cacheable_tokens = min_cacheable_tokens
+        self.min_cacheable_tokens = min_cacheable_tokens or 0
+        self.clock = clock
+        self.batch_delay_s = batch_delay_s
+        self.prompt_cache = PromptCache(clock, min_cacheable_tokens)
         self._state = _State(default=default or Extract())
         self._changed = threading.Condition()
         self._stopping = threading.Event()
@@ -180,6 +218,16 @@ class FakeLLMServer:
             self._state.rng = random.Random(seed)
             self._state.hang_s = hang_s
 
+    @property
+    def ledger(self) -> list[Charge]:
+        """Every answer billed so far (direct or in a batch), oldest first."""
+        with self._changed:
+            return list(self._state.ledger)
+
+    def spent_usd(self) -> float:
+        """The sum of the ledger: what this server's answers cost at documented prices."""
+        return sum(charge.usd for charge in self.ledger)
+
     def wait_for_calls(self, count: int, timeout: float = 5.0) -> list[RecordedCall]:
         """The calls once at least `count` have arrived; AssertionError after `timeout`."""
         with self._changed:
@@ -204,6 +252,15 @@ class FakeLLMServer:
         with self._changed:
             self._state.calls.append(call)
             self._changed.notify_all()
+
+    def _bill(self, body: Mapping[str, Any], output_tokens: int, *, batch: bool) -> dict[str, Any]:
+        answered_in = 0.0 if batch else self.latency_s
+        usage = self.prompt_cache.bill(body, output_tokens, answered_in)
+        model = str(body["model"])
+        charge = Charge(model, usage, batch, charge_usd(model, usage, batch=batch))
+        with self._changed:
+            self._state.ledger.append(charge)
+        return usage.as_json("batch" if batch else "standard")
 
     def _cache_hit(self, prefix: str) -> bool:
         key = hashlib.sha256(prefix.encode()).hexdigest()
@@ -231,12 +288,24 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     fake: FakeLLMServer
 
+    def setup(self) -> None:
+        """Headers and body go out as separate writes: without TCP_NODELAY the body waits for
+        the client's delayed acknowledgement (about 40 ms an answer)."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest shows failures, not access logs."""
 
     def do_POST(self) -> None:
+        self._guarded(self._serve)
+
+    def do_GET(self) -> None:
+        self._guarded(self._serve)
+
+    def _guarded(self, serve: Callable[[], None]) -> None:
         try:
-            self._serve()
+            serve()
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout): nothing left to answer.
             self.close_connection = True
@@ -247,6 +316,12 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         body = _json_or_none(raw)
         wire = _ANTHROPIC if self.fake.provider == "anthropic" else _OPENAI
+        if wire is _ANTHROPIC and self.path.startswith(BATCHES_PATH):
+            self._serve_batches(headers, body)
+            return
+        if self.command != "POST":
+            self._send(wire.error(405, {}, f"Not allowed: {self.command}"), wire.request_id_header)
+            return
         problem = wire.validate(self.path, headers, body)
         behaviour: Behaviour | None = None if problem else self.fake._choose()
         response = problem or _render(wire, self.fake, behaviour, body)
@@ -261,10 +336,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._stopping.wait(self.fake.latency_s)
         self._send(response, wire.request_id_header)
 
+    def _serve_batches(self, headers: Mapping[str, str], body: Any) -> None:
+        problem = _ANTHROPIC.check_headers(headers)
+        response = problem or batch_endpoint(self.fake, self.command, self.path, body)
+        call = RecordedCall(
+            self.command, self.path, headers, body, "batch", response.status, response.body
+        )
+        self.fake._record(call)
+        self._send(response, _ANTHROPIC.request_id_header)
+
     def _send(self, response: _Response, request_id_header: str) -> None:
-        data = json.dumps(response.body).encode()
+        if isinstance(response.body, _JsonLines):
+            data = "".join(json.dumps(line) + "\n" for line in response.body.lines).encode()
+            content_type = "application/x-jsonl"
+        else:
+            data = json.dumps(response.body).encode()
+            content_type = "application/json"
         self.send_response(response.status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         if request_id_header not in response.headers:
             self.send_header(request_id_header, f"req_{uuid.uuid4().hex[:24]}")
@@ -325,17 +414,21 @@ _SPANISH = re.compile(r"\b(?:hola|quiero|necesito|gracias|me llamo|precio|empres
 _BUYING = re.compile(r"\b(?:comprar|contratar|precio|cotizaci[oó]n|buy|price|quote)\b", re.I)
 
 
+def _latest(pattern: re.Pattern[str], text: str, group: int = 0) -> str | None:
+    matches = list(pattern.finditer(text))
+    return matches[-1].group(group) if matches else None
+
+
 def extract_reasonably(text: str) -> dict[str, Any]:
-    """What a careful model would pull out of the prospect's turns, by regexes."""
+    """What a careful model would pull out of the prospect's turns, by regexes; a value given
+    again later (a correction) wins."""
     said = "\n".join(user_turns(text))
-    email = _EMAIL.search(said)
-    phone = _PHONE.search(said)
-    name = _NAME.search(said)
+    email = _latest(_EMAIL, said)
     buying = bool(_BUYING.search(said))
     return {
-        "nombre": name.group(1) if name else None,
-        "email": email.group(0).lower() if email else None,
-        "telefono": phone.group(0) if phone else None,
+        "nombre": _latest(_NAME, said, 1),
+        "email": email.lower() if email else None,
+        "telefono": _latest(_PHONE, said),
         "empresa": None,
         "cargo": None,
         "ubicacion": None,
@@ -388,12 +481,19 @@ class _AnthropicWire(_Wire):
     def validate(self, path: str, headers: Mapping[str, str], body: Any) -> _Response | None:
         if path != self.path:
             return self.error(404, {}, f"Not found: {path}")
+        problem = self.check_headers(headers)
+        if problem:
+            return problem
+        message = _anthropic_body_problem(body)
+        return self.error(400, {}, message) if message else None
+
+    def check_headers(self, headers: Mapping[str, str]) -> _Response | None:
+        """The 401 or 400 a request without credentials or API version gets."""
         if not (headers.get("x-api-key") or headers.get("authorization")):
             return self.error(401, {}, "x-api-key header is required")
         if not headers.get("anthropic-version"):
             return self.error(400, {}, "anthropic-version: header is required")
-        problem = _anthropic_body_problem(body)
-        return self.error(400, {}, problem) if problem else None
+        return None
 
     def error(self, status: int, headers: Mapping[str, str], message: str = "") -> _Response:
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
@@ -411,9 +511,11 @@ class _AnthropicWire(_Wire):
             return first
         return "\n".join(block.get("text", "") for block in first if isinstance(block, dict))
 
-    def answer(self, fake: FakeLLMServer, behaviour: Behaviour, body: Any) -> object:
+    def answer(
+        self, fake: FakeLLMServer, behaviour: Behaviour, body: Any, *, batch: bool = False
+    ) -> dict[str, Any]:
         content, stop_reason = _anthropic_content(behaviour, _forced_tool(body))
-        usage = _anthropic_usage(fake, body, content)
+        usage = fake._bill(body, estimate_tokens(json.dumps(content)), batch=batch)
         if isinstance(behaviour, Reply) and behaviour.usage:
             usage.update(behaviour.usage)
         return {
@@ -441,6 +543,10 @@ def _anthropic_body_problem(body: Any) -> str | None:
     names = {tool.get("name") for tool in body.get("tools", [])}
     if choice.get("type") == "tool" and choice.get("name") not in names:
         return f"tool_choice: tool {choice.get('name')!r} not found in tools"
+    try:
+        prompt_blocks(body)
+    except CachingError as exc:
+        return str(exc)
     return _unanswered_tool_use(messages)
 
 
@@ -489,37 +595,6 @@ def _anthropic_content(behaviour: Behaviour, tool: str) -> tuple[list[dict[str, 
     call_id = f"toolu_{uuid.uuid4().hex[:24]}"
     content.append({"type": "tool_use", "id": call_id, "name": tool, "input": behaviour.payload})
     return content, ("max_tokens" if behaviour.truncated else "tool_use")
-
-
-def _anthropic_usage(
-    fake: FakeLLMServer, body: Mapping[str, Any], content: object
-) -> dict[str, Any]:
-    total = estimate_tokens(json.dumps([body.get("tools"), body.get("system"), body["messages"]]))
-    prefix = _anthropic_cached_prefix(body)
-    created = read = 0
-    prefix_tokens = estimate_tokens(prefix) if prefix else 0
-    if prefix and prefix_tokens >= fake.min_cacheable_tokens:
-        if fake._cache_hit(prefix):
-            read = prefix_tokens
-        else:
-            created = prefix_tokens
-    return {
-        "input_tokens": max(1, total - created - read),
-        "output_tokens": estimate_tokens(json.dumps(content)),
-        "cache_creation_input_tokens": created,
-        "cache_read_input_tokens": read,
-        "service_tier": "standard",
-    }
-
-
-def _anthropic_cached_prefix(body: Mapping[str, Any]) -> str | None:
-    # The cache covers tools then system, up to the last block marked with cache_control.
-    system = body.get("system")
-    blocks = system if isinstance(system, list) else []
-    marked = [index for index, block in enumerate(blocks) if block.get("cache_control")]
-    if not marked:
-        return None
-    return json.dumps([body.get("tools"), blocks[: marked[-1] + 1]])
 
 
 _OPENAI_ERRORS = {
@@ -630,6 +705,121 @@ def _openai_usage(fake: FakeLLMServer, body: Mapping[str, Any], message: object)
     }
 
 
+@dataclass(frozen=True)
+class _JsonLines:
+    """A body sent as JSON Lines, one object a line (batch results)."""
+
+    lines: list[dict[str, Any]]
+
+
+def batch_endpoint(fake: FakeLLMServer, method: str, path: str, body: Any) -> _Response:
+    """The Message Batches API: create, retrieve, results, cancel."""
+    parts = path.split("?", 1)[0].removeprefix(BATCHES_PATH).strip("/").split("/")
+    if method == "POST" and parts == [""]:
+        return _create_batch(fake, body)
+    batch = fake._state.batches.get(parts[0])
+    if batch is None:
+        return _ANTHROPIC.error(404, {}, f"message batch {parts[0]!r} not found")
+    match method, parts[1:]:
+        case "GET", []:
+            return _Response(200, _batch_json(fake, batch))
+        case "GET", ["results"]:
+            return _batch_results(fake, batch)
+        case "POST", ["cancel"]:
+            return _cancel_batch(fake, batch)
+    return _ANTHROPIC.error(404, {}, f"Not found: {method} {path}")
+
+
+def _create_batch(fake: FakeLLMServer, body: Any) -> _Response:
+    requests = body.get("requests") if isinstance(body, dict) else None
+    if not isinstance(requests, list) or not requests:
+        return _ANTHROPIC.error(400, {}, "requests: Field required")
+    ids = [request.get("custom_id") if isinstance(request, dict) else None for request in requests]
+    if not all(isinstance(i, str) and _CUSTOM_ID.match(i) for i in ids):
+        return _ANTHROPIC.error(400, {}, "custom_id must match ^[a-zA-Z0-9_-]{1,64}$")
+    if len(set(ids)) != len(ids):
+        return _ANTHROPIC.error(400, {}, "custom_id values must be unique within a batch")
+    batch = _Batch(
+        id=f"msgbatch_{uuid.uuid4().hex[:24]}",
+        requests=[(request["custom_id"], request.get("params")) for request in requests],
+        created=datetime.now(UTC),
+        ends_at=fake.clock() + fake.batch_delay_s,
+    )
+    with fake._changed:
+        fake._state.batches[batch.id] = batch
+    return _Response(200, _batch_json(fake, batch))
+
+
+def _batch_json(fake: FakeLLMServer, batch: _Batch) -> dict[str, Any]:
+    _process_when_due(fake, batch)
+    counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    if batch.ended is None:
+        counts["processing"] = len(batch.requests)
+    for line in batch.results:
+        counts[line["result"]["type"]] += 1
+    status = "ended" if batch.ended else "canceling" if batch.canceled_at else "in_progress"
+    return {
+        "id": batch.id,
+        "type": "message_batch",
+        "processing_status": status,
+        "request_counts": counts,
+        "created_at": batch.created.isoformat(),
+        "expires_at": (batch.created + timedelta(hours=24)).isoformat(),
+        "ended_at": batch.ended.isoformat() if batch.ended else None,
+        "cancel_initiated_at": batch.canceled_at.isoformat() if batch.canceled_at else None,
+        "archived_at": None,
+        "results_url": f"{fake.base_url}{BATCHES_PATH}/{batch.id}/results" if batch.ended else None,
+    }
+
+
+def _process_when_due(fake: FakeLLMServer, batch: _Batch) -> None:
+    """Answer every request of the batch once it is due, in order, through the same cache."""
+    with fake._changed:
+        if batch.ended is not None or fake.clock() < batch.ends_at:
+            return
+        batch.results = [_batch_result(fake, i, params) for i, params in batch.requests]
+        batch.ended = datetime.now(UTC)
+
+
+def _batch_result(fake: FakeLLMServer, custom_id: str, params: Any) -> dict[str, Any]:
+    problem = _anthropic_body_problem(params)
+    if problem:
+        return _errored(custom_id, _ANTHROPIC.error(400, {}, problem))
+    behaviour = fake._choose()
+    if isinstance(behaviour, Error):
+        return _errored(custom_id, _ANTHROPIC.error(behaviour.status, {}, behaviour.message))
+    if isinstance(behaviour, Hang):
+        return {"custom_id": custom_id, "result": {"type": "expired"}}
+    if isinstance(behaviour, Extract):
+        behaviour = Reply(extract_reasonably(_ANTHROPIC.user_text(params)))
+    message = _ANTHROPIC.answer(fake, behaviour, params, batch=True)
+    return {"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}
+
+
+def _errored(custom_id: str, response: _Response) -> dict[str, Any]:
+    error = dict(response.body) if isinstance(response.body, dict) else {}
+    return {"custom_id": custom_id, "result": {"type": "errored", "error": error}}
+
+
+def _batch_results(fake: FakeLLMServer, batch: _Batch) -> _Response:
+    _process_when_due(fake, batch)
+    if batch.ended is None:
+        return _ANTHROPIC.error(400, {}, f"message batch {batch.id} is still in progress")
+    return _Response(200, _JsonLines(batch.results))
+
+
+def _cancel_batch(fake: FakeLLMServer, batch: _Batch) -> _Response:
+    _process_when_due(fake, batch)
+    if batch.ended is None:
+        batch.canceled_at = datetime.now(UTC)
+        batch.results = [
+            {"custom_id": custom_id, "result": {"type": "canceled"}}
+            for custom_id, _ in batch.requests
+        ]
+        batch.ended = batch.canceled_at
+    return _Response(200, _batch_json(fake, batch))
+
+
 _ANTHROPIC = _AnthropicWire()
 _OPENAI = _OpenAIWire()
 
@@ -642,6 +832,7 @@ def running(provider: Provider, **options: Any) -> Iterator[FakeLLMServer]:
 
 __all__ = [
     "ANTHROPIC_PATH",
+    "BATCHES_PATH",
     "OPENAI_PATH",
     "Behaviour",
     "Error",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import bench.bursty
 import bench.peers
+import bench.spend
 from bench.__main__ import drain_medians, ratios, render, summary_rows, targets
 from bench.common import table
+from bench.spend import SpendPlan, simulated_rows
 
 RESULTS: dict[str, list[dict[str, object]]] = {
     "producer": [
@@ -40,6 +42,17 @@ RESULTS: dict[str, list[dict[str, object]]] = {
         {"sessions": 200, "snapshots": 1000, "workers": 4, "llm_calls": 210,
          "calls_per_session": 1.05},
     ],
+    "spend": [
+        {"mode": "pipeline", "case": "worker as built", "snapshots": 96, "calls": 84,
+         "calls_per_snapshot": 0.88, "vs_seed": 0.52, "first_row_max_s": 3.1,
+         "final_row_max_s": 2.9},
+        {"mode": "simulated", "case": "paced, policy", "snapshots": 96, "calls": 36,
+         "calls_per_snapshot": 0.38, "vs_seed": 0.26, "first_row_max_s": 7.5,
+         "final_row_max_s": 61.0},
+        {"mode": "simulated", "case": "bursts, policy", "snapshots": 1000, "calls": 200,
+         "calls_per_session": 1.0, "vs_seed": 0.15, "first_row_max_s": 4.3,
+         "final_row_max_s": 3.5},
+    ],
 }  # fmt: skip
 
 
@@ -60,13 +73,18 @@ def test_targets_say_met_missed_or_not_run() -> None:
         "no-op drain ≥ 1.0x pgqueuer": "missed",
         "no-op drain ≥ 1.0x procrastinate": "met",
         "worker peak RSS < 150 MB": "met",
+        "paced spend ≤ 0.33x seed design (pipeline)": "missed",
+        "paced spend ≤ 0.33x seed design (policy, simulated)": "met",
+        "first row ≤ 10 s after a session's first turn (simulated)": "met",
+        "final row ≤ 60 s after a session's last turn (simulated)": "missed",
+        "bursts: about one call per session (policy, simulated)": "met",
     }
     assert {"not run"} == {row["result"] for row in targets({})}
 
 
 def test_summary_ratios_and_report() -> None:
     """One summary row per figure, median-to-median ratios, and a report holding every section."""
-    assert len(summary_rows(RESULTS)) == 8
+    assert len(summary_rows(RESULTS)) == 11
     medians = {(r["queue"], r["work"]): r for r in drain_medians(RESULTS)}
     noop = medians[("nexus", "noop extractor")]
     assert (noop["msgs_per_s"], noop["slowest"], noop["fastest"], noop["runs"]) == (
@@ -78,8 +96,21 @@ def test_summary_ratios_and_report() -> None:
     assert noop["peak_rss_mb"] == 92.0
     assert [row["nexus_over_peer"] for row in ratios(RESULTS)] == ["0.22x", "5.00x"]
     report = render(RESULTS, {"bursty": "RuntimeError: boom"}, "box: 2 cores", "today")
-    for heading in ("## Summary", "## Targets", "## Drain", "## Bursty", "## Failed"):
+    for heading in ("## Summary", "## Targets", "## Drain", "## Bursty", "## Spend", "## Failed"):
         assert heading in report
     assert "median of 3 (1000–2500)" in report
     assert set(bench.peers.PEERS) == {"pgqueuer", "procrastinate"}
     assert bench.bursty.SESSIONS == 200
+
+
+def test_spend_simulation_runs_small_and_says_what_it_measured() -> None:
+    """A small spend simulation bills fewer calls than snapshots, keeps late corrections, and
+    spends less than the seed design; bursts cost one call per session."""
+    plan = SpendPlan(sessions=3, long_sessions=1, long_turns=20, burst_sessions=10, pipeline=False)
+    rows = {row["case"]: row for row in simulated_rows(plan)}
+    policy, bursts = rows[bench.spend.POLICY_CASE], rows[bench.spend.BURST_CASE]
+    assert 0 < float(str(policy["calls_per_snapshot"])) < 1
+    assert policy["late_fix_kept"] == "3/3"
+    assert all(0 < float(str(row["vs_seed"])) < 1 for row in rows.values())
+    assert (bursts["sessions"], bursts["calls_per_session"]) == (10, 1.0)
+    assert float(str(policy["first_row_max_s"])) <= 10

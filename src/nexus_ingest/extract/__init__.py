@@ -65,6 +65,7 @@ def _anthropic(settings: Settings) -> Extractor:
         model=settings.anthropic_model,
         timeout_s=settings.llm_timeout_s,
         max_tokens=settings.llm_max_tokens,
+        prompt_examples=settings.llm_prompt_examples,
     )
 
 

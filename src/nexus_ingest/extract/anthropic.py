@@ -1,43 +1,123 @@
-"""Claude through the official `anthropic` SDK: forced tool use, one re-ask, mapped errors."""
+"""Claude through the official `anthropic` SDK: forced tool use, one re-ask, mapped errors.
+
+Requests are laid out for prompt caching: the tool and system prompt (padded with worked
+examples up to the model's minimum cacheable length) end in one breakpoint, and the transcript,
+one content block per turn, carries the others, so each new snapshot of a chat reads the turns
+an earlier snapshot already paid for. A backlog can go through the Message Batches API instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 import anthropic
 from anthropic.types import (
+    CacheControlEphemeralParam,
     Message,
     MessageParam,
+    TextBlockParam,
     ToolChoiceParam,
     ToolParam,
     ToolUseBlock,
 )
+from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+from anthropic.types.messages import MessageBatchIndividualResponse
+from anthropic.types.messages.batch_create_params import Request
 
-from nexus_ingest.errors import Permanent, RetryLater
+from nexus_ingest.errors import ExtractionError, Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction
+from nexus_ingest.extract.caching import (
+    estimate_tokens,
+    examples_to_reach,
+    min_cacheable_tokens,
+    transcript_breakpoints,
+)
 from nexus_ingest.extract.clamp import clamp_prospect, error_for_status, retry_after_seconds
+from nexus_ingest.extract.examples import WORKED_EXAMPLES, examples_text, render_example
 from nexus_ingest.extract.prompt import (
+    CONVERSATION_CLOSE,
     SYSTEM_PROMPT,
     TOOL_DESCRIPTION,
     TOOL_NAME,
     reask_message,
-    render_conversation,
     tool_input_schema,
+    transcript_blocks,
 )
 from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
 from nexus_ingest.models import ChatMessage, Prospect
 
 # Stop reasons after which the tool input is cut short or absent, whatever the blocks say.
 _UNUSABLE_STOPS = frozenset({"max_tokens", "refusal", "model_context_window_exceeded"})
+_BREAKPOINT: CacheControlEphemeralParam = {"type": "ephemeral"}
+# Error types of a failed request inside a batch, as the HTTP status the same failure gets.
+_BATCH_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+BatchResult = Extraction | ExtractionError
+T = TypeVar("T")
 
 
 def _usage(message: Message) -> TokenUsage:
     usage = message.usage
     cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
     # Anthropic's input_tokens leaves out cache reads and writes; count them in so that
     # input_tokens means the whole prompt for every extractor and cached is a share of it.
-    whole_prompt = usage.input_tokens + (usage.cache_creation_input_tokens or 0) + cache_read
-    return whole_prompt, usage.output_tokens, cache_read
+    whole_prompt = usage.input_tokens + cache_write + cache_read
+    return whole_prompt, usage.output_tokens, cache_read, cache_write
+
+
+def record_tool() -> ToolParam:
+    """The `record_prospect` tool definition."""
+    return {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": tool_input_schema()}
+
+
+def system_blocks(model: str, tool: ToolParam, *, examples: bool) -> list[TextBlockParam]:
+    """The system prompt, padded with worked examples until the tool and system prompt reach
+    `model`'s minimum cacheable length, its last block a cache breakpoint."""
+    blocks: list[TextBlockParam] = [{"type": "text", "text": SYSTEM_PROMPT}]
+    if examples:
+        base = estimate_tokens(json.dumps(tool)) + estimate_tokens(SYSTEM_PROMPT)
+        sizes = [estimate_tokens(render_example(example)) for example in WORKED_EXAMPLES]
+        count = examples_to_reach(min_cacheable_tokens(model), base, sizes)
+        if count:
+            blocks.append({"type": "text", "text": examples_text(count)})
+    blocks[-1]["cache_control"] = _BREAKPOINT
+    return blocks
+
+
+def transcript_content(messages: Sequence[ChatMessage]) -> list[TextBlockParam]:
+    """The user turn: a text block per chat turn, breakpoints on the last turn and on grid
+    turns, then the closing instruction (never cached: it follows the last breakpoint)."""
+    pieces = transcript_blocks(messages)
+    blocks: list[TextBlockParam] = [{"type": "text", "text": piece} for piece in pieces]
+    for index in transcript_breakpoints(len(blocks)):
+        blocks[index]["cache_control"] = _BREAKPOINT
+    return [*blocks, {"type": "text", "text": CONVERSATION_CLOSE}]
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a submitted batch stands."""
+
+    ended: bool
+    succeeded: int
+    errored: int
+    processing: int
 
 
 class AnthropicExtractor:
@@ -47,7 +127,14 @@ class AnthropicExtractor:
     in_process = False
 
     def __init__(
-        self, api_key: str, base_url: str | None, model: str, timeout_s: float, max_tokens: int
+        self,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        timeout_s: float,
+        max_tokens: int,
+        *,
+        prompt_examples: bool = True,
     ) -> None:
         # The SDK would retry 429/5xx twice on its own, honouring retry-after without a cap;
         # the worker owns retries (backoff, attempt limit, dead-letter queue) instead.
@@ -56,23 +143,20 @@ class AnthropicExtractor:
         )
         self._model = model
         self._max_tokens = max_tokens
-        self._tool: ToolParam = {
-            "name": TOOL_NAME,
-            "description": TOOL_DESCRIPTION,
-            "input_schema": tool_input_schema(),
-        }
+        self._tool = record_tool()
+        self._system = system_blocks(model, self._tool, examples=prompt_examples)
         self._tool_choice: ToolChoiceParam = {
             "type": "tool",
             "name": TOOL_NAME,
             "disable_parallel_tool_use": True,
         }
+        self._submitted: dict[str, float] = {}
 
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Ask once, re-ask once if the answer is unusable, else raise `Permanent`."""
-        turns: list[MessageParam] = [{"role": "user", "content": render_conversation(messages)}]
         return await ask_with_one_reask(
             self.name,
-            turns,
+            _first_turns(messages),
             self._create,
             prospect_from_message,
             reask_turns,
@@ -80,18 +164,20 @@ class AnthropicExtractor:
             lambda m: m.model,
         )
 
+    def request_params(self, turns: list[MessageParam]) -> MessageCreateParamsNonStreaming:
+        """Everything a Messages API request sends, for a direct call or a batch entry."""
+        return {
+            "model": self._model,
+            "max_tokens": self._max_tokens,
+            "system": self._system,
+            "tools": [self._tool],
+            "tool_choice": self._tool_choice,
+            "messages": turns,
+        }
+
     async def _create(self, turns: list[MessageParam]) -> Message:
         try:
-            return await self._client.messages.create(
-                model=self._model,
-                max_tokens=self._max_tokens,
-                system=[
-                    {"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}
-                ],
-                tools=[self._tool],
-                tool_choice=self._tool_choice,
-                messages=turns,
-            )
+            return await self._client.messages.create(**self.request_params(turns))
         except anthropic.APIStatusError as exc:
             if not self._rejects_forced_tool(exc):
                 delay = retry_after_seconds(exc.response.headers)
@@ -108,9 +194,84 @@ class AnthropicExtractor:
         forced = self._tool_choice["type"] == "tool"
         return forced and exc.status_code == 400 and "tool_choice" in (exc.api_message or "")
 
+    async def submit_batch(self, snapshots: Mapping[str, Sequence[ChatMessage]]) -> str:
+        """Send many snapshots as one Message Batch (half price, answered within 24 h); each
+        key (a message id) must match ``[a-zA-Z0-9_-]{1,64}`` and comes back with its result.
+        Returns the batch id."""
+        requests: list[Request] = [
+            {"custom_id": key, "params": self.request_params(_first_turns(messages))}
+            for key, messages in snapshots.items()
+        ]
+        batch = await _mapped(self._client.messages.batches.create(requests=requests))
+        self._submitted[batch.id] = time.perf_counter()
+        return batch.id
+
+    async def batch_progress(self, batch_id: str) -> BatchProgress:
+        """Whether the batch has ended, and its request counts."""
+        batch = await _mapped(self._client.messages.batches.retrieve(batch_id))
+        counts = batch.request_counts
+        return BatchProgress(
+            batch.processing_status == "ended", counts.succeeded, counts.errored, counts.processing
+        )
+
+    async def batch_results(self, batch_id: str) -> dict[str, BatchResult]:
+        """Each snapshot's Extraction (billed as a batch), or the error it should be settled
+        with: `RetryLater` for passing failures, `Permanent` for a refused request or an
+        unusable answer (which a direct `extract`, with its one re-ask, may still rescue)."""
+        decoder = await _mapped(self._client.messages.batches.results(batch_id))
+        started = self._submitted.pop(batch_id, None)
+        waited_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        return {line.custom_id: batch_result(self.name, line, waited_ms) async for line in decoder}
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the API to stop a batch; requests not yet answered come back canceled."""
+        await _mapped(self._client.messages.batches.cancel(batch_id))
+
     async def aclose(self) -> None:
         """Close the SDK's HTTP connections."""
         await self._client.close()
+
+
+def _first_turns(messages: Sequence[ChatMessage]) -> list[MessageParam]:
+    return [{"role": "user", "content": transcript_content(messages)}]
+
+
+async def _mapped(call: Awaitable[T]) -> T:
+    """A batch endpoint's answer, its failures mapped like a message request's."""
+    try:
+        return await call
+    except anthropic.APIStatusError as exc:
+        delay = retry_after_seconds(exc.response.headers)
+        raise error_for_status(exc.status_code, delay, _describe(exc)) from exc
+    except anthropic.APIError as exc:
+        raise RetryLater(f"anthropic batch request failed: {exc.message}") from exc
+
+
+def batch_result(name: str, line: MessageBatchIndividualResponse, waited_ms: float) -> BatchResult:
+    """One line of a batch's results as an Extraction or the error that settles it."""
+    result = line.result
+    if result.type == "succeeded":
+        try:
+            prospect = prospect_from_message(result.message)
+        except Permanent as exc:
+            return exc
+        prompt_tokens, output, cache_read, cache_write = _usage(result.message)
+        return Extraction(
+            prospect=prospect,
+            extractor=name,
+            model=result.message.model,
+            input_tokens=prompt_tokens,
+            output_tokens=output,
+            cached_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            latency_ms=waited_ms,
+            batch=True,
+        )
+    if result.type == "errored":
+        error = result.error.error
+        status = _BATCH_ERROR_STATUS.get(error.type, 500)
+        return error_for_status(status, None, f"{error.type}: {error.message} (in a batch)")
+    return RetryLater(f"the batch request was {result.type} before it was answered")
 
 
 def prospect_from_message(message: Message) -> Prospect:

@@ -11,7 +11,12 @@ from nexus_ingest.models import ChatMessage, Prospect
 
 @dataclass(frozen=True)
 class Extraction:
-    """A prospect pulled out of one snapshot, with what it cost."""
+    """A prospect pulled out of one snapshot, with what it cost.
+
+    `input_tokens` is the whole prompt, whatever part of it the provider's cache served:
+    `cached_tokens` were read from the cache, `cache_write_tokens` written to it, and the rest
+    (`uncached_input_tokens`) billed as plain input. `batch` answers cost half.
+    """
 
     prospect: Prospect
     extractor: str
@@ -20,6 +25,18 @@ class Extraction:
     output_tokens: int = 0
     cached_tokens: int = 0
     latency_ms: float = 0.0
+    cache_write_tokens: int = 0
+    batch: bool = False
+
+    @property
+    def cache_read_tokens(self) -> int:
+        """Prompt tokens read from the provider's cache (the same as `cached_tokens`)."""
+        return self.cached_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Prompt tokens billed at the plain input price."""
+        return max(0, self.input_tokens - self.cached_tokens - self.cache_write_tokens)
 
 
 class Extractor(Protocol):

@@ -30,10 +30,11 @@ def _usage(completion: ChatCompletion) -> TokenUsage:
     # Several compatible servers omit usage, or its details, altogether.
     usage = completion.usage
     if usage is None:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     details = usage.prompt_tokens_details
     cached = (details.cached_tokens or 0) if details else 0
-    return usage.prompt_tokens, usage.completion_tokens, cached
+    # Compatible servers report no cache writes (OpenAI bills none on most models).
+    return usage.prompt_tokens, usage.completion_tokens, cached, 0
 
 
 class OpenAIExtractor:

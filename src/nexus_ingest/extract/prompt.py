@@ -1,8 +1,14 @@
-"""What every LLM extractor says to the model: the system prompt, the transcript, the schema."""
+"""What every LLM extractor says to the model: the system prompt, the transcript, the schema.
+
+The transcript is rendered so that a longer snapshot of the same chat starts with exactly the
+same text as a shorter one: one piece per turn, the instruction after the turns, and older
+turns left out only in steps. That lets a provider's prompt cache serve the turns it has seen.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -21,11 +27,11 @@ SYSTEM_PROMPT = """\
 You extract lead data from website chat transcripts written in Spanish, English or a mix.
 Extraes datos de prospectos de conversaciones de chat en español, inglés o mezcladas.
 
-The user message holds one transcript between <conversation> and </conversation>. Each turn is
-a <turn role="..."> element: role "user" is the PROSPECT (the potential customer), role
-"assistant" is the company's sales assistant (a bot or an agent), role "system" is website
-context. <omitted turns="N"/> stands for older turns left out for length, and "[...]" ends a
-turn that was cut short.
+The user message holds one transcript between <conversation> and </conversation>, then the
+request to extract. Each turn is a <turn role="..."> element: role "user" is the PROSPECT (the
+potential customer), role "assistant" is the company's sales assistant (a bot or an agent),
+role "system" is website context. <omitted turns="N"/> stands for older turns left out for
+length, and "[...]" ends a turn that was cut short.
 
 Rules:
 1. Extract ONLY the prospect's own data. The assistant's name, company, email, phone or
@@ -64,6 +70,11 @@ INSTRUCTION = (
 # model's context, and so a 200-turn snapshot stays well within a cheap model's window.
 MAX_TURN_CHARS = 4_000
 MAX_TRANSCRIPT_CHARS = 60_000
+# Older turns are left out this many at a time, so the transcript's start (and the prompt
+# cache built on it) changes once every OMIT_STEP turns rather than with every new turn.
+OMIT_STEP = 8
+CONVERSATION_OPEN = "<conversation>\n"
+CONVERSATION_CLOSE = f"</conversation>\n\n{INSTRUCTION}"
 
 _DELIMITER = re.compile(r"<(?=\s*/?\s*(?:turn|conversation|omitted)\b)", re.IGNORECASE)
 
@@ -94,31 +105,43 @@ def render_turn(message: ChatMessage) -> str:
     content = message.content
     if len(content) > MAX_TURN_CHARS:
         content = content[:MAX_TURN_CHARS] + " [...]"
-    return f'<turn role="{message.role}">\n{escape_content(content)}\n</turn>'
+    return f'<turn role="{message.role}">\n{escape_content(content)}\n</turn>\n'
+
+
+def transcript_blocks(messages: Sequence[ChatMessage]) -> list[str]:
+    """The transcript as one piece per kept turn, the first opening the <conversation>.
+
+    Followed by `CONVERSATION_CLOSE`; a longer snapshot of the same chat renders the same
+    first pieces, except when it crosses a step of left-out turns.
+    """
+    turns = [render_turn(message) for message in messages]
+    first = first_kept_turn([len(turn) for turn in turns], MAX_TRANSCRIPT_CHARS)
+    kept = turns[first:]
+    omitted = f'<omitted turns="{first}"/>\n' if first else ""
+    return [CONVERSATION_OPEN + omitted + kept[0], *kept[1:]] if kept else [CONVERSATION_OPEN]
 
 
 def render_conversation(messages: Sequence[ChatMessage]) -> str:
-    """The user message: an instruction, then the transcript between delimiters."""
-    turns = [render_turn(message) for message in messages]
-    kept = _latest_within_budget(turns, MAX_TRANSCRIPT_CHARS)
-    omitted = len(turns) - len(kept)
-    if omitted:
-        kept.insert(0, f'<omitted turns="{omitted}"/>')
-    body = "\n".join(kept)
-    return f"{INSTRUCTION}\n\n<conversation>\n{body}\n</conversation>"
+    """The user message as one text: the transcript between delimiters, then the instruction."""
+    return "".join(transcript_blocks(messages)) + CONVERSATION_CLOSE
 
 
-def _latest_within_budget(turns: list[str], budget: int) -> list[str]:
-    # Newest turns win: a prospect's corrections and contact details tend to come late.
-    kept: list[str] = []
-    used = 0
-    for turn in reversed(turns):
-        used += len(turn) + 1
-        if used > budget and kept:
+def first_kept_turn(sizes: Sequence[int], budget: int) -> int:
+    """Index of the oldest turn kept: the newest turns that fit in `budget` characters (at
+    least one), the cut then moved up to a multiple of `OMIT_STEP` turns.
+
+    Newest turns win because a prospect's corrections and contact details tend to come late,
+    and the turns left out were already read by earlier extractions of the same chat.
+    """
+    used, first = 0, len(sizes)
+    for index in range(len(sizes) - 1, -1, -1):
+        used += sizes[index]
+        if used > budget and first < len(sizes):
             break
-        kept.append(turn)
-    kept.reverse()
-    return kept
+        first = index
+    if first == 0:
+        return 0
+    return min(len(sizes) - 1, math.ceil(first / OMIT_STEP) * OMIT_STEP)
 
 
 def reask_message(problem: str) -> str:

@@ -15,7 +15,7 @@ Response = TypeVar("Response")
 
 ATTEMPTS = 2  # the first answer, and one re-ask telling the model what was wrong
 
-TokenUsage = tuple[int, int, int]  # input, output, cached tokens
+TokenUsage = tuple[int, int, int, int]  # whole prompt, output, cache reads, cache writes
 
 
 async def ask_with_one_reask(
@@ -29,7 +29,7 @@ async def ask_with_one_reask(
 ) -> Extraction:
     """Ask once, re-ask once if the answer is unusable, else raise `Permanent`; tokens summed."""
     started = time.perf_counter()
-    spent = [0, 0, 0]
+    spent = [0, 0, 0, 0]
     problem = ""
     for _ in range(ATTEMPTS):
         response = await create(turns)
@@ -47,6 +47,7 @@ async def ask_with_one_reask(
             input_tokens=spent[0],
             output_tokens=spent[1],
             cached_tokens=spent[2],
+            cache_write_tokens=spent[3],
             latency_ms=(time.perf_counter() - started) * 1000,
         )
     raise Permanent(f"unusable answer after one re-ask: {problem}")
