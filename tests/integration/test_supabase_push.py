@@ -1,0 +1,211 @@
+"""The Supabase kit applied as `supabase db push` applies it: exported into a project by
+`nexus supabase export`, then each file in its own transaction, in timestamp order, with
+`psql -v ON_ERROR_STOP=1`. (The Supabase CLI itself cannot be installed here.)"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from nexus_ingest import supabase
+from nexus_ingest.migrate import load_migrations
+from tests.helpers import (
+    NEXUS,
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    wait_for,
+    wait_healthy,
+)
+from tests.pgmq_versions import BUNDLED, install_sql_only, offered, offers_pgmq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _psql() -> str:
+    found = shutil.which("psql")
+    if found is None:
+        pytest.skip("psql is not installed")
+    return found
+
+
+def psql_file(
+    url: str, path: Path, *, one_transaction: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run one SQL file as the CLI applies a migration: stop at the first error."""
+    args = [
+        _psql(),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        *(["-1"] if one_transaction else []),
+        "-f",
+        str(path),
+        url,
+    ]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def push(url: str, project: Path) -> list[str]:
+    """Apply every migration of `project` in version order, each in its own transaction."""
+    notices = []
+    for path in sorted(
+        (project / "supabase" / "migrations").glob("*.sql"), key=lambda p: int(p.name.split("_")[0])
+    ):
+        done = psql_file(url, path)
+        assert done.returncode == 0, f"{path.name}: {done.stderr}"
+        notices.append(done.stderr)
+    return notices
+
+
+def nexus_migrate(url: str) -> str:
+    done = subprocess.run(
+        [NEXUS, "migrate"], env=nexus_env(url), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A Supabase project with this repository's config.toml and a migration of its own."""
+    (tmp_path / "supabase" / "migrations").mkdir(parents=True)
+    shutil.copy(ROOT / "supabase" / "config.toml", tmp_path / "supabase" / "config.toml")
+    (tmp_path / "supabase" / "migrations" / "20250101000000_orders.sql").write_text(
+        "CREATE TABLE public.orders (id bigint PRIMARY KEY);\n"
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def empty_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
+    name = f"nexus_kit_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name, psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _extension(version: str) -> Callable[[str], None]:
+    def create(url: str) -> None:
+        with psycopg.connect(url) as conn:
+            conn.execute(sql.SQL("CREATE EXTENSION pgmq VERSION {}").format(sql.Literal(version)))
+
+    return create
+
+
+STARTS: dict[str, tuple[Callable[[str], None], bool, bool]] = {
+    # name: (what is installed first, whether the bundled 1.13 is offered, run the worker)
+    "Queues enabled on 1.4.4": (_extension("1.4.4"), False, True),
+    "Queues enabled on 1.5.1": (_extension("1.5.1"), False, True),
+    "Queues not enabled": (lambda url: None, False, False),
+    "pgmq 1.13 extension": (_extension(BUNDLED), True, False),
+    "SQL-only pgmq 1.13": (install_sql_only, False, False),
+}
+
+
+@pytest.mark.parametrize(("prepare", "bundled", "work"), list(STARTS.values()), ids=list(STARTS))
+def test_the_kit_applies_in_order_and_nexus_migrate_then_applies_nothing(
+    prepare: Callable[[str], None],
+    bundled: bool,
+    work: bool,
+    project: Path,
+    empty_db: tuple[str, str],
+    pg_admin_url: str,
+    tmp_path: Path,
+) -> None:
+    """Every kit file applies on this pgmq; `nexus migrate` afterwards has nothing left to do."""
+    name, url = empty_db
+    with offered(pg_admin_url, name, with_bundled=bundled):
+        prepare(url)
+        supabase.export(project)
+        push(url, project)
+        assert nexus_migrate(url) == "migrations applied: none"
+        if work:
+            _seed_test_2_becomes_a_row(url, tmp_path)
+    with psycopg.connect(url) as conn:
+        recorded = [
+            r[0] for r in conn.execute("SELECT version FROM nexus.schema_migrations ORDER BY 1")
+        ]
+        orders = conn.execute("SELECT to_regclass('public.orders') IS NOT NULL").fetchone()
+    assert recorded == [m.version for m in load_migrations()]
+    assert orders == (True,)
+
+
+def _seed_test_2_becomes_a_row(url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules")
+    with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/nexus/producer", json=SEED_CONVERSATION, timeout=10
+        )
+        assert answer.status_code == 202
+
+        def carlos() -> bool:
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT nombre FROM prospect_data WHERE fingerprint_id = %s",
+                    (SEED_CONVERSATION["fingerprint"],),
+                ).fetchone()
+            return row == ("Carlos",)
+
+        wait_for(carlos, timeout=20, what="Carlos's row")
+
+
+def test_after_nexus_migrate_the_kit_skips_every_migration(
+    project: Path, empty_db: tuple[str, str], pg_admin_url: str
+) -> None:
+    """`supabase db push` after `nexus migrate` applies nothing twice: each file says it skipped."""
+    name, url = empty_db
+    with offered(pg_admin_url, name):
+        _extension("1.5.1")(url)
+        nexus_migrate(url)
+        supabase.export(project)
+        notices = push(url, project)
+    skipped = [n for n in notices if "is applied already; skipped" in n]
+    assert len(skipped) == len(load_migrations())
+
+
+def test_the_sql_editor_bundle_applies_and_runs_again_harmlessly(
+    empty_db: tuple[str, str], pg_admin_url: str, tmp_path: Path
+) -> None:
+    """The pasteable bundle applies on pgmq 1.5.1 in one go, and a second run changes nothing."""
+    name, url = empty_db
+    script = tmp_path / "nexus.sql"
+    script.write_text(supabase.bundle())
+    with offered(pg_admin_url, name):
+        _extension("1.5.1")(url)
+        first = psql_file(url, script, one_transaction=False)
+        second = psql_file(url, script, one_transaction=False)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("is applied already; skipped") == len(load_migrations())
+    assert nexus_migrate(url) == "migrations applied: none"
+
+
+def test_without_any_pgmq_the_kit_stops_at_its_first_file_saying_why(
+    project: Path, empty_db: tuple[str, str]
+) -> None:
+    """On a server with no pgmq extension the first file fails, pointing to `nexus migrate`."""
+    _, url = empty_db
+    if offers_pgmq(url):
+        pytest.skip("this server offers pgmq extensions to every database")
+    supabase.export(project)
+    first = min((project / "supabase" / "migrations").glob("*_nexus_000_setup.sql"))
+    done = psql_file(url, first)
+    assert done.returncode != 0
+    assert "Nexus needs PGMQ" in done.stderr and "nexus migrate" in done.stderr
