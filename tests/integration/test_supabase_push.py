@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,45 +26,7 @@ from tests.helpers import (
     wait_healthy,
 )
 from tests.pgmq_versions import BUNDLED, install_sql_only, offered, offers_pgmq
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _psql() -> str:
-    found = shutil.which("psql")
-    if found is None:
-        pytest.skip("psql is not installed")
-    return found
-
-
-def psql_file(
-    url: str, path: Path, *, one_transaction: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Run one SQL file as the CLI applies a migration: stop at the first error."""
-    args = [
-        _psql(),
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        *(["-1"] if one_transaction else []),
-        "-f",
-        str(path),
-        url,
-    ]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
-
-
-def push(url: str, project: Path) -> list[str]:
-    """Apply every migration of `project` in version order, each in its own transaction."""
-    notices = []
-    for path in sorted(
-        (project / "supabase" / "migrations").glob("*.sql"), key=lambda p: int(p.name.split("_")[0])
-    ):
-        done = psql_file(url, path)
-        assert done.returncode == 0, f"{path.name}: {done.stderr}"
-        notices.append(done.stderr)
-    return notices
+from tests.supabase_project import db_push, new_project, psql
 
 
 def nexus_migrate(url: str) -> str:
@@ -79,12 +40,11 @@ def nexus_migrate(url: str) -> str:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A Supabase project with this repository's config.toml and a migration of its own."""
-    (tmp_path / "supabase" / "migrations").mkdir(parents=True)
-    shutil.copy(ROOT / "supabase" / "config.toml", tmp_path / "supabase" / "config.toml")
-    (tmp_path / "supabase" / "migrations" / "20250101000000_orders.sql").write_text(
+    folder = new_project(tmp_path / "shop")
+    (folder / "supabase" / "migrations" / "20250101000000_orders.sql").write_text(
         "CREATE TABLE public.orders (id bigint PRIMARY KEY);\n"
     )
-    return tmp_path
+    return folder
 
 
 @pytest.fixture
@@ -132,7 +92,7 @@ def test_the_kit_applies_in_order_and_nexus_migrate_then_applies_nothing(
     with offered(pg_admin_url, name, with_bundled=bundled):
         prepare(url)
         supabase.export(project)
-        push(url, project)
+        db_push(url, project)
         assert nexus_migrate(url) == "migrations applied: none"
         if work:
             _seed_test_2_becomes_a_row(url, tmp_path)
@@ -175,7 +135,7 @@ def test_after_nexus_migrate_the_kit_skips_every_migration(
         _extension("1.5.1")(url)
         nexus_migrate(url)
         supabase.export(project)
-        notices = push(url, project)
+        notices = db_push(url, project)
     skipped = [n for n in notices if "is applied already; skipped" in n]
     assert len(skipped) == len(load_migrations())
 
@@ -189,8 +149,8 @@ def test_the_sql_editor_bundle_applies_and_runs_again_harmlessly(
     script.write_text(supabase.bundle())
     with offered(pg_admin_url, name):
         _extension("1.5.1")(url)
-        first = psql_file(url, script, one_transaction=False)
-        second = psql_file(url, script, one_transaction=False)
+        first = psql(url, file=script)
+        second = psql(url, file=script)
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     assert second.stderr.count("is applied already; skipped") == len(load_migrations())
@@ -206,6 +166,6 @@ def test_without_any_pgmq_the_kit_stops_at_its_first_file_saying_why(
         pytest.skip("this server offers pgmq extensions to every database")
     supabase.export(project)
     first = min((project / "supabase" / "migrations").glob("*_nexus_000_setup.sql"))
-    done = psql_file(url, first)
+    done = psql(url, file=first, one_transaction=True)
     assert done.returncode != 0
     assert "Nexus needs PGMQ" in done.stderr and "nexus migrate" in done.stderr

@@ -20,13 +20,9 @@ from nexus_ingest.store import open_pool
 from nexus_ingest.worker import WorkerConfig, consume_once
 from tests.helpers import SEED_CONVERSATION
 from tests.pgmq_versions import offered
+from tests.supabase_project import make_supabase_like
 
 BROWSER_ROLES = ["anon", "authenticated"]
-SUPABASE_DEFAULTS = [
-    "ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public"
-    f" GRANT ALL ON {kind} TO anon, authenticated, service_role"
-    for kind in ("FUNCTIONS", "TABLES", "SEQUENCES")
-]
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +34,8 @@ def supabase_db(pg_admin_url: str) -> Iterator[str]:
     url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
     try:
         with offered(pg_admin_url, name):
-            with psycopg.connect(url, autocommit=True) as conn:
-                for role in ("anon", "authenticated", "service_role"):
-                    if not conn.execute(
-                        "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
-                    ).fetchone():
-                        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-                for statement in SUPABASE_DEFAULTS:
-                    conn.execute(statement)  # type: ignore[arg-type]
+            make_supabase_like(url)
+            with psycopg.connect(url) as conn:
                 conn.execute("CREATE EXTENSION pgmq VERSION '1.5.1'")
             migrate(url)
             yield url
