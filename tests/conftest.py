@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest.migrate import migrate
 from nexus_ingest.store import open_pool
+from tests.helpers import new_database
 from tests.pgmq_versions import install_sql_only
 
 # Properties are checked on a shared 2-core machine beside a database server: generation speed
@@ -79,6 +80,13 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     _create_database(pg_admin_url, name, template=template_db)
     yield _with_database(pg_admin_url, name)
     _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
+    """A new database with nothing in it (not the migrated template): its name and URL."""
+    with new_database(pg_admin_url, "nexus_empty") as database:
+        yield database
 
 
 @pytest.fixture

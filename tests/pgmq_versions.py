@@ -39,6 +39,12 @@ def _main_checkout() -> Path:
     return ROOT
 
 
+def create_extension(url: str, version: str) -> None:
+    """`CREATE EXTENSION pgmq VERSION version`, as enabling Supabase Queues does."""
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("CREATE EXTENSION pgmq VERSION {}").format(sql.Literal(version)))
+
+
 def install_sql_only(url: str) -> None:
     """The SQL-only PGMQ of the `pgmq` package, as `nexus migrate` installs it on a bare server."""
     with psycopg.connect(url) as conn:

@@ -10,16 +10,21 @@ import os
 import re
 import shlex
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.helpers import NEXUS, free_port, nexus_env, nexus_process, wait_for, wait_healthy
-from tests.pgmq_versions import offered
+from tests.helpers import (
+    NEXUS,
+    free_port,
+    new_database,
+    nexus_env,
+    nexus_process,
+    wait_for,
+    wait_healthy,
+)
+from tests.pgmq_versions import create_extension, offered
 from tests.supabase_project import db_push, make_supabase_like, new_project, psql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,21 +59,10 @@ def sql_block(name: str, url: str) -> str:
 @pytest.fixture
 def supabase_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
     """A Supabase-like database (name, URL) whose project has enabled Queues on pgmq 1.4.4."""
-    name = f"nexus_guide_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
-    try:
-        with offered(pg_admin_url, name):
-            make_supabase_like(url)
-            with psycopg.connect(url) as conn:
-                conn.execute("CREATE EXTENSION pgmq VERSION '1.4.4'")
-            yield name, url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with new_database(pg_admin_url, "nexus_guide") as (name, url), offered(pg_admin_url, name):
+        make_supabase_like(url)
+        create_extension(url, "1.4.4")
+        yield name, url
 
 
 def test_the_guide_from_an_existing_project_to_a_lead(

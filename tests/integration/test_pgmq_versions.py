@@ -4,27 +4,25 @@ through the producer and the worker (`nexus up`, rules extractor), and has the r
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
 from nexus_ingest.errors import MigrationError
 from nexus_ingest.migrate import migrate
-from tests.helpers import (
-    SEED_CONVERSATION,
-    free_port,
-    nexus_env,
-    nexus_process,
-    wait_for,
-    wait_healthy,
+from tests.helpers import seed_conversation_to_row
+from tests.pgmq_versions import (
+    BUNDLED,
+    create_extension,
+    install_sql_only,
+    offered,
+    offers_pgmq,
 )
-from tests.pgmq_versions import BUNDLED, install_sql_only, offered, offers_pgmq
 
 CHANNEL = "pgmq.q_nexus_prospect_ingestion.INSERT"
 
@@ -43,17 +41,9 @@ def _nothing(url: str) -> None:
     return None
 
 
-def _extension(version: str) -> Callable[[str], None]:
-    def create(url: str) -> None:
-        with psycopg.connect(url) as conn:
-            conn.execute(sql.SQL("CREATE EXTENSION pgmq VERSION {}").format(sql.Literal(version)))
-
-    return create
-
-
 def _queues_in_use(url: str) -> None:
     """Queues enabled on pgmq 1.4.4, with a queue of the project's own holding a message."""
-    _extension("1.4.4")(url)
+    create_extension(url, "1.4.4")
     with psycopg.connect(url) as conn:
         conn.execute("SELECT pgmq.create('orders')")
         conn.execute("""SELECT pgmq.send('orders', '{"order": 42}')""")
@@ -63,23 +53,22 @@ STARTS = {
     "no pgmq offered": Start(False, False, _nothing, None),
     "Supabase, Queues not enabled": Start(True, False, _nothing, "1.5.1"),
     "Supabase, Queues enabled on 1.4.4": Start(True, False, _queues_in_use, "1.5.1"),
-    "Supabase, Queues enabled on 1.5.1": Start(True, False, _extension("1.5.1"), "1.5.1"),
-    "pgmq 1.13 extension": Start(True, True, _extension(BUNDLED), BUNDLED),
+    "Supabase, Queues enabled on 1.5.1": Start(
+        True, False, partial(create_extension, version="1.5.1"), "1.5.1"
+    ),
+    "pgmq 1.13 extension": Start(True, True, partial(create_extension, version=BUNDLED), BUNDLED),
     "SQL-only pgmq 1.13": Start(True, False, install_sql_only, None),
 }
 
 
 @pytest.fixture
-def empty_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
-    """A new database with nothing in it (not the migrated template): its name and URL."""
-    name = f"nexus_pgmq_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield name, psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+def on_1_5_1(empty_db: tuple[str, str], pg_admin_url: str) -> str:
+    """A database of a project with Queues enabled on pgmq 1.5.1, migrated."""
+    name, url = empty_db
+    with offered(pg_admin_url, name):
+        create_extension(url, "1.5.1")
+        migrate(url)
+    return url
 
 
 @pytest.mark.parametrize("start", list(STARTS.values()), ids=list(STARTS))
@@ -102,16 +91,7 @@ def _migrate_and_ingest(start: Start, url: str, tmp_path: Path) -> None:
     migrate(url)
     assert _extension_version(url) == start.extension_after
     assert {"nexus_prospect_ingestion", "nexus_prospect_ingestion_dlq"} <= _queues(url)
-    port = free_port()
-    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules")
-    with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/api/nexus/producer", json=SEED_CONVERSATION, timeout=10
-        )
-        assert answer.status_code == 202
-        row = wait_for(lambda: _prospect(url), timeout=20, what="the prospect row")
-    assert row == ("Carlos", 1)
+    assert seed_conversation_to_row(url, tmp_path) == ("Carlos", 1)
 
 
 def test_the_projects_own_queue_survives_the_update(
@@ -130,29 +110,17 @@ def test_the_projects_own_queue_survives_the_update(
     assert "orders" in _queues(url)
 
 
-def test_migrating_twice_on_1_5_1_applies_nothing(
-    empty_db: tuple[str, str], pg_admin_url: str
-) -> None:
+def test_migrating_twice_on_1_5_1_applies_nothing(on_1_5_1: str) -> None:
     """A second `migrate` on pgmq 1.5.1 finds nothing to do and keeps the extension."""
-    name, url = empty_db
-    with offered(pg_admin_url, name):
-        _extension("1.5.1")(url)
-        migrate(url)
-        assert migrate(url) == []
-    assert _extension_version(url) == "1.5.1"
+    assert migrate(on_1_5_1) == []
+    assert _extension_version(on_1_5_1) == "1.5.1"
 
 
-def test_on_1_5_1_an_enqueue_wakes_the_workers_channel(
-    empty_db: tuple[str, str], pg_admin_url: str
-) -> None:
+def test_on_1_5_1_an_enqueue_wakes_the_workers_channel(on_1_5_1: str) -> None:
     """pgmq 1.5.1 cannot notify; Nexus's trigger does, on pgmq's channel, throttled per session."""
-    name, url = empty_db
-    with offered(pg_admin_url, name):
-        _extension("1.5.1")(url)
-        migrate(url)
     with (
-        psycopg.connect(url, autocommit=True) as listener,
-        psycopg.connect(url, autocommit=True) as producer,
+        psycopg.connect(on_1_5_1, autocommit=True) as listener,
+        psycopg.connect(on_1_5_1, autocommit=True) as producer,
     ):
         listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
         send = "SELECT pgmq.send('nexus_prospect_ingestion', '{}')"
@@ -172,15 +140,9 @@ def test_on_1_5_1_an_enqueue_wakes_the_workers_channel(
     assert silent == []
 
 
-def test_on_1_5_1_reads_leave_last_read_at_alone(
-    empty_db: tuple[str, str], pg_admin_url: str
-) -> None:
+def test_on_1_5_1_reads_leave_last_read_at_alone(on_1_5_1: str) -> None:
     """Where queue tables have no last_read_at (pgmq 1.5.1), the worker's read does not set it."""
-    name, url = empty_db
-    with offered(pg_admin_url, name):
-        _extension("1.5.1")(url)
-        migrate(url)
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(on_1_5_1) as conn:
         definition = conn.execute(
             "SELECT pg_get_functiondef('nexus.read_snapshots(text, integer, integer, uuid)'"
             "::regprocedure)"
@@ -195,7 +157,7 @@ def test_a_1_4_4_without_an_update_is_refused_clearly(
     """pgmq 1.4.4 with no update offered stops the migration, saying what is needed."""
     name, url = empty_db
     with offered(pg_admin_url, name, only_1_4_4=True):
-        _extension("1.4.4")(url)
+        create_extension(url, "1.4.4")
         with pytest.raises(MigrationError, match=r"needs pgmq 1\.5 or newer .* has pgmq 1\.4\.4"):
             migrate(url)
     assert _extension_version(url) == "1.4.4"
@@ -210,14 +172,3 @@ def _extension_version(url: str) -> str | None:
 def _queues(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         return {r[0] for r in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
-
-
-def _prospect(url: str) -> tuple[str, int] | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT p.nombre, s.applied_seq FROM prospect_data p"
-            " JOIN nexus.sessions s ON s.session_id = p.session_id"
-            " WHERE p.fingerprint_id = %s",
-            (SEED_CONVERSATION["fingerprint"],),
-        ).fetchone()
-    return (row[0], row[1]) if row else None

@@ -5,27 +5,23 @@
 from __future__ import annotations
 
 import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
-from psycopg import sql
 
 from nexus_ingest import supabase
 from nexus_ingest.migrate import load_migrations
-from tests.helpers import (
-    NEXUS,
-    SEED_CONVERSATION,
-    free_port,
-    nexus_env,
-    nexus_process,
-    wait_for,
-    wait_healthy,
+from tests.helpers import NEXUS, nexus_env, seed_conversation_to_row
+from tests.pgmq_versions import (
+    BUNDLED,
+    create_extension,
+    install_sql_only,
+    offered,
+    offers_pgmq,
 )
-from tests.pgmq_versions import BUNDLED, install_sql_only, offered, offers_pgmq
 from tests.supabase_project import db_push, new_project, psql
 
 
@@ -47,32 +43,12 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def empty_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
-    name = f"nexus_kit_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield name, psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def _extension(version: str) -> Callable[[str], None]:
-    def create(url: str) -> None:
-        with psycopg.connect(url) as conn:
-            conn.execute(sql.SQL("CREATE EXTENSION pgmq VERSION {}").format(sql.Literal(version)))
-
-    return create
-
-
 STARTS: dict[str, tuple[Callable[[str], None], bool, bool]] = {
     # name: (what is installed first, whether the bundled 1.13 is offered, run the worker)
-    "Queues enabled on 1.4.4": (_extension("1.4.4"), False, True),
-    "Queues enabled on 1.5.1": (_extension("1.5.1"), False, True),
+    "Queues enabled on 1.4.4": (partial(create_extension, version="1.4.4"), False, True),
+    "Queues enabled on 1.5.1": (partial(create_extension, version="1.5.1"), False, True),
     "Queues not enabled": (lambda url: None, False, False),
-    "pgmq 1.13 extension": (_extension(BUNDLED), True, False),
+    "pgmq 1.13 extension": (partial(create_extension, version=BUNDLED), True, False),
     "SQL-only pgmq 1.13": (install_sql_only, False, False),
 }
 
@@ -95,7 +71,7 @@ def test_the_kit_applies_in_order_and_nexus_migrate_then_applies_nothing(
         db_push(url, project)
         assert nexus_migrate(url) == "migrations applied: none"
         if work:
-            _seed_test_2_becomes_a_row(url, tmp_path)
+            assert seed_conversation_to_row(url, tmp_path) == ("Carlos", 1)
     with psycopg.connect(url) as conn:
         recorded = [
             r[0] for r in conn.execute("SELECT version FROM nexus.schema_migrations ORDER BY 1")
@@ -105,34 +81,13 @@ def test_the_kit_applies_in_order_and_nexus_migrate_then_applies_nothing(
     assert orders == (True,)
 
 
-def _seed_test_2_becomes_a_row(url: str, tmp_path: Path) -> None:
-    port = free_port()
-    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules")
-    with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/api/nexus/producer", json=SEED_CONVERSATION, timeout=10
-        )
-        assert answer.status_code == 202
-
-        def carlos() -> bool:
-            with psycopg.connect(url) as conn:
-                row = conn.execute(
-                    "SELECT nombre FROM prospect_data WHERE fingerprint_id = %s",
-                    (SEED_CONVERSATION["fingerprint"],),
-                ).fetchone()
-            return row == ("Carlos",)
-
-        wait_for(carlos, timeout=20, what="Carlos's row")
-
-
 def test_after_nexus_migrate_the_kit_skips_every_migration(
     project: Path, empty_db: tuple[str, str], pg_admin_url: str
 ) -> None:
     """`supabase db push` after `nexus migrate` applies nothing twice: each file says it skipped."""
     name, url = empty_db
     with offered(pg_admin_url, name):
-        _extension("1.5.1")(url)
+        create_extension(url, "1.5.1")
         nexus_migrate(url)
         supabase.export(project)
         notices = db_push(url, project)
@@ -148,7 +103,7 @@ def test_the_sql_editor_bundle_applies_and_runs_again_harmlessly(
     script = tmp_path / "nexus.sql"
     script.write_text(supabase.bundle())
     with offered(pg_admin_url, name):
-        _extension("1.5.1")(url)
+        create_extension(url, "1.5.1")
         first = psql(url, file=script)
         second = psql(url, file=script)
     assert first.returncode == 0, first.stderr

@@ -18,8 +18,8 @@ from nexus_ingest.migrate import migrate
 from nexus_ingest.settings import Settings
 from nexus_ingest.store import open_pool
 from nexus_ingest.worker import WorkerConfig, consume_once
-from tests.helpers import SEED_CONVERSATION
-from tests.pgmq_versions import offered
+from tests.helpers import SEED_CONVERSATION, new_database
+from tests.pgmq_versions import create_extension, offered
 from tests.supabase_project import make_supabase_like
 
 BROWSER_ROLES = ["anon", "authenticated"]
@@ -28,22 +28,11 @@ BROWSER_ROLES = ["anon", "authenticated"]
 @pytest.fixture(scope="module")
 def supabase_db(pg_admin_url: str) -> Iterator[str]:
     """A database set up as a Supabase project is (roles, default privileges, pgmq 1.5.1), migrated."""
-    name = f"nexus_roles_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(pg_admin_url, dbname=name)
-    try:
-        with offered(pg_admin_url, name):
-            make_supabase_like(url)
-            with psycopg.connect(url) as conn:
-                conn.execute("CREATE EXTENSION pgmq VERSION '1.5.1'")
-            migrate(url)
-            yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with new_database(pg_admin_url, "nexus_roles") as (name, url), offered(pg_admin_url, name):
+        make_supabase_like(url)
+        create_extension(url, "1.5.1")
+        migrate(url)
+        yield url
 
 
 def as_role(url: str, role: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
