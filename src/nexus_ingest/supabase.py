@@ -22,7 +22,8 @@ from nexus_ingest.queries import query
 _CLI_FILE = re.compile(r"^([0-9]+)_(.*)\.sql$")
 _KIT_FILE = re.compile(r"^[0-9]+_nexus_(\d{3})_\w+\.sql$")
 _STAMP = "%Y%m%d%H%M%S"
-_QUOTE_TAG = "$nexus_migration$"
+# The dollar quotes the kit wraps each migration in (see `kit_migration` in sql/migrate.sql).
+_QUOTE_TAGS = ("$nexus_kit$", "$nexus_migration$")
 
 
 class NotASupabaseProject(NexusError):
@@ -136,8 +137,9 @@ def _setup() -> KitFile:
 
 
 def _wrapped(migration: Migration) -> KitFile:
-    if _QUOTE_TAG in migration.sql:
-        raise ValueError(f"{migration.label} contains {_QUOTE_TAG}, which the kit quotes it with")
+    for tag in _QUOTE_TAGS:
+        if tag in migration.sql:
+            raise ValueError(f"{migration.label} contains {tag}, which the kit quotes it with")
     sql = (
         query("kit_migration")
         .replace("{version}", str(migration.version))
