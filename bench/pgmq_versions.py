@@ -1,12 +1,9 @@
 """Nexus on Supabase's pgmq 1.5.1 against the 1.13 it bundles, on one server, back to back.
 
-The no-op drain runs in alternation on the two, round after round, and the medians are
-compared (a shared machine's speed drifts; alternation makes the drift hit both alike); then
-enqueue → row latency with the rules extractor on each. The server must offer the pgmq
-extension 1.5.1, as a Supabase project does (for a PostgreSQL of your own, copy the upstream
-extension files into its extension folder):
+The server must offer the pgmq extension 1.5.1, as a Supabase project does (for a PostgreSQL of
+your own, copy the upstream extension files into its extension folder):
 
-    DATABASE_URL=postgresql://USER@HOST/DB python -m bench.pgmq_versions          # ~2 minutes
+    DATABASE_URL=postgresql://USER@HOST/DB python -m bench.pgmq_versions          # ~3 minutes
     DATABASE_URL=postgresql://USER@HOST/DB python -m bench.pgmq_versions --quick  # smoke run
 
 The figures replace this benchmark's section of docs/BENCHMARKS.md (a full `python -m bench`
@@ -28,6 +25,12 @@ import psycopg
 from bench import drain, latency
 from bench.common import SQL_ONLY, admin_url, machine, table
 
+ABOUT = (
+    "The no-op drain runs in alternation on the two, round after round (which goes first swaps "
+    "every round), and the medians are compared: a shared machine's speed drifts, and "
+    "alternation makes the drift hit both alike. Then enqueue → row latency with the rules "
+    "extractor on each. The server offers the pgmq extension 1.5.1, as a Supabase project does."
+)
 SUPABASE = "1.5.1"
 CASES = {SQL_ONLY: "1.13 (SQL-only, bundled)", SUPABASE: "1.5.1 (extension, Supabase)"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
@@ -49,7 +52,9 @@ def run(rounds: int, backlog: int, latency_count: int) -> tuple[list[Row], list[
     """Drains alternated over `rounds`, then the latency on each PGMQ."""
     drains = []
     for round_no in range(1, rounds + 1):
-        for pgmq in CASES:
+        # Which goes first swaps every round: the first one's database is dropped (files
+        # unlinked, a checkpoint's worth of writes) just before the second one runs.
+        for pgmq in list(CASES)[:: 1 if round_no % 2 else -1]:
             print(f"== drain round {round_no}, pgmq {pgmq} ==", file=sys.stderr, flush=True)
             row = drain.run("noop", backlog, pgmq=pgmq)
             drains.append({"round": round_no, "pgmq": CASES[pgmq], **row})
@@ -90,7 +95,9 @@ def targets(drains: list[Row], latencies: list[Row]) -> list[Row]:
     ]
 
 
-def render(drains: list[Row], latencies: list[Row], machine_line: str, when: str) -> str:
+def render(
+    drains: list[Row], latencies: list[Row], machine_line: str, when: str, load: float
+) -> str:
     """This benchmark's section of docs/BENCHMARKS.md, between its markers."""
     rates = medians(drains)
     return "\n\n".join(
@@ -98,8 +105,7 @@ def render(drains: list[Row], latencies: list[Row], machine_line: str, when: str
             START,
             "## pgmq 1.5.1 (Supabase) against 1.13",
             f"Measured on **{machine_line}**, {when}, by `python -m bench.pgmq_versions` "
-            f"(1-minute load average when the run began: {os.getloadavg()[0]:.2f}). "
-            + (__doc__ or "").split("\n\n")[1].replace("\n", " "),
+            f"(1-minute load average when the run began: {load:.2f}). " + ABOUT,
             table(targets(drains, latencies), ["target", "measured", "result"]),
             table(
                 [{"pgmq": name, "median_msgs_per_s": round(rate)} for name, rate in rates.items()],
@@ -133,6 +139,7 @@ def with_section(text: str, section: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pgmq_versions", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one small round; prints only")
+    parser.add_argument("--rounds", type=int, default=3, help="drain rounds (default 3)")
     args = parser.parse_args(argv)
     if not offers_1_5_1():
         print(
@@ -140,9 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    rounds, backlog, count = (1, 2_000, 100) if args.quick else (3, drain.BACKLOG, 500)
+    load = os.getloadavg()[0]
+    rounds, backlog, count = (1, 2_000, 100) if args.quick else (args.rounds, drain.BACKLOG, 500)
     drains, latencies = run(rounds, backlog, count)
-    section = render(drains, latencies, machine(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = render(drains, latencies, machine(), when, load)
     print(section)
     if not args.quick:
         DOC.write_text(with_section(DOC.read_text(encoding="utf-8"), section), encoding="utf-8")
