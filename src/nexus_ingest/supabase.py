@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nexus_ingest
-from nexus_ingest.errors import NexusError
+from nexus_ingest.errors import NotASupabaseProject
 from nexus_ingest.migrate import Migration, load_migrations
 from nexus_ingest.queries import query
 
@@ -24,10 +24,6 @@ _KIT_FILE = re.compile(r"^[0-9]+_nexus_(\d{3})_\w+\.sql$")
 _STAMP = "%Y%m%d%H%M%S"
 # The dollar quotes the kit wraps each migration in (see `kit_migration` in sql/migrate.sql).
 _QUOTE_TAGS = ("$nexus_kit$", "$nexus_migration$")
-
-
-class NotASupabaseProject(NexusError):
-    """The folder is not a Supabase project (it has no supabase/config.toml)."""
 
 
 @dataclass(frozen=True)
