@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import bursty, drain, latency, peers, producer, spend
+from bench import bursty, drain, latency, peers, pgmq_versions, producer, spend
 from bench.common import machine, table
 
 Row = dict[str, object]
@@ -442,6 +442,7 @@ make bench                                # installs the bench extras, runs all,
 .venv/bin/python -m bench --quick         # smoke run: shorter and smaller, prints only
 .venv/bin/python -m bench --only drain    # one benchmark (repeatable), prints only
 DATABASE_URL=postgresql://USER@HOST/DB make bench   # on another server (default: embedded)
+DATABASE_URL=postgresql://USER@HOST/DB .venv/bin/python -m bench.pgmq_versions  # pgmq 1.5.1 vs 1.13
 ```"""
 
 
@@ -532,7 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output is not None:
         when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render(results, errors, machine(), when, load), encoding="utf-8")
+        text = render(results, errors, machine(), when, load)
+        kept = pgmq_versions.section_of(output.read_text("utf-8")) if output.exists() else None
+        if kept:  # measured on another server, by its own command: kept as it was
+            text = pgmq_versions.with_section(text, kept)
+        output.write_text(text, encoding="utf-8")
         print(f"\nwrote {output}", file=sys.stderr)
     return 1 if errors else 0
 

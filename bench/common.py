@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from pgmq.install import get_embedded_install_sql
 from psycopg import sql
 
 from nexus_ingest.migrate import migrate
@@ -29,15 +30,21 @@ def admin_url() -> str:
     return embedded.resolve(os.environ.get("DATABASE_URL"), None).url
 
 
+# Which PGMQ a benchmark database starts with: what `nexus migrate` chooses on this server
+# (None), the SQL-only PGMQ of the `pgmq` package, or a version of the pgmq extension.
+SQL_ONLY = "sql-only"
+
+
 @contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new, migrated database, dropped afterwards."""
+def fresh_database(pgmq: str | None = None) -> Iterator[str]:
+    """A new, migrated database on PGMQ `pgmq` (see SQL_ONLY), dropped afterwards."""
     admin = admin_url()
     name = f"nexus_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(admin, dbname=name)
     try:
+        _install_pgmq(url, pgmq)
         migrate(url)
         yield url
     finally:
@@ -45,6 +52,16 @@ def fresh_database() -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def _install_pgmq(url: str, pgmq: str | None) -> None:
+    if pgmq is None:
+        return
+    with psycopg.connect(url) as conn:
+        if pgmq == SQL_ONLY:
+            conn.execute(get_embedded_install_sql())
+        else:
+            conn.execute(sql.SQL("CREATE EXTENSION pgmq VERSION {}").format(sql.Literal(pgmq)))
 
 
 def free_port() -> int:

@@ -41,10 +41,15 @@ def _snapshot(run_id: str, session: int) -> queue.Snapshot:
 
 
 def run(
-    extractor: str = "noop", count: int = BACKLOG, sessions: int | None = None, **settings: str
+    extractor: str = "noop",
+    count: int = BACKLOG,
+    sessions: int | None = None,
+    pgmq: str | None = None,
+    **settings: str,
 ) -> dict[str, object]:
-    """Fill a backlog, then time one worker process draining it."""
-    with fresh_database() as url:
+    """Fill a backlog, then time one worker process draining it (on PGMQ `pgmq`, see
+    common.fresh_database)."""
+    with fresh_database(pgmq) as url:
         fill_s = asyncio.run(fill(url, count, sessions or count))
         env = bench_env(url, NEXUS_EXTRACTOR=extractor, **settings)
         with nexus(["worker"], env) as proc:

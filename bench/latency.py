@@ -17,9 +17,12 @@ MESSAGES = [
 ]
 
 
-def run(count: int = 500, rate: float = 50.0, extractor: str = "rules") -> dict[str, object]:
-    """Post `count` one-snapshot sessions at `rate` per second to `nexus up`; latency per row."""
-    with fresh_database() as url:
+def run(
+    count: int = 500, rate: float = 50.0, extractor: str = "rules", pgmq: str | None = None
+) -> dict[str, object]:
+    """Post `count` one-snapshot sessions at `rate` per second to `nexus up`; latency per row
+    (on PGMQ `pgmq`, see common.fresh_database)."""
+    with fresh_database(pgmq) as url:
         port = free_port()
         with nexus(["up"], bench_env(url, port, NEXUS_EXTRACTOR=extractor)):
             target = f"http://127.0.0.1:{port}/api/nexus/producer"

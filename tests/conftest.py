@@ -18,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest.db import open_pool
 from nexus_ingest.migrate import migrate
+from tests.helpers import new_database
+from tests.pgmq_versions import install_sql_only
 
 # Properties are checked on a shared 2-core machine beside a database server: generation speed
 # varies with the load, and a slow example is not a failed property.
@@ -60,9 +62,15 @@ def pg_admin_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(pg_admin_url: str) -> Iterator[str]:
-    """A database migrated once, cloned by every test database."""
+    """A database migrated once, cloned by every test database.
+
+    Its PGMQ is the SQL-only 1.13 whatever pgmq extensions the server offers (tests of other
+    pgmq versions put some there), so every run tests the same thing; the other starting
+    points have tests of their own (tests/integration/test_pgmq_versions.py).
+    """
     name = f"nexus_tpl_{os.getpid()}"
     _create_database(pg_admin_url, name)
+    install_sql_only(_with_database(pg_admin_url, name))
     migrate(_with_database(pg_admin_url, name))
     yield name
     _drop_database(pg_admin_url, name)
@@ -75,6 +83,13 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     _create_database(pg_admin_url, name, template=template_db)
     yield _with_database(pg_admin_url, name)
     _drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_db(pg_admin_url: str) -> Iterator[tuple[str, str]]:
+    """A new database with nothing in it (not the migrated template): its name and URL."""
+    with new_database(pg_admin_url, "nexus_empty") as database:
+        yield database
 
 
 @pytest.fixture

@@ -7,12 +7,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psycopg
+from psycopg import sql
 
 T = TypeVar("T")
 NEXUS = str(Path(sys.executable).with_name("nexus"))
@@ -102,3 +105,43 @@ SEED_CONVERSATION = {
     "fingerprint": "test-fingerprint-123",
     "sessionId": "test-session-456",
 }
+
+
+@contextmanager
+def new_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new, empty database (not the migrated template): its name and URL; dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name, psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def seed_conversation_to_row(url: str, log_dir: Path) -> tuple[str, int] | None:
+    """The seed's Test 2 posted to `nexus up` (rules extractor) on `url`: the prospect's name and
+    the session's applied snapshot once the row exists."""
+    port = free_port()
+    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules")
+    with nexus_process(["up"], env, log_path=log_dir / "up.log") as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/nexus/producer", json=SEED_CONVERSATION, timeout=10
+        )
+        assert answer.status_code == 202, answer.text
+        return wait_for(lambda: _seed_prospect(url), timeout=20, what="the seed's prospect row")
+
+
+def _seed_prospect(url: str) -> tuple[str, int] | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT p.nombre, s.applied_seq FROM prospect_data p"
+            " JOIN nexus.sessions s ON s.session_id = p.session_id"
+            " WHERE p.fingerprint_id = %s",
+            (SEED_CONVERSATION["fingerprint"],),
+        ).fetchone()
+    return (row[0], row[1]) if row else None

@@ -111,7 +111,25 @@ def _parser() -> argparse.ArgumentParser:
         sub, "eval", "score the extractor on a labeled JSON Lines dataset", cmd_eval
     )
     evaluate.add_argument("dataset", type=Path)
+    _supabase_commands(sub)
     return parser
+
+
+def _supabase_commands(sub: Any) -> None:
+    kit = _command(sub, "supabase", "write the database kit for a Supabase project", cmd_supabase)
+    kit_sub = kit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = kit_sub.add_parser(
+        "export",
+        help="add Nexus's migrations to a Supabase project's supabase/migrations "
+        "(for `supabase db push`), timestamped after its newest",
+    )
+    export.add_argument(
+        "project", type=Path, nargs="?", default=Path(), help="the project's folder (default: .)"
+    )
+    bundle = kit_sub.add_parser(
+        "bundle", help="print every migration as one script for the Supabase SQL editor"
+    )
+    bundle.add_argument("-o", "--output", type=Path, help="write to this file instead")
 
 
 class _PrintVersion(argparse.Action):
@@ -353,6 +371,24 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
 
     counts = _with_pool(settings, lambda pool: forget_prospect(pool, args.fingerprint))
     print(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    return 0
+
+
+def cmd_supabase(args: argparse.Namespace, settings: Settings) -> int:
+    from nexus_ingest import supabase
+
+    if args.action == "bundle":
+        if args.output is None:
+            sys.stdout.write(supabase.bundle())
+        else:
+            args.output.write_text(supabase.bundle(), encoding="utf-8")
+            print(f"wrote {args.output}", file=sys.stderr)
+        return 0
+    written = supabase.export(args.project)
+    for path in written:
+        print(path)
+    if not written:
+        print("supabase/migrations has every Nexus migration already", file=sys.stderr)
     return 0
 
 

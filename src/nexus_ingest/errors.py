@@ -22,6 +22,10 @@ class MigrationError(NexusError):
     """A database migration failed."""
 
 
+class NotASupabaseProject(NexusError):
+    """The folder is not a Supabase project (it has no supabase/config.toml)."""
+
+
 class InputError(NexusError):
     """The input is not a valid conversation."""
 

@@ -8,13 +8,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import psycopg
-from psycopg import sql
 
 from nexus_ingest.errors import DatabaseUnavailable, MigrationError
+from nexus_ingest.queries import query
 
-# Any constant works; it only keeps two `nexus migrate` runs from interleaving.
-_MIGRATION_LOCK_KEY = 7_304_225_114
-_MIN_PGMQ = (1, 10)
 _FILE_NAME = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
 
@@ -29,6 +26,11 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        """The file's name without `.sql`, as people refer to it: `005_prospects`."""
+        return f"{self.version:03d}_{self.name}"
 
 
 def load_migrations() -> list[Migration]:
@@ -49,17 +51,17 @@ def migrate(url: str) -> list[Migration]:
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
     with conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        conn.execute(query("lock_migrations"))
         try:
             return _apply_pending(conn)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+            conn.execute(query("unlock_migrations"))
 
 
 def _apply_pending(conn: psycopg.Connection) -> list[Migration]:
-    _ensure_ledger(conn)
+    conn.execute(query("create_ledger"))
     _ensure_pgmq(conn)
-    done = {row[0] for row in conn.execute("SELECT version FROM nexus.schema_migrations")}
+    done = {row[0] for row in conn.execute(query("applied_migrations"))}
     applied = []
     for migration in load_migrations():
         if migration.version not in done:
@@ -68,53 +70,22 @@ def _apply_pending(conn: psycopg.Connection) -> list[Migration]:
     return applied
 
 
-def _ensure_ledger(conn: psycopg.Connection) -> None:
-    conn.execute("CREATE SCHEMA IF NOT EXISTS nexus")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS nexus.schema_migrations ("
-        " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
-
-
 def _ensure_pgmq(conn: psycopg.Connection) -> None:
-    """Install PGMQ: the extension when the server has it, else the SQL-only PGMQ we ship."""
-    if _pgmq_installed(conn):
-        return
-    version = _usable_extension_version(conn)
-    if version:
-        conn.execute(
-            sql.SQL("CREATE EXTENSION IF NOT EXISTS pgmq VERSION {}").format(sql.Literal(version))
-        )
-        return
-    from pgmq.install import get_embedded_install_sql
+    """PGMQ as the extension the server offers (created or updated, see `prepare_pgmq`), else
+    the SQL-only PGMQ that the `pgmq` package ships."""
+    try:
+        conn.execute(query("prepare_pgmq"))
+        row = conn.execute(query("pgmq_installed")).fetchone()
+        if not (row and row[0]):
+            # Imported here: the `pgmq` package takes ~60 ms to import, and every start of
+            # `nexus` migrates, while only a server without PGMQ needs it, once.
+            from pgmq.install import get_embedded_install_sql
 
-    with conn.transaction():
-        conn.execute(get_embedded_install_sql())
-
-
-def _usable_extension_version(conn: psycopg.Connection) -> str | None:
-    """The newest pgmq extension version the server offers, if it is new enough for us.
-
-    Our SQL needs PGMQ 1.10+ (message headers, last_read_at, throttled insert notifications);
-    older extensions (Supabase has shipped 1.4 and 1.5) lose to the bundled SQL-only 1.13.
-    """
-    rows = conn.execute(
-        "SELECT version FROM pg_available_extension_versions WHERE name = 'pgmq'"
-    ).fetchall()
-    usable = [v for (v,) in rows if _version_tuple(v) >= _MIN_PGMQ]
-    return max(usable, key=_version_tuple) if usable else None
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
-
-
-def _pgmq_installed(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgmq')"
-    ).fetchone()
-    return bool(row and row[0])
+            with conn.transaction():
+                conn.execute(get_embedded_install_sql())
+    except psycopg.Error as exc:
+        hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+        raise MigrationError(f"PGMQ could not be prepared: {exc}{hint}") from exc
 
 
 def _apply(conn: psycopg.Connection, migration: Migration) -> None:
@@ -122,10 +93,12 @@ def _apply(conn: psycopg.Connection, migration: Migration) -> None:
         with conn.transaction():
             conn.execute(migration.sql)
             conn.execute(
-                "INSERT INTO nexus.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
+                query("record_migration"),
+                {
+                    "version": migration.version,
+                    "name": migration.name,
+                    "checksum": migration.checksum,
+                },
             )
     except psycopg.Error as exc:
-        raise MigrationError(
-            f"migration {migration.version:03d}_{migration.name} failed: {exc}"
-        ) from exc
+        raise MigrationError(f"migration {migration.label} failed: {exc}") from exc

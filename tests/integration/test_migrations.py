@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from nexus_ingest.migrate import load_migrations, migrate
+from tests.helpers import SEED_CONVERSATION
 
 SEED_STATEMENTS = [
     "SELECT routine_name FROM information_schema.routines WHERE routine_name LIKE 'pgmq_%';",
@@ -73,10 +75,10 @@ def test_wrappers_accept_both_queue_names(db_url: str) -> None:
     """pgmq_send/read/delete work with the dashed public name and PGMQ's underscored name."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         first = conn.execute(
-            "SELECT pgmq_send('nexus-prospect-ingestion', '{\"a\": 1}', 0)"
+            "SELECT pgmq_send('nexus-prospect-ingestion', %s, 0)", (Jsonb(SEED_CONVERSATION),)
         ).fetchone()
         second = conn.execute(
-            "SELECT pgmq_send('nexus_prospect_ingestion', '{\"a\": 2}', 0)"
+            "SELECT pgmq_send('nexus_prospect_ingestion', %s, 0)", (Jsonb(SEED_CONVERSATION),)
         ).fetchone()
         read = conn.execute(
             "SELECT msg_id FROM pgmq_read('nexus-prospect-ingestion', 30, 10)"
@@ -127,7 +129,7 @@ def test_anon_can_enqueue_through_the_wrapper(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         conn.execute("SET ROLE anon")
         row = conn.execute(
-            "SELECT pgmq_send('nexus-prospect-ingestion', '{}'::jsonb, 0)"
+            "SELECT pgmq_send('nexus-prospect-ingestion', %s, 0)", (Jsonb(SEED_CONVERSATION),)
         ).fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM pgmq.q_nexus_prospect_ingestion")

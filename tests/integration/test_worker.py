@@ -138,7 +138,8 @@ async def test_undecodable_payload_is_dead_lettered(
 ) -> None:
     """A message that is not a snapshot goes straight to the DLQ without an extraction."""
     async with pool.connection() as conn:
-        await conn.execute("SELECT pgmq_send('nexus-prospect-ingestion', '{\"junk\": true}', 0)")
+        # Straight into PGMQ: pgmq_send itself refuses bodies that are not snapshots.
+        await conn.execute("SELECT pgmq.send('nexus_prospect_ingestion', '{\"junk\": true}')")
     extractor = RecordingExtractor()
     await running(extractor)
     dlq = await until(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bench.bursty
 import bench.peers
+import bench.pgmq_versions
 import bench.spend
 from bench.__main__ import drain_medians, ratios, render, summary_rows, targets
 from bench.common import table
@@ -114,3 +115,40 @@ def test_spend_simulation_runs_small_and_says_what_it_measured() -> None:
     assert all(0 < float(str(row["vs_seed"])) < 1 for row in rows.values())
     assert (bursts["sessions"], bursts["calls_per_session"]) == (10, 1.0)
     assert float(str(policy["first_row_max_s"])) <= 10
+
+
+PGMQ_DRAINS: list[dict[str, object]] = [
+    {"round": r, "pgmq": bench.pgmq_versions.CASES[case], "msgs_per_s": rate}
+    for r, (case, rate) in enumerate(
+        [("sql-only", 10000), ("1.5.1", 8500), ("sql-only", 9000), ("1.5.1", 7000),
+         ("sql-only", 11000), ("1.5.1", 9500)]
+    )
+]  # fmt: skip
+PGMQ_LATENCIES: list[dict[str, object]] = [
+    {"pgmq": bench.pgmq_versions.CASES["sql-only"], "p50_ms": 14.0},
+    {"pgmq": bench.pgmq_versions.CASES["1.5.1"], "p50_ms": 61.0},
+]
+
+
+def test_pgmq_versions_compares_medians_against_the_spec() -> None:
+    """1.5.1's median drain over 1.13's must be ≥ 0.8 and its p50 under 50 ms, judged as such."""
+    verdicts = {
+        row["target"]: (row["measured"], row["result"])
+        for row in bench.pgmq_versions.targets(PGMQ_DRAINS, PGMQ_LATENCIES)
+    }
+    assert verdicts == {
+        "enqueue → row p50 < 50 ms (rules) on pgmq 1.5.1": ("61.0 ms", "missed"),
+        "no-op drain on pgmq 1.5.1 within 20% of 1.13": ("0.85x", "met"),
+    }
+
+
+def test_pgmq_versions_section_is_replaced_in_place_and_kept() -> None:
+    """Its section of BENCHMARKS.md is swapped between its markers, or appended when missing."""
+    start, end = bench.pgmq_versions.START, bench.pgmq_versions.END
+    doc = f"# Benchmarks\n\n{start}\nold figures\n{end}\n\n## Later\n"
+    new = f"{start}\nnew figures\n{end}"
+
+    assert bench.pgmq_versions.with_section(doc, new) == doc.replace("old", "new")
+    assert bench.pgmq_versions.section_of(doc) == f"{start}\nold figures\n{end}"
+    assert bench.pgmq_versions.with_section("# Benchmarks\n", new) == f"# Benchmarks\n\n{new}\n"
+    assert bench.pgmq_versions.section_of("# Benchmarks\n") is None

@@ -69,8 +69,9 @@ WITH chosen AS (
     RETURNING d.*
 ),
 archived AS (
-    INSERT INTO pgmq.a_nexus_prospect_ingestion_dlq (msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers)
-    SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM chosen
+    -- The columns every pgmq since 1.5 has (1.10 added last_read_at, left empty here).
+    INSERT INTO pgmq.a_nexus_prospect_ingestion_dlq (msg_id, read_ct, enqueued_at, vt, message, headers)
+    SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM chosen
 )
 SELECT c.msg_id AS dead_letter_id,
        pgmq.send('nexus_prospect_ingestion',

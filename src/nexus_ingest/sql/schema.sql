@@ -177,6 +177,39 @@ $$;
 
 
 --
+-- Name: fit_to_pgmq(); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.fit_to_pgmq() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_read regprocedure := 'nexus.read_snapshots(text, integer, integer, uuid)'::regprocedure;
+    v_mark_read constant text := ', last_read_at = clock_timestamp()';
+    v_definition text;
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = 'pgmq.q_nexus_prospect_ingestion'::regclass
+          AND a.attname = 'last_read_at' AND NOT a.attisdropped) THEN
+        v_definition := pg_catalog.pg_get_functiondef(v_read);
+        IF pg_catalog.strpos(v_definition, v_mark_read) > 0 THEN
+            EXECUTE pg_catalog.replace(v_definition, v_mark_read, '');
+        END IF;
+    END IF;
+
+    IF pg_catalog.to_regprocedure('pgmq.enable_notify_insert(text, integer)') IS NULL THEN
+        DROP TRIGGER IF EXISTS nexus_notify_insert ON pgmq.q_nexus_prospect_ingestion;
+        CREATE TRIGGER nexus_notify_insert
+            AFTER INSERT ON pgmq.q_nexus_prospect_ingestion
+            FOR EACH STATEMENT EXECUTE FUNCTION nexus.notify_queue_insert();
+    END IF;
+END;
+$$;
+
+
+--
 -- Name: forget_prospect(text); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -489,6 +522,28 @@ $$;
 
 
 --
+-- Name: notify_queue_insert(); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.notify_queue_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_now double precision := EXTRACT(epoch FROM pg_catalog.clock_timestamp());
+    v_last text := pg_catalog.current_setting('nexus.queue_notified_at', true);
+BEGIN
+    IF v_last IS NULL OR v_last = '' OR v_now - v_last::double precision >= 0.1 THEN
+        PERFORM pg_catalog.pg_notify('pgmq.' || TG_TABLE_NAME || '.INSERT', NULL);
+        -- Session-wide, and undone with the transaction, like the notification itself.
+        PERFORM pg_catalog.set_config('nexus.queue_notified_at', v_now::text, false);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
 -- Name: read_snapshots(text, integer, integer, uuid); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -686,6 +741,117 @@ $$;
 
 
 --
+-- Name: send_message(text, jsonb, integer); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.send_message(p_queue text, p_message jsonb, p_delay integer DEFAULT 0) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$ SELECT pgmq.send(nexus.stored_queue_name(p_queue), p_message, COALESCE(p_delay, 0)) $$;
+
+
+--
+-- Name: send_snapshot(jsonb, integer); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer DEFAULT 0) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_problem text := nexus.snapshot_problem(p_message);
+BEGIN
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'pgmq_send: not a chat snapshot: %', v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Post {"messages": [{"role": "user", "content": "..."}], "fingerprint": "...", "sessionId": "..."}.';
+    END IF;
+    RETURN (
+        SELECT e.msg_id
+        FROM nexus.enqueue_snapshot(
+            'nexus_prospect_ingestion', p_message ->> 'sessionId', p_message ->> 'fingerprint',
+            p_message, pg_catalog.jsonb_build_object('x-pgmq-group', p_message ->> 'sessionId'),
+            p_delay_ms => GREATEST(COALESCE(p_delay, 0), 0) * 1000) AS e);
+END;
+$$;
+
+
+--
+-- Name: snapshot_problem(jsonb); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.snapshot_problem(p_body jsonb) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+DECLARE
+    c_max_bytes constant integer := 262144;
+    c_max_messages constant integer := 200;
+    c_max_content constant integer := 8000;
+    c_max_id constant integer := 200;
+    c_control constant text := '[\u0001-\u0008\u000b\u000c\u000e-\u001f\u007f]';
+    v_key text;
+    v_value jsonb;
+    v_turn jsonb;
+    v_index integer;
+BEGIN
+    IF p_body IS NULL OR pg_catalog.jsonb_typeof(p_body) <> 'object' THEN
+        RETURN 'the message must be a JSON object: {"messages": [...], "fingerprint": "...", "sessionId": "..."}';
+    END IF;
+    IF pg_catalog.octet_length(p_body::text) > c_max_bytes THEN
+        RETURN pg_catalog.format('the message is larger than %s bytes', c_max_bytes);
+    END IF;
+    FOR v_key IN SELECT k FROM pg_catalog.jsonb_object_keys(p_body) AS k LOOP
+        IF v_key NOT IN ('messages', 'fingerprint', 'sessionId', 'metadata') THEN
+            RETURN pg_catalog.format('%s: unknown field', v_key);
+        END IF;
+    END LOOP;
+    FOREACH v_key IN ARRAY ARRAY['fingerprint', 'sessionId'] LOOP
+        v_value := p_body -> v_key;
+        IF v_value IS NULL OR pg_catalog.jsonb_typeof(v_value) <> 'string' THEN
+            RETURN pg_catalog.format('%s: required, a string', v_key);
+        ELSIF (v_value #>> '{}') !~ '\S' THEN
+            RETURN pg_catalog.format('%s: must not be blank', v_key);
+        ELSIF pg_catalog.length(v_value #>> '{}') > c_max_id THEN
+            RETURN pg_catalog.format('%s: at most %s characters', v_key, c_max_id);
+        ELSIF (v_value #>> '{}') ~ c_control OR (v_value #>> '{}') ~ '^\s|\s$' THEN
+            RETURN pg_catalog.format('%s: no control characters or surrounding spaces', v_key);
+        END IF;
+    END LOOP;
+    v_value := p_body -> 'messages';
+    IF v_value IS NULL OR pg_catalog.jsonb_typeof(v_value) <> 'array' OR pg_catalog.jsonb_array_length(v_value) = 0 THEN
+        RETURN 'messages: required, a non-empty list of {"role", "content"}';
+    ELSIF pg_catalog.jsonb_array_length(v_value) > c_max_messages THEN
+        RETURN pg_catalog.format('messages: at most %s messages', c_max_messages);
+    END IF;
+    FOR v_turn, v_index IN SELECT t.value, (t.ord - 1)::integer FROM pg_catalog.jsonb_array_elements(v_value) WITH ORDINALITY AS t(value, ord) LOOP
+        IF pg_catalog.jsonb_typeof(v_turn) <> 'object'
+           OR (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(v_turn) AS k)
+                  IS DISTINCT FROM ARRAY['content', 'role'] THEN
+            RETURN pg_catalog.format('messages[%s]: must be {"role": ..., "content": ...}', v_index);
+        ELSIF (v_turn ->> 'role') IS NULL OR (v_turn ->> 'role') NOT IN ('user', 'assistant', 'system')
+              OR pg_catalog.jsonb_typeof(v_turn -> 'role') <> 'string' THEN
+            RETURN pg_catalog.format('messages[%s].role: one of user, assistant, system', v_index);
+        ELSIF pg_catalog.jsonb_typeof(v_turn -> 'content') <> 'string' OR (v_turn ->> 'content') !~ '\S' THEN
+            RETURN pg_catalog.format('messages[%s].content: must be a non-empty string', v_index);
+        ELSIF pg_catalog.length(v_turn ->> 'content') > c_max_content THEN
+            RETURN pg_catalog.format('messages[%s].content: at most %s characters', v_index, c_max_content);
+        ELSIF (v_turn ->> 'content') ~ c_control THEN
+            RETURN pg_catalog.format('messages[%s].content: control characters are not allowed', v_index);
+        END IF;
+    END LOOP;
+    v_value := p_body -> 'metadata';
+    IF v_value IS NOT NULL AND pg_catalog.jsonb_typeof(v_value) NOT IN ('object', 'null') THEN
+        RETURN 'metadata: must be an object';
+    ELSIF v_value IS NOT NULL AND pg_catalog.jsonb_path_exists(v_value, 'strict $.**{9 to last}') THEN
+        RETURN 'metadata: nested deeper than 8 levels';
+    END IF;
+    RETURN NULL;
+END;
+$_$;
+
+
+--
 -- Name: stored_queue_name(text); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -743,9 +909,20 @@ CREATE FUNCTION public.pgmq_read(queue_name text, vt integer, qty integer) RETUR
 --
 
 CREATE FUNCTION public.pgmq_send(queue_name text, message jsonb, delay integer DEFAULT 0) RETURNS bigint
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql
     SET search_path TO ''
-    AS $$ SELECT pgmq.send(nexus.stored_queue_name(queue_name), message, delay) $$;
+    AS $$
+BEGIN
+    IF nexus.stored_queue_name(queue_name) = 'nexus_prospect_ingestion' THEN
+        RETURN nexus.send_snapshot(message, delay);
+    END IF;
+    IF NOT pg_catalog.has_function_privilege('nexus.send_message(text, jsonb, integer)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'pgmq_send: % may only send to nexus-prospect-ingestion, not to %', current_user, queue_name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN nexus.send_message(queue_name, message, delay);
+END;
+$$;
 
 
 --
@@ -1083,10 +1260,40 @@ ALTER TABLE public.prospect_data ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.prospect_extractions ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: SCHEMA nexus; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA nexus TO anon;
+GRANT USAGE ON SCHEMA nexus TO authenticated;
+GRANT USAGE ON SCHEMA nexus TO service_role;
+
+
+--
 -- Name: FUNCTION dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]); Type: ACL; Schema: nexus; Owner: -
 --
 
 REVOKE ALL ON FUNCTION nexus.dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION enqueue_snapshot(p_queue text, p_session_id text, p_fingerprint_id text, p_message jsonb, p_headers jsonb, p_idempotency_key text, p_request_hash text, p_delay_ms integer); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.enqueue_snapshot(p_queue text, p_session_id text, p_fingerprint_id text, p_message jsonb, p_headers jsonb, p_idempotency_key text, p_request_hash text, p_delay_ms integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION enqueue_snapshots(p_queue text, p_items jsonb); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.enqueue_snapshots(p_queue text, p_items jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION fit_to_pgmq(); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.fit_to_pgmq() FROM PUBLIC;
 
 
 --
@@ -1097,10 +1304,80 @@ REVOKE ALL ON FUNCTION nexus.forget_prospect(p_fingerprint_id text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION jsonb_intent(value jsonb); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.jsonb_intent(value jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION jsonb_interest(value jsonb); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.jsonb_interest(value jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION jsonb_text_array(value jsonb); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.jsonb_text_array(value jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION maintenance_scheduled_by_cron(); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.maintenance_scheduled_by_cron() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION merge_extractions(p_items jsonb); Type: ACL; Schema: nexus; Owner: -
 --
 
 REVOKE ALL ON FUNCTION nexus.merge_extractions(p_items jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION merge_list(old_value text[], new_value text[]); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.merge_list(old_value text[], new_value text[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION merge_text(old_value text, new_value text); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.merge_text(old_value text, new_value text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION merge_text_at(old_value text, new_value text, old_at timestamp with time zone, new_at timestamp with time zone); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.merge_text_at(old_value text, new_value text, old_at timestamp with time zone, new_at timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION notify_queue_insert(); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.notify_queue_insert() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION release_sessions(p_session_ids text[], p_token uuid); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.release_sessions(p_session_ids text[], p_token uuid) FROM PUBLIC;
 
 
 --
@@ -1116,6 +1393,41 @@ GRANT ALL ON FUNCTION nexus.run_maintenance(p_archive_days integer, p_history_da
 --
 
 REVOKE ALL ON FUNCTION nexus.save_extractions(p_queue text, p_items jsonb, p_archive boolean) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION send_message(p_queue text, p_message jsonb, p_delay integer); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.send_message(p_queue text, p_message jsonb, p_delay integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.send_message(p_queue text, p_message jsonb, p_delay integer) TO service_role;
+
+
+--
+-- Name: FUNCTION send_snapshot(p_message jsonb, p_delay integer); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer) TO anon;
+GRANT ALL ON FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer) TO authenticated;
+GRANT ALL ON FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer) TO service_role;
+
+
+--
+-- Name: FUNCTION snapshot_problem(p_body jsonb); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.snapshot_problem(p_body jsonb) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stored_queue_name(queue_name text); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.stored_queue_name(queue_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.stored_queue_name(queue_name text) TO anon;
+GRANT ALL ON FUNCTION nexus.stored_queue_name(queue_name text) TO authenticated;
+GRANT ALL ON FUNCTION nexus.stored_queue_name(queue_name text) TO service_role;
 
 
 --

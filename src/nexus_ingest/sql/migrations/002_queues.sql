@@ -15,4 +15,12 @@ CREATE INDEX IF NOT EXISTS q_nexus_prospect_ingestion_group_idx
 -- through commit, which serialises all producers (measured: ~550 sends/s instead of ~2,700).
 -- With 100 ms, at most ten notifications a second; workers poll briefly after each wake-up
 -- so the inserts that the throttle stays silent about are still picked up at once.
-SELECT pgmq.enable_notify_insert('nexus_prospect_ingestion', 100);
+-- PGMQ notifies since 1.7; on older pgmq (Supabase's 1.4.4 and 1.5.1) migration 011 adds
+-- Nexus's own notification on the same channel.
+DO $$
+BEGIN
+    IF pg_catalog.to_regprocedure('pgmq.enable_notify_insert(text, integer)') IS NOT NULL THEN
+        PERFORM pgmq.enable_notify_insert('nexus_prospect_ingestion', 100);
+    END IF;
+END
+$$;

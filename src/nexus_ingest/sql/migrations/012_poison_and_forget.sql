@@ -428,3 +428,4 @@ $$;
 
 REVOKE ALL ON FUNCTION nexus.dead_letter(text, text, bigint[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION nexus.forget_prospect(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION nexus.merge_text_at(text, text, timestamptz, timestamptz) FROM PUBLIC;

@@ -1,0 +1,265 @@
+"""The anon key's reach on a Supabase-like database: Supabase's default privileges in force
+before migrating, Queues enabled (pgmq 1.5.1). anon may enqueue a chat snapshot to the
+ingestion queue, and nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from nexus_ingest.db import open_pool
+from nexus_ingest.extract.rules import RulesExtractor
+from nexus_ingest.migrate import migrate
+from nexus_ingest.settings import Settings
+from nexus_ingest.worker import WorkerConfig, consume_once
+from tests.helpers import SEED_CONVERSATION, new_database
+from tests.pgmq_versions import create_extension, offered
+from tests.supabase_project import make_supabase_like
+
+BROWSER_ROLES = ["anon", "authenticated"]
+
+
+@pytest.fixture(scope="module")
+def supabase_db(pg_admin_url: str) -> Iterator[str]:
+    """A database set up as a Supabase project is (roles, default privileges, pgmq 1.5.1), migrated."""
+    with new_database(pg_admin_url, "nexus_roles") as (name, url), offered(pg_admin_url, name):
+        make_supabase_like(url)
+        create_extension(url, "1.5.1")
+        migrate(url)
+        yield url
+
+
+def as_role(url: str, role: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement as `role` (as PostgREST does for a request) and return its rows."""
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        cursor = conn.execute(statement, params or None)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def snapshot(**overrides: Any) -> dict[str, Any]:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    return {**SEED_CONVERSATION, "fingerprint": f"fp-{session}", "sessionId": session, **overrides}
+
+
+def send(url: str, role: str, queue: str, body: object) -> int:
+    rows = as_role(url, role, "SELECT pgmq_send(%s, %s, 0)", queue, Jsonb(body))
+    return int(rows[0][0])
+
+
+def test_supabase_defaults_are_in_force(supabase_db: str) -> None:
+    """The test database grants new objects in public to anon, as a Supabase project does."""
+    with psycopg.connect(supabase_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.canary (id int)")
+        row = conn.execute(
+            "SELECT has_table_privilege('anon', 'public.canary', 'SELECT')"
+        ).fetchone()
+        conn.execute("DROP TABLE public.canary")
+    assert row == (True,)
+
+
+@pytest.mark.parametrize("role", BROWSER_ROLES)
+def test_browsers_enqueue_snapshots_numbered_in_their_session(supabase_db: str, role: str) -> None:
+    """A snapshot sent by anon or authenticated is queued as the producer queues it: seq and group."""
+    body = snapshot()
+    first = send(supabase_db, role, "nexus-prospect-ingestion", body)
+    second = send(supabase_db, role, "nexus-prospect-ingestion", body)
+    with psycopg.connect(supabase_db) as conn:
+        rows = conn.execute(
+            "SELECT msg_id, message ->> 'seq', headers ->> 'x-pgmq-group'"
+            " FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id IN (%s, %s) ORDER BY msg_id",
+            (first, second),
+        ).fetchall()
+    assert rows == [(first, "1", body["sessionId"]), (second, "2", body["sessionId"])]
+
+
+async def test_a_snapshot_sent_by_anon_becomes_a_prospect(supabase_db: str) -> None:
+    """The worker processes what anon sent through pgmq_send like a producer's snapshot."""
+    body = snapshot()
+    send(supabase_db, "anon", "nexus-prospect-ingestion", body)
+    pool = await open_pool(supabase_db, min_size=1, max_size=2)
+    try:
+        answer: dict[str, Any] = {"status": "success"}
+        while answer["status"] != "empty":
+            answer = await consume_once(pool, RulesExtractor(), WorkerConfig(batch_size=50))
+    finally:
+        await pool.close()
+    with psycopg.connect(supabase_db) as conn:
+        row = conn.execute(
+            "SELECT p.nombre, s.applied_seq FROM prospect_data p"
+            " JOIN nexus.sessions s ON s.session_id = p.session_id WHERE p.fingerprint_id = %s",
+            (body["fingerprint"],),
+        ).fetchone()
+    assert row == ("Carlos", 1)
+
+
+@pytest.mark.parametrize("role", BROWSER_ROLES)
+@pytest.mark.parametrize(
+    "queue",
+    [
+        "nexus-prospect-ingestion-dlq",
+        "nexus_prospect_ingestion_dlq",
+        "orders",
+        "NEXUS-PROSPECT-INGESTION",
+    ],
+)
+def test_browsers_reach_no_other_queue(supabase_db: str, role: str, queue: str) -> None:
+    """The dead-letter queue or any other queue is refused, saying which queue is open."""
+    with pytest.raises(
+        psycopg.errors.InsufficientPrivilege, match="may only send to nexus-prospect-ingestion"
+    ):
+        send(supabase_db, role, queue, snapshot())
+
+
+def test_service_role_keeps_the_seeds_wrapper_for_any_queue(supabase_db: str) -> None:
+    """service_role may still send to the dead-letter queue and read it back (the seed's contract)."""
+    msg_id = send(supabase_db, "service_role", "nexus-prospect-ingestion-dlq", {"any": "body"})
+    read = as_role(
+        supabase_db,
+        "service_role",
+        "SELECT msg_id FROM pgmq_read('nexus-prospect-ingestion-dlq', 30, 10)",
+    )
+    assert (msg_id,) in read
+
+
+# The producer's defaults, which the SQL checks mirror (whatever this environment sets).
+LIMITS = Settings.model_construct()
+TURN = {"role": "user", "content": "hola"}
+
+MALFORMED: dict[str, tuple[object, str]] = {
+    "not an object": (["hola"], "must be a JSON object"),
+    "unknown field": (snapshot(seq=7), "seq: unknown field"),
+    "no messages": ({"fingerprint": "f", "sessionId": "s"}, "messages: required"),
+    "empty messages": (snapshot(messages=[]), "messages: required, a non-empty list"),
+    "a turn is text": (snapshot(messages=["hola"]), r"messages\[0\]: must be"),
+    "a turn has more": (snapshot(messages=[{**TURN, "name": "x"}]), r"messages\[0\]: must be"),
+    "an unknown role": (
+        snapshot(messages=[{"role": "bot", "content": "x"}]),
+        r"messages\[0\]\.role",
+    ),
+    "blank content": (
+        snapshot(messages=[{"role": "user", "content": "  "}]),
+        r"messages\[0\]\.content",
+    ),
+    "content not text": (
+        snapshot(messages=[{"role": "user", "content": 5}]),
+        r"messages\[0\]\.content",
+    ),
+    "control characters": (
+        snapshot(messages=[{"role": "user", "content": "a\u0007"}]),
+        "control characters",
+    ),
+    "no fingerprint": ({"messages": [TURN], "sessionId": "s"}, "fingerprint: required"),
+    "blank sessionId": (snapshot(sessionId="   "), "sessionId: must not be blank"),
+    "padded sessionId": (snapshot(sessionId=" s1"), "surrounding spaces"),
+    "fingerprint not text": (snapshot(fingerprint=123), "fingerprint: required, a string"),
+    "metadata not an object": (snapshot(metadata=[1]), "metadata: must be an object"),
+    "metadata too deep": (snapshot(metadata={"a": [[[[[[[[[1]]]]]]]]]}), "nested deeper than 8"),
+    "too many turns": (
+        snapshot(messages=[TURN] * (LIMITS.max_messages + 1)),
+        f"at most {LIMITS.max_messages} messages",
+    ),
+    "too long a turn": (
+        snapshot(messages=[{"role": "user", "content": "x" * (LIMITS.max_content_chars + 1)}]),
+        f"at most {LIMITS.max_content_chars} characters",
+    ),
+    "too long an id": (
+        snapshot(sessionId="s" * (LIMITS.max_id_chars + 1)),
+        f"at most {LIMITS.max_id_chars} characters",
+    ),
+    "too large": (
+        snapshot(messages=[{"role": "user", "content": "x" * LIMITS.max_content_chars}] * 33),
+        f"larger than {LIMITS.max_body_bytes} bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "says"), list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_body_that_is_no_chat_snapshot_is_refused_clearly(
+    supabase_db: str, body: object, says: str
+) -> None:
+    """Shape and size are checked in SQL: a clear 22023 error (PostgREST's 400), nothing queued."""
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match=f"not a chat snapshot: .*{says}"
+    ) as raised:
+        send(supabase_db, "anon", "nexus-prospect-ingestion", body)
+    assert (
+        raised.value.diag.message_hint is not None and "sessionId" in raised.value.diag.message_hint
+    )
+
+
+def test_the_producers_limits_themselves_are_accepted(supabase_db: str) -> None:
+    """A snapshot exactly at each of the producer's limits is queued."""
+    at_limits = snapshot(
+        messages=[{"role": "assistant", "content": "y" * LIMITS.max_content_chars}]
+        + [TURN] * (LIMITS.max_messages - 1),
+        fingerprint="f" * LIMITS.max_id_chars,
+        sessionId="s" * LIMITS.max_id_chars,
+        metadata={"a": [[[[[[[1]]]]]]]},
+    )
+    assert send(supabase_db, "anon", "nexus-prospect-ingestion", at_limits) > 0
+
+
+UNREADABLE = [
+    "public.prospect_data",
+    "public.prospect_extractions",
+    "pgmq.q_nexus_prospect_ingestion",
+    "pgmq.a_nexus_prospect_ingestion",
+    "pgmq.q_nexus_prospect_ingestion_dlq",
+    "pgmq.a_nexus_prospect_ingestion_dlq",
+    "pgmq.meta",
+    "nexus.sessions",
+    "nexus.message_events",
+    "nexus.idempotency_keys",
+    "nexus.schema_migrations",
+]
+
+
+@pytest.mark.parametrize("role", BROWSER_ROLES)
+@pytest.mark.parametrize("table", UNREADABLE)
+def test_browsers_read_nothing(supabase_db: str, role: str, table: str) -> None:
+    """Prospects, their history, queues, dead letters and Nexus's own tables are closed to anon."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_role(supabase_db, role, f"SELECT * FROM {table} LIMIT 1")
+
+
+UNCALLABLE = [
+    "SELECT * FROM pgmq_read('nexus-prospect-ingestion', 30, 10)",
+    "SELECT pgmq_delete('nexus-prospect-ingestion', 1)",
+    "SELECT pgmq_archive('nexus-prospect-ingestion', 1)",
+    "SELECT * FROM pgmq_metrics('nexus-prospect-ingestion')",
+    "SELECT update_prospect_data('fp', 's', '{\"nombre\": \"X\"}')",
+    "SELECT * FROM nexus.read_snapshots('nexus_prospect_ingestion', 30, 10, gen_random_uuid())",
+    "SELECT nexus.forget_prospect('fp')",
+    "SELECT nexus.send_message('orders', '{}', 0)",
+    "SELECT nexus.run_maintenance()",
+    "SELECT nextval('public.prospect_data_id_seq')",
+]
+
+
+@pytest.mark.parametrize("statement", UNCALLABLE)
+def test_anon_calls_nothing_that_reads_or_changes_data(supabase_db: str, statement: str) -> None:
+    """The reading wrappers, the merge and Nexus's internals refuse anon, despite Supabase's defaults."""
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        as_role(supabase_db, "anon", statement)
+
+
+def test_the_only_definer_function_open_to_browsers_is_send_snapshot(supabase_db: str) -> None:
+    """No function that runs with its owner's rights is executable by anon or authenticated but
+    the validating enqueue (a later migration adding one must revoke it from PUBLIC)."""
+    with psycopg.connect(supabase_db) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT p.oid::regprocedure::text FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace,"
+            " unnest(ARRAY['anon', 'authenticated']) AS r(role)"
+            " WHERE p.prosecdef AND n.nspname IN ('public', 'nexus', 'pgmq')"
+            "   AND has_function_privilege(r.role, p.oid, 'EXECUTE')"
+            "   AND has_schema_privilege(r.role, n.oid, 'USAGE')"
+        ).fetchall()
+    assert rows == [("nexus.send_snapshot(jsonb,integer)",)]
