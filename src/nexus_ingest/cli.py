@@ -167,16 +167,34 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from nexus_ingest.runtime import run
 
     url = _migrated_database(settings)
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"Nexus {nexus_ingest.__version__} is up (extractor: {settings.resolved_extractor()})")
-    print(f"  producer:  {base}/api/nexus/producer")
-    print(f"  metrics:   {base}/metrics")
-    print(f"  API docs:  {base}/docs")
-    print(f"  demo chat: {base}/demo")
-    print(f"  dashboard: {base}/dashboard (sign in with NEXUS_ADMIN_TOKEN)")
-    print("Press Ctrl-C to stop.", flush=True)
+    _announce(settings)
     _run(run(settings, url, api=True, worker=True))
     return 0
+
+
+def _announce(settings: Settings) -> None:
+    """Where everything is: a few lines for a person, one log event for a log collector."""
+    base = f"http://{settings.host}:{settings.port}"
+    places = {
+        "producer": f"{base}/api/nexus/producer",
+        "metrics": f"{base}/metrics",
+        "API docs": f"{base}/docs",
+        "demo chat": f"{base}/demo",
+        "dashboard": f"{base}/dashboard (sign in with NEXUS_ADMIN_TOKEN)",
+    }
+    version, extractor = nexus_ingest.__version__, settings.resolved_extractor()
+    if not sys.stdout.isatty():
+        import structlog
+
+        # A plain line would be the only one in the JSON stream that a collector cannot parse.
+        structlog.get_logger("nexus").info(
+            "service.started", version=version, extractor=extractor, url=base
+        )
+        return
+    print(f"Nexus {version} is up (extractor: {extractor})")
+    for name, where in places.items():
+        print(f"  {name + ':':<11}{where}")
+    print("Press Ctrl-C to stop.", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
