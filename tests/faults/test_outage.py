@@ -243,3 +243,37 @@ def test_every_log_line_is_json_through_a_database_outage(
     loggers = {p.get("logger") for p in parsed}
     assert {"psycopg.pool", "uvicorn.error"} <= loggers, loggers
     assert "Me llamo" not in log.read_text("utf-8")
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=3).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def test_readiness_follows_the_database_and_liveness_does_not(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """While Postgres is down, the API's and a standalone worker's /readyz say 503, /healthz 200."""
+    pgdata, url = own_server
+    api_port, worker_port = free_port(), free_port()
+    api_env = nexus_env(url, api_port, NEXUS_EXTRACTOR="rules")
+    worker_env = nexus_env(url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_METRICS_PORT=str(worker_port))
+    api, worker = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{worker_port}"
+    with (
+        nexus_process(["serve"], api_env, log_path=tmp_path / "serve.log"),
+        nexus_process(["worker"], worker_env, log_path=tmp_path / "worker.log"),
+    ):
+
+        def readiness() -> tuple[int, int]:
+            return _status(f"{api}/readyz"), _status(f"{worker}/readyz")
+
+        wait_for(lambda: readiness() == (200, 200), timeout=30, what="both ready")
+        pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+        wait_for(lambda: readiness() == (503, 503), timeout=30, what="both not ready")
+        assert (_status(f"{api}/healthz"), _status(f"{worker}/healthz")) == (200, 200)
+        pg_ctl(
+            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
+        )
+        wait_for(lambda: readiness() == (200, 200), timeout=30, what="both ready again")
