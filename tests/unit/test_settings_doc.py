@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -52,3 +53,22 @@ def test_env_example_uncommented_loads_as_the_defaults(
     for name in known | {f"NEXUS_{n.upper()}" for n in Settings.model_fields}:
         monkeypatch.delenv(name, raising=False)
     assert Settings(_env_file=env) == Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_readme_settings_table_is_one_table_of_real_settings() -> None:
+    """README's settings table has no blank line splitting it, and names only real settings."""
+    module = settings_table()
+    readme = (module.ROOT / "README.md").read_text()
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    rows = [n for n, line in enumerate(lines) if line.startswith("|")]
+    assert rows == list(range(rows[0], rows[-1] + 1)), "one table: no gap between its rows"
+    named = {
+        name
+        for line in lines[rows[0] + 2 :]
+        if line.startswith("|")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])
+    }
+    known = {module.variable(n, f) for n, f in Settings.model_fields.items()}
+    known |= {f"NEXUS_{n.upper()}" for n in Settings.model_fields}
+    assert named and named <= known, named - known
