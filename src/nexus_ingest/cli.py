@@ -268,21 +268,13 @@ def _read_input(name: str) -> str:
 
 
 def _json_documents(text: str, name: str) -> list[Any]:
-    """One JSON document, or JSON Lines of them."""
-    try:
-        return [json.loads(text)]
-    except json.JSONDecodeError:
-        pass
-    documents = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                documents.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise NexusError(f"{name}:{number}: not valid JSON ({exc.msg})") from exc
-    if not documents:
-        raise NexusError(f"{name}: no JSON found")
-    return documents
+    """One JSON document, or JSON Lines of them; the first bad line is an error naming it."""
+    from nexus_ingest.sender import json_documents
+
+    documents, bad = json_documents(text)
+    if bad:
+        raise NexusError(f"{name}:{bad[0].line}: {bad[0].reason}")
+    return [document for _, document in documents]
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:

@@ -67,32 +67,37 @@ class Outcome:
         return 200 <= self.status < 300
 
 
+def json_documents(text: str) -> tuple[list[tuple[int, Any]], list[BadLine]]:
+    """One JSON document (line 1), or JSON Lines of them with their line numbers, and bad lines."""
+    try:
+        return [(1, json.loads(text))], []
+    except json.JSONDecodeError:
+        pass
+    documents, bad = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                documents.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                bad.append(BadLine(number, f"not valid JSON ({exc.msg}, column {exc.colno})"))
+    if not documents and not bad:
+        bad.append(BadLine(1, "no JSON found"))
+    return documents, bad
+
+
 def parse_conversations(
     text: str, *, session: str | None = None, fingerprint: str | None = None
 ) -> tuple[list[Conversation], list[BadLine]]:
-    """One JSON object, or JSON Lines of them; every bad line is reported, none stops the parse."""
-    try:
-        documents: list[tuple[int, Any]] = [(1, json.loads(text))]
-    except json.JSONDecodeError:
-        documents = []
-    bad: list[BadLine] = []
-    if not documents:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    documents.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    bad.append(BadLine(number, f"not valid JSON ({exc.msg}, column {exc.colno})"))
+    """The conversations of a JSON object or of JSON Lines; every bad line is reported, none stops."""
+    documents, bad = json_documents(text)
+    defaults = {"sessionId": session, "fingerprint": fingerprint}
+    given = {k: v for k, v in defaults.items() if v is not None}
     good = []
     for number, document in documents:
         if isinstance(document, dict):
-            defaults = {"sessionId": session, "fingerprint": fingerprint}
-            body = {**{k: v for k, v in defaults.items() if v is not None}, **document}
-            good.append(Conversation(number, body))
+            good.append(Conversation(number, {**given, **document}))
         else:
             bad.append(BadLine(number, "not a JSON object with messages, fingerprint, sessionId"))
-    if not documents and not bad:
-        bad.append(BadLine(1, "no JSON found"))
     return good, sorted(bad, key=lambda b: b.line)
 
 
