@@ -234,8 +234,10 @@ def test_a_rerun_of_the_same_file_enqueues_nothing_twice(
         conversation("a", "Me llamo Ana"),
     )
     first = nexus("send", str(path), "--concurrency", "3", "--json", env=serving)
-    again = nexus("send", str(path), "--concurrency", "3", "--json", env=serving)
+    at_a_terminal = {**serving, "TTY_COMPATIBLE": "1"}
+    again = nexus("send", str(path), "--concurrency", "3", "--json", env=at_a_terminal)
     assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.stderr == "" and "sending" in again.stderr, "a progress bar only on a terminal"
     assert [json.loads(x)["answer"]["duplicate"] for x in first.stdout.splitlines()] == [False] * 3
     assert [json.loads(x)["answer"]["duplicate"] for x in again.stdout.splitlines()] == [True] * 3
     assert queued(db_url) == 3
@@ -338,11 +340,14 @@ def test_eval_json_is_the_same_at_any_concurrency_and_shows_progress(db_url: str
 
 
 def test_replay_with_concurrency_and_json(db_url: str) -> None:
-    """`dlq replay --all --concurrency 3 --json` replays every dead letter once; ids not found are named."""
+    """`dlq replay --all --concurrency 3 --json` replays each dead letter once, with a progress bar."""
     env = nexus_env(db_url)
     dead = [dead_letter(db_url, f"s-{n % 4}", n) for n in range(1, 251)]
-    result = nexus("dlq", "replay", "--all", "--concurrency", "3", "--json", env=env)
+    result = nexus(
+        "dlq", "replay", "--all", "--concurrency", "3", "--json", env={**env, "TTY_COMPATIBLE": "1"}
+    )
     assert result.returncode == 0, result.stderr
+    assert "replaying" in result.stderr and "100%" in result.stderr
     replayed = json.loads(result.stdout)
     assert sorted(p["deadLetterId"] for p in replayed["replayed"]) == dead
     assert queued(db_url) == 250
