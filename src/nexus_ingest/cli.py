@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         "migrate, then run the API and the worker (embedded Postgres without DATABASE_URL)",
         cmd_up,
     )
-    _command(sub, "migrate", "apply pending database migrations", cmd_migrate)
+    migrate = _command(sub, "migrate", "apply pending database migrations", cmd_migrate)
+    _json_flag(migrate, "print what was applied as one JSON object")
     _command(sub, "serve", "run the HTTP API only", cmd_serve)
     _command(sub, "worker", "run the queue worker only", cmd_worker)
     send = _command(
@@ -81,9 +82,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--session", help="sessionId to use when the file has none")
     send.add_argument("--fingerprint", help="fingerprint to use when the file has none")
+    _concurrency_flag(send, "conversations posted at once (a session's stay in order)")
+    send.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="send every good line and report each bad or refused one (default: stop at the first)",
+    )
+    send.add_argument(
+        "--attempts",
+        type=_positive,
+        default=5,
+        help="tries per conversation on 429, 503 or a lost connection",
+    )
+    _json_flag(send, "one JSON object per conversation: line, HTTP status, answer")
     metrics = _command(sub, "metrics", "print the queue's metrics", cmd_metrics)
     metrics.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     metrics.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    _json_flag(metrics, "one JSON object (one per refresh with --watch)")
     extract = _command(
         sub, "extract", "print the prospect extracted from a conversation", cmd_extract
     )
@@ -92,26 +107,34 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     dlq_list = dlq_sub.add_parser("list", help="list dead letters with their errors")
     dlq_list.add_argument("--limit", type=int, default=100)
-    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    _json_flag(dlq_list, "one JSON object per line")
     replay = dlq_sub.add_parser("replay", help="send dead letters back to the work queue")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--id", type=int, action="append", dest="ids", help="a dead letter's id (repeatable)"
     )
     which.add_argument("--all", action="store_true", help="every dead letter")
-    dlq_sub.add_parser("purge", help="delete every dead letter")
+    _concurrency_flag(replay, "batches replayed at once (a session's stay in one batch)")
+    _json_flag(replay, "one JSON object: replayed pairs and missing ids")
+    purge = dlq_sub.add_parser("purge", help="delete every dead letter")
+    _yes_flag(purge)
+    _json_flag(purge, "one JSON object with the count")
     forget = _command(sub, "forget", "erase everything held about one visitor", cmd_forget)
     forget.add_argument("fingerprint")
+    _yes_flag(forget)
+    _json_flag(forget, "one JSON object with the counts")
     trace = _command(
         sub, "trace", "show a session's or a message's path from receipt to save", cmd_trace
     )
     trace.add_argument("key", metavar="SESSION_ID|MSG_ID")
-    trace.add_argument("--json", action="store_true", help="one JSON object per moment")
+    _json_flag(trace, "one JSON object per moment")
     evaluate = _command(
         sub, "eval", "score the extractor on a labeled JSON Lines dataset", cmd_eval
     )
     evaluate.add_argument("dataset", type=Path)
     _supabase_commands(sub)
+    _concurrency_flag(evaluate, "extractions at once (worth it with an LLM)")
+    _json_flag(evaluate, "the report as one JSON object")
     return parser
 
 
@@ -133,13 +156,35 @@ def _supabase_commands(sub: Any) -> None:
 
 
 class _PrintVersion(argparse.Action):
-    """`--version`, reading the package metadata only when asked (it costs start-up time)."""
+    """`--version` on stdout, reading the package metadata only when asked (it costs start-up time)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        parser.exit(message=f"nexus {nexus_ingest.__version__}\n")
+        print(f"nexus {nexus_ingest.__version__}")
+        parser.exit()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _json_flag(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--json", action="store_true", help=help_text)
+
+
+def _yes_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-y", "--yes", action="store_true", help="do it without asking (needed without a terminal)"
+    )
+
+
+def _concurrency_flag(command: argparse.ArgumentParser, help_text: str) -> None:
+    command.add_argument("--concurrency", type=_positive, default=1, help=help_text)
 
 
 def _command(
@@ -173,11 +218,13 @@ def _migrated_database(settings: Settings) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.migrate import migrate
+    from nexus_ingest.migrate import latest_version, migrate
 
-    applied = migrate(_database(settings))
-    names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none"
-    print(f"migrations applied: {names}")
+    applied = [f"{m.version:03d}_{m.name}" for m in migrate(_database(settings))]
+    if args.json:
+        _print_json({"applied": applied, "version": latest_version()})
+    else:
+        print(f"migrations applied: {', '.join(applied) or 'none'}")
     return 0
 
 
@@ -185,16 +232,34 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from nexus_ingest.runtime import run
 
     url = _migrated_database(settings)
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"Nexus {nexus_ingest.__version__} is up (extractor: {settings.resolved_extractor()})")
-    print(f"  producer:  {base}/api/nexus/producer")
-    print(f"  metrics:   {base}/metrics")
-    print(f"  API docs:  {base}/docs")
-    print(f"  demo chat: {base}/demo")
-    print(f"  dashboard: {base}/dashboard (sign in with NEXUS_ADMIN_TOKEN)")
-    print("Press Ctrl-C to stop.", flush=True)
+    _announce(settings)
     _run(run(settings, url, api=True, worker=True))
     return 0
+
+
+def _announce(settings: Settings) -> None:
+    """Where everything is: a few lines for a person, one log event for a log collector."""
+    base = f"http://{settings.host}:{settings.port}"
+    places = {
+        "producer": f"{base}/api/nexus/producer",
+        "metrics": f"{base}/metrics",
+        "API docs": f"{base}/docs",
+        "demo chat": f"{base}/demo",
+        "dashboard": f"{base}/dashboard (sign in with NEXUS_ADMIN_TOKEN)",
+    }
+    version, extractor = nexus_ingest.__version__, settings.resolved_extractor()
+    if not sys.stdout.isatty():
+        import structlog
+
+        # A plain line would be the only one in the JSON stream that a collector cannot parse.
+        structlog.get_logger("nexus").info(
+            "service.started", version=version, extractor=extractor, url=base
+        )
+        return
+    print(f"Nexus {version} is up (extractor: {extractor})")
+    for name, where in places.items():
+        print(f"  {name + ':':<11}{where}")
+    print("Press Ctrl-C to stop.", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -221,56 +286,67 @@ def _read_input(name: str) -> str:
 
 
 def _json_documents(text: str, name: str) -> list[Any]:
-    """One JSON document, or JSON Lines of them."""
-    try:
-        return [json.loads(text)]
-    except json.JSONDecodeError:
-        pass
-    documents = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                documents.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise NexusError(f"{name}:{number}: not valid JSON ({exc.msg})") from exc
-    if not documents:
-        raise NexusError(f"{name}: no JSON found")
-    return documents
+    """One JSON document, or JSON Lines of them; the first bad line is an error naming it."""
+    from nexus_ingest.sender import json_documents
+
+    documents, bad = json_documents(text)
+    if bad:
+        raise NexusError(f"{name}:{bad[0].line}: {bad[0].reason}")
+    return [document for _, document in documents]
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    url = args.url or f"http://127.0.0.1:{settings.port}/api/nexus/producer"
-    for body in _json_documents(_read_input(args.file), args.file):
-        if not isinstance(body, dict):
-            raise NexusError(
-                "each conversation must be a JSON object with messages, fingerprint, sessionId"
-            )
-        body.setdefault("sessionId", args.session)
-        body.setdefault("fingerprint", args.fingerprint)
-        status, answer = _post_json(url, {k: v for k, v in body.items() if v is not None})
-        print(json.dumps(answer, ensure_ascii=False))
-        if status >= 400:
-            raise NexusError(f"the producer refused the conversation (HTTP {status})")
-    return 0
+    from nexus_ingest.sender import parse_conversations, refusal
 
-
-def _post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(  # noqa: S310 - the URL is the user's own producer
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+    conversations, bad = parse_conversations(
+        _read_input(args.file), session=args.session, fingerprint=args.fingerprint
     )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except urllib.error.URLError as exc:
-        raise NexusError(f"cannot reach the producer at {url}: {exc.reason}") from exc
+    for line in bad:
+        _fail(f"{args.file}:{line.line}: {line.reason}", 1)
+    if bad and not args.keep_going:
+        return 1  # nothing sent: a file is fixed and sent whole, or sent with --keep-going
+    outcomes = _send(args, settings, conversations)
+    if args.json:
+        for o in outcomes:
+            _print_json(
+                {"line": o.line, "httpStatus": o.status, "attempts": o.attempts, "answer": o.answer}
+            )
+    else:
+        print(_send_summary(outcomes, unsent=len(conversations) - len(outcomes)))
+    refused = [o for o in outcomes if not o.accepted]
+    for o in refused:
+        _fail(f"{args.file}:{o.line}: {refusal(o)}", 1)
+    return 1 if refused or bad else 0
+
+
+def _send(args: argparse.Namespace, settings: Settings, conversations: Sequence[Any]) -> list[Any]:
+    from nexus_ingest.sender import Sender
+
+    url = args.url or f"http://127.0.0.1:{settings.port}/api/nexus/producer"
+    with _progress("sending", len(conversations)) as advance:
+        sender = Sender(
+            url,
+            concurrency=args.concurrency,
+            attempts=args.attempts,
+            keep_going=args.keep_going,
+            on_done=lambda _: advance(1),
+        )
+        return _run(sender.send_all(conversations))
+
+
+def _send_summary(outcomes: Sequence[Any], *, unsent: int) -> str:
+    accepted = [o for o in outcomes if o.accepted]
+    duplicates = sum(
+        1 for o in accepted if isinstance(o.answer, dict) and o.answer.get("duplicate")
+    )
+    parts = [
+        f"{len(accepted) - duplicates} queued",
+        f"{duplicates} already queued before",
+        f"{len(outcomes) - len(accepted)} refused",
+    ]
+    if unsent:
+        parts.append(f"{unsent} not sent")
+    return ", ".join(parts)
 
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,6 +354,13 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from rich.live import Live
 
     from nexus_ingest import queue
+
+    async def watch_json(pool: Any) -> None:
+        while True:
+            _print_json(_metrics_json(await queue.metrics(pool, timeout=5)))
+            if not args.watch:
+                return
+            await asyncio.sleep(args.interval)
 
     async def watch(pool: Any) -> None:
         with Live(
@@ -290,27 +373,37 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
                 live.update(_metrics_table(await queue.metrics(pool, timeout=5)), refresh=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        _with_pool(settings, watch)
+        _with_pool(settings, watch_json if args.json else watch)
     return 0
+
+
+_METRIC_COLUMNS = ("queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages")
+
+
+def _metrics_json(m: Any) -> dict[str, Any]:
+    return {"queue": nexus_ingest.QUEUE_NAME, **{c: getattr(m, c) for c in _METRIC_COLUMNS}}
 
 
 def _metrics_table(m: Any) -> Any:
     from rich.table import Table
 
-    table = Table(title="nexus-prospect-ingestion")
-    columns = ("queue_length", "oldest_msg_age_sec", "newest_msg_age_sec", "total_messages")
-    for column in columns:
+    table = Table(title=nexus_ingest.QUEUE_NAME)
+    for column in _METRIC_COLUMNS:
         table.add_column(column, justify="right")
-    table.add_row(*(str(getattr(m, c)) if getattr(m, c) is not None else "-" for c in columns))
+    table.add_row(
+        *(str(getattr(m, c)) if getattr(m, c) is not None else "-" for c in _METRIC_COLUMNS)
+    )
     return table
 
 
-def _with_pool(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+def _with_pool(
+    settings: Settings, work: Callable[[Any], Coroutine[Any, Any, T]], *, connections: int = 2
+) -> T:
     """Run `work(pool)` against the configured database."""
     from nexus_ingest.db import open_pool
 
     async def run() -> T:
-        pool = await open_pool(_database(settings), min_size=1, max_size=2)
+        pool = await open_pool(_database(settings), min_size=1, max_size=connections)
         try:
             await pool.wait(timeout=10)
             return await work(pool)
@@ -331,23 +424,66 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         letters = _with_pool(settings, lambda pool: queue.dead_letters(pool, limit=args.limit))
         _print_dead_letters(letters, as_json=args.json)
     elif args.action == "replay":
-        replayed = _with_pool(
-            settings,
-            lambda pool: queue.replay_dead_letters(
-                pool, msg_ids=args.ids or (), replay_all=args.all
-            ),
-        )
+        _replay(args, settings)
+    else:
+        count = _with_pool(settings, queue.dead_letter_count)
+        _confirm(f"Delete all {count} dead letters for good?", yes=args.yes)
+        purged = _with_pool(settings, queue.purge_dead_letters)
+        if args.json:
+            _print_json({"purged": purged})
+        else:
+            print(f"{purged} purged")
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> None:
+    from nexus_ingest import queue
+
+    async def replay(pool: Any) -> list[tuple[int, int]]:
+        if args.all:
+            letters = await queue.dead_letters(pool, limit=await queue.dead_letter_count(pool))
+            batches = replay_batches((int(d.msg_id), d.session_id) for d in letters)
+        else:
+            batches = replay_batches((i, None) for i in args.ids)
+        slots = asyncio.Semaphore(args.concurrency)
+        with _progress("replaying", sum(len(b) for b in batches)) as advance:
+
+            async def one(batch: list[int]) -> list[tuple[int, int]]:
+                async with slots:
+                    done = await queue.replay_dead_letters(pool, msg_ids=batch)
+                advance(len(batch))
+                return done
+
+            results = await asyncio.gather(*(one(batch) for batch in batches))
+        return sorted(pair for result in results for pair in result)
+
+    replayed = _with_pool(settings, replay, connections=args.concurrency + 1)
+    missing = sorted(set(args.ids or ()) - {dead_id for dead_id, _ in replayed})
+    if args.json:
+        pairs = [{"deadLetterId": d, "messageId": m} for d, m in replayed]
+        _print_json({"replayed": pairs, "missing": missing})
+    else:
         for dead_id, new_id in replayed:
             print(f"replayed dead letter {dead_id} as message {new_id}")
         print(f"{len(replayed)} replayed")
-        if args.ids and len(replayed) < len(args.ids):
-            raise NexusError(
-                f"{len(args.ids) - len(replayed)} of the given ids are not in the dead-letter queue"
-            )
-    else:
-        purged = _with_pool(settings, queue.purge_dead_letters)
-        print(f"{purged} purged")
-    return 0
+    if missing:
+        raise NexusError(f"{len(missing)} of the given ids are not in the dead-letter queue")
+
+
+def replay_batches(letters: Iterable[tuple[int, str | None]], size: int = 100) -> list[list[int]]:
+    """Dead letters in batches of about `size`, oldest first; one session's never split.
+
+    Batches are replayed side by side: a session split across two could come back out of order.
+    """
+    sessions: dict[object, list[int]] = {}
+    for msg_id, session in sorted(letters, key=lambda letter: letter[0]):
+        sessions.setdefault(session if session is not None else ("id", msg_id), []).append(msg_id)
+    batches: list[list[int]] = []
+    for ids in sessions.values():
+        if not batches or len(batches[-1]) + len(ids) > size:
+            batches.append([])
+        batches[-1].extend(ids)
+    return batches
 
 
 def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
@@ -369,8 +505,12 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     from nexus_ingest.store import forget_prospect
 
+    _confirm(f"Erase everything held about visitor {args.fingerprint!r}?", yes=args.yes)
     counts = _with_pool(settings, lambda pool: forget_prospect(pool, args.fingerprint))
-    print(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    if args.json:
+        _print_json({"deleted": counts})
+    else:
+        print(", ".join(f"{name}: {count}" for name, count in counts.items()))
     return 0
 
 
@@ -390,6 +530,34 @@ def cmd_supabase(args: argparse.Namespace, settings: Settings) -> int:
     if not written:
         print("supabase/migrations has every Nexus migration already", file=sys.stderr)
     return 0
+
+
+def _confirm(question: str, *, yes: bool) -> None:
+    """Go on with `--yes`, or when a person at a terminal says so; refuse otherwise."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NexusError(f"{question} Pass --yes to confirm (there is no terminal to ask on)")
+    from rich.prompt import Confirm
+
+    if not Confirm.ask(question, default=False):
+        raise NexusError("not confirmed; nothing was changed")
+
+
+@contextlib.contextmanager
+def _progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal; `advance(n)` moves it."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    with Progress(console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False, default=str))
 
 
 def _print_dead_letters(letters: Sequence[Any], *, as_json: bool) -> None:
@@ -458,7 +626,7 @@ def cmd_extract(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.evaluate import evaluate, format_report, load_dataset
+    from nexus_ingest.evaluate import evaluate, format_report, load_dataset, report_as_json
     from nexus_ingest.extract import build_extractor
 
     examples = load_dataset(args.dataset)
@@ -466,9 +634,13 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     async def score() -> Any:
         extractor = build_extractor(settings)
         try:
-            return await evaluate(examples, extractor)
+            with _progress("extracting", len(examples)) as advance:
+                return await evaluate(
+                    examples, extractor, concurrency=args.concurrency, on_done=lambda: advance(1)
+                )
         finally:
             await extractor.aclose()
 
-    print(format_report(_run(score())))
+    report = _run(score())
+    print(json.dumps(report_as_json(report)) if args.json else format_report(report))
     return 0

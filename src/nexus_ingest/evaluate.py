@@ -12,9 +12,10 @@ Scoring rules (SPEC, "Evaluation data format"):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,9 +181,27 @@ def tally(examples: Sequence[Example], predictions: Sequence[Prospect]) -> Repor
     return Report(examples=len(examples), fields=ordered, mistakes=tuple(mistakes))
 
 
-async def evaluate(examples: Sequence[Example], extractor: Extractor) -> Report:
-    """Run `extractor` over every example, one at a time, and score what it returns."""
-    predictions = [(await extractor.extract(example.messages)).prospect for example in examples]
+async def evaluate(
+    examples: Sequence[Example],
+    extractor: Extractor,
+    *,
+    concurrency: int = 1,
+    on_done: Callable[[], None] | None = None,
+) -> Report:
+    """Run `extractor` over every example, up to `concurrency` at once, and score what it returns.
+
+    `on_done` is called after each extraction (a progress bar's tick).
+    """
+    slots = asyncio.Semaphore(concurrency)
+
+    async def predict(example: Example) -> Prospect:
+        async with slots:
+            prospect = (await extractor.extract(example.messages)).prospect
+        if on_done is not None:
+            on_done()
+        return prospect
+
+    predictions = await asyncio.gather(*(predict(example) for example in examples))
     return tally(examples, predictions)
 
 
@@ -202,6 +221,27 @@ def format_report(report: Report) -> str:
     )
 
 
+def report_as_json(report: Report) -> dict[str, object]:
+    """The report for a script: counts and scores per field, the total, and `overall_f1`."""
+    return {
+        "examples": report.examples,
+        "fields": {name: _counts_json(counts) for name, counts in report.fields.items()},
+        "overall": _counts_json(report.overall),
+        "overall_f1": round(report.overall.f1, 6),
+    }
+
+
+def _counts_json(counts: Counts) -> dict[str, float]:
+    return {
+        "tp": counts.tp,
+        "fp": counts.fp,
+        "fn": counts.fn,
+        "precision": round(counts.precision, 6),
+        "recall": round(counts.recall, 6),
+        "f1": round(counts.f1, 6),
+    }
+
+
 def _format_row(label: str, counts: Counts) -> str:
     return (
         f"{label:<18}{counts.tp:>5}{counts.fp:>5}{counts.fn:>5}"
@@ -210,16 +250,20 @@ def _format_row(label: str, counts: Counts) -> str:
 
 
 def load_dataset(path: Path) -> list[Example]:
-    """Read a JSONL dataset; raise `InputError` naming the first bad line."""
+    """Read a JSONL dataset; raise `InputError` naming the first bad line, or an empty file."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read dataset: {exc}") from exc
-    return [
+    examples = [
         parse_example(line, f"{path}:{number}")
         for number, line in enumerate(lines, start=1)
         if line.strip()
     ]
+    if not examples:
+        # Nothing to score would print a perfect overall_f1=1.000.
+        raise InputError(f"{path}: no examples to score (the dataset is empty)")
+    return examples
 
 
 def parse_example(line: str, where: str) -> Example:

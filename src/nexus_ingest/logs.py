@@ -1,6 +1,9 @@
 """Structured logging: JSON when not on a terminal, readable lines when on one.
 
-Log lines carry ids and sizes, never conversation text or contact details.
+Every line of the process goes through structlog's renderer, the standard library's too
+(uvicorn, psycopg and its pool, asyncio, the embedded server's wrapper, warnings), so a JSON
+log stream holds nothing but JSON objects, each with an `event`. Log lines carry ids and sizes,
+never conversation text or contact details.
 """
 
 from __future__ import annotations
@@ -21,30 +24,74 @@ finally:
     if _hide_rich:
         del sys.modules["rich"]
 
+# Libraries that would print every request or call at INFO; our own events say what matters.
+_QUIETER = ("uvicorn.access", "httpx", "httpcore")
 
-def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Set up structlog and the standard library's logging once, for the whole process."""
+
+def configure_logging(level: str = "INFO", *, json: bool | None = None) -> bool:
+    """Set up structlog and the standard library's logging once; returns whether lines are JSON."""
     as_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if as_json
         else structlog.dev.ConsoleRenderer()
     )
+    stamp: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    printer = structlog.PrintLogger(sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *stamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_: printer,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    _route_standard_logging(printer, stamp, renderer, level.upper())
+    return as_json
+
+
+def _route_standard_logging(
+    printer: structlog.PrintLogger,
+    stamp: list[structlog.typing.Processor],
+    renderer: structlog.typing.Processor,
+    level: str,
+) -> None:
+    """Render the standard library's records like our own events, through the same writer."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *stamp],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
     )
-    # Access logs would print every request line at INFO; the producer logs its own events.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler = _PrinterHandler(printer)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)  # `warnings.warn` would print plain lines on stderr
+    for name in _QUIETER:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _PrinterHandler(logging.Handler):
+    """Writes through structlog's printer, so its lines and ours never interleave mid-line."""
+
+    def __init__(self, printer: structlog.PrintLogger) -> None:
+        super().__init__()
+        self.printer = printer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.printer.msg(self.format(record))
+        except Exception:  # logging must never take the process down
+            self.handleError(record)

@@ -1,8 +1,10 @@
-"""Prometheus metrics of the producer and the worker."""
+"""Prometheus metrics of the producer and the worker, and the timer of every HTTP request."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -14,6 +16,9 @@ from nexus_ingest.spend import (
     extraction_cost,
     token_counts,
 )
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ENQUEUED = Counter("nexus_messages_enqueued", "Snapshots accepted and queued.")
 REJECTED = Counter("nexus_messages_rejected", "Snapshots refused by the producer.", ["reason"])
@@ -60,3 +65,61 @@ def record_spend(
         LLM_BILLED_TOKENS.labels(model=extraction.model, kind=kind).inc(tokens.of(kind))
         if cost is not None:
             LLM_COST_USD.labels(model=extraction.model, kind=kind).inc(cost.of(kind))
+
+
+HTTP_SECONDS = Histogram(
+    "nexus_http_request_duration_seconds",
+    "From a request's arrival to its response's start, by method, route template and status.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+UNMATCHED_ROUTE = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that answered (`/dashboard/prospects/{fingerprint_id:path}`).
+
+    Never the raw path: one label per route keeps the series few, whatever paths clients try;
+    paths no route knows share one label.
+    """
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+
+
+class RequestTimer:
+    """Pure ASGI middleware: one histogram observation per HTTP request, nothing else."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # labels() takes a lock and builds a key on every call; a plain dict lookup does not.
+        self._children: dict[tuple[str, str, int], Histogram] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answered = False
+
+        async def timed_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                self._observe(scope, message["status"], time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        finally:
+            if not answered:  # the app failed before answering: the client gets a 500
+                self._observe(scope, 500, time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        key = (method, route_label(scope), status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = HTTP_SECONDS.labels(key[0], key[1], str(status))
+        child.observe(seconds)

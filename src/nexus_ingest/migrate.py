@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cache
 from importlib.resources import files
 
 import psycopg
@@ -42,6 +43,12 @@ def load_migrations() -> list[Migration]:
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+@cache
+def latest_version() -> int:
+    """The newest migration this package ships: a database at it is up to date."""
+    return max(m.version for m in load_migrations())
 
 
 def migrate(url: str) -> list[Migration]:

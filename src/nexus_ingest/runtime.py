@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -16,6 +17,11 @@ from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.settings import Settings
 from nexus_ingest.telemetry import configure_tracing, shutdown_tracing
 from nexus_ingest.worker import Worker, worker_config
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from nexus_ingest.probes import WorkerProbe
 
 log = structlog.get_logger("nexus")
 
@@ -39,16 +45,20 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
     """Serve HTTP until `stop` is set."""
+    from nexus_ingest.api import create_app
+
+    await _serve_http(create_app(settings, database_url), settings.host, settings.port, stop)
+
+
+async def _serve_http(app: ASGIApp, host: str, port: int, stop: asyncio.Event) -> None:
+    """Serve `app` with uvicorn until `stop` is set."""
     # Imported here so a worker on its own does not pay for the web stack at start-up.
     import uvicorn
 
-    from nexus_ingest.api import create_app
-
-    app = create_app(settings, database_url)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -72,11 +82,13 @@ async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) 
     server.should_exit = True
     await serving
     if server.started is False and not stop.is_set():
-        raise OSError(f"could not serve on {settings.host}:{settings.port}")
+        raise OSError(f"could not serve on {host}:{port}")
 
 
-async def run_worker(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
-    """Consume the queue until `stop` is set."""
+async def run_worker(
+    settings: Settings, database_url: str, stop: asyncio.Event, *, probe_port: int | None = None
+) -> None:
+    """Consume the queue until `stop` is set; with `probe_port`, answer /metrics, /healthz, /readyz."""
     extractor = build_extractor(settings)
     pool = await open_pool(
         database_url,
@@ -85,7 +97,17 @@ async def run_worker(settings: Settings, database_url: str, stop: asyncio.Event)
         synchronous_commit=settings.worker_synchronous_commit,
     )
     try:
-        jobs = [Worker(pool, extractor, worker_config(settings), listen_url=database_url).run(stop)]
+        worker = Worker(pool, extractor, worker_config(settings), listen_url=database_url)
+        jobs = [worker.run(stop)]
+        if probe_port is not None:
+            from nexus_ingest.probes import WorkerProbe, worker_app
+
+            probe = WorkerProbe(pool)
+            jobs = [
+                _while_running(worker.run(stop), probe),
+                probe.watch(stop),
+                _serve_http(worker_app(probe), settings.host, probe_port, stop),
+            ]
         if settings.maintenance_interval_s > 0:
             jobs.append(
                 maintenance_loop(
@@ -102,6 +124,14 @@ async def run_worker(settings: Settings, database_url: str, stop: asyncio.Event)
         await extractor.aclose()
 
 
+async def _while_running(loop: Coroutine[Any, Any, None], probe: WorkerProbe) -> None:
+    probe.running = True
+    try:
+        await loop
+    finally:
+        probe.running = False
+
+
 async def run(settings: Settings, database_url: str, *, api: bool, worker: bool) -> None:
     """Run the API, the worker, or both, until SIGINT/SIGTERM; a crash of one stops the other."""
     stop = _stop_on_signals()
@@ -110,13 +140,12 @@ async def run(settings: Settings, database_url: str, *, api: bool, worker: bool)
     tasks = []
     if api:
         tasks.append(asyncio.create_task(serve_api(settings, database_url, stop)))
-    if worker and not api and settings.worker_metrics_port is not None:
-        # A worker on its own still exposes its counters for Prometheus to scrape.
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.worker_metrics_port, addr=settings.host)
     if worker:
-        tasks.append(asyncio.create_task(run_worker(settings, database_url, stop)))
+        # A worker on its own still answers Prometheus and an orchestrator's probes.
+        probe_port = None if api else settings.worker_metrics_port
+        tasks.append(
+            asyncio.create_task(run_worker(settings, database_url, stop, probe_port=probe_port))
+        )
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)

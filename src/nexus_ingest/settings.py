@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     coalesce_window_s: float | None = Field(default=None, ge=0, le=3600)
     """seconds a snapshot waits for a newer one of its session (default 2 with an LLM, 0 offline)"""
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
-    """a standalone worker serves /metrics on this port"""
+    """a standalone worker serves /metrics, /healthz and /readyz on this port"""
     worker_concurrency: int = Field(default=8, gt=0)
     """LLM extractions in flight per worker (rules and noop run inline)"""
     worker_batch_size: int = Field(default=200, gt=0)

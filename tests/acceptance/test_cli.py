@@ -41,9 +41,9 @@ def test_send_extract_and_metrics(db_url: str, tmp_path: Path) -> None:
     conversation.write_text(json.dumps(SEED_CONVERSATION))
     with nexus_process(["up"], env) as proc:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
-        sent = nexus("send", str(conversation), env=env)
+        sent = nexus("send", str(conversation), "--json", env=env)
         assert sent.returncode == 0, sent.stderr
-        assert json.loads(sent.stdout)["status"] == "accepted"
+        assert json.loads(sent.stdout)["answer"]["status"] == "accepted"
         with psycopg.connect(db_url) as conn:
             wait_for(
                 lambda: conn.execute("SELECT nombre FROM prospect_data").fetchall(), what="row"

@@ -188,6 +188,6 @@ def test_failure_simulation_switch_is_loud_and_dead_letters(db_url: str, tmp_pat
         )
     assert "FAILURE SIMULATION ON" in log.read_text()
     purge = subprocess.run(
-        [NEXUS, "dlq", "purge"], env=env, capture_output=True, text=True, timeout=60
+        [NEXUS, "dlq", "purge", "--yes"], env=env, capture_output=True, text=True, timeout=60
     )
     assert purge.returncode == 0 and "5 purged" in purge.stdout

@@ -155,7 +155,7 @@ def test_forget_erases_a_prospect_everywhere(db_url: str, tmp_path: Path) -> Non
             (json.dumps({"original": body, "originalMsgId": 1, "error": {}}),),
         )
     result = subprocess.run(
-        [NEXUS, "forget", "gone"], env=env, capture_output=True, text=True, timeout=60
+        [NEXUS, "forget", "gone", "--yes"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "prospect_data: 1" in result.stdout and "archived: 1" in result.stdout

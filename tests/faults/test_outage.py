@@ -195,3 +195,85 @@ def test_a_postgres_crash_mid_drain_loses_nothing_and_merges_nothing_twice(
     assert [m for m, _ in recorded] == sorted(enqueued)
     assert {o for _, o in recorded} == {"applied"}
     assert counts == (count, 1, 1) and dead == (0,)
+
+
+def _post(base: str, i: int) -> int:
+    body = {
+        "messages": [{"role": "user", "content": f"Me llamo Luz{i}"}],
+        "fingerprint": f"logs-{i}",
+        "sessionId": f"logs-{i}",
+    }
+    try:
+        return httpx.post(f"{base}{URL}", json=body, timeout=10).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def _log_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def _pool_warned(path: Path) -> bool:
+    pool_lines = [json.loads(line) for line in _log_lines(path) if '"psycopg.pool"' in line]
+    return any(line.get("level") == "warning" for line in pool_lines)
+
+
+def test_every_log_line_is_json_through_a_database_outage(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`nexus up` writes only JSON lines with an `event`, its libraries' too, through an outage."""
+    pgdata, url = own_server
+    port = free_port()
+    log = tmp_path / "up.log"
+    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules", NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0")
+    with nexus_process(["up"], env, log_path=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        assert [_post(base, i) for i in range(3)] == [202, 202, 202]
+        pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+        assert wait_for(lambda: _post(base, 10) == 503, timeout=30, what="a 503 in the outage")
+        wait_for(lambda: _pool_warned(log), timeout=30, what="the pool's warning")
+        pg_ctl(
+            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
+        )
+        wait_for(lambda: _post(base, 20) == 202, timeout=30, interval=0.2, what="recovery")
+    lines = _log_lines(log)
+    parsed = [json.loads(line) for line in lines]  # fails on the first plain line
+    assert all(isinstance(p, dict) and p.get("event") for p in parsed)
+    loggers = {p.get("logger") for p in parsed}
+    assert {"psycopg.pool", "uvicorn.error"} <= loggers, loggers
+    assert "Me llamo" not in log.read_text("utf-8")
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=3).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def test_readiness_follows_the_database_and_liveness_does_not(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """While Postgres is down, the API's and a standalone worker's /readyz say 503, /healthz 200."""
+    pgdata, url = own_server
+    api_port, worker_port = free_port(), free_port()
+    api_env = nexus_env(url, api_port, NEXUS_EXTRACTOR="rules")
+    worker_env = nexus_env(url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_METRICS_PORT=str(worker_port))
+    api, worker = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{worker_port}"
+    with (
+        nexus_process(["serve"], api_env, log_path=tmp_path / "serve.log"),
+        nexus_process(["worker"], worker_env, log_path=tmp_path / "worker.log"),
+    ):
+
+        def readiness() -> tuple[int, int]:
+            return _status(f"{api}/readyz"), _status(f"{worker}/readyz")
+
+        wait_for(lambda: readiness() == (200, 200), timeout=30, what="both ready")
+        pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+        wait_for(lambda: readiness() == (503, 503), timeout=30, what="both not ready")
+        assert (_status(f"{api}/healthz"), _status(f"{worker}/healthz")) == (200, 200)
+        pg_ctl(
+            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
+        )
+        wait_for(lambda: readiness() == (200, 200), timeout=30, what="both ready again")

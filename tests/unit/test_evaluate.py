@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from nexus_ingest.evaluate import (
     format_report,
     load_dataset,
     phones_match,
+    report_as_json,
     score_example,
     score_field,
     tally,
@@ -159,6 +161,59 @@ async def test_evaluate_runs_the_extractor_on_every_example() -> None:
     examples = [example({"nombre": "Ana"}), example({"nombre": "Bea"}, "y")]
     report = await evaluate(examples, FixedExtractor(Prospect(nombre="ana")))
     assert (report.examples, report.fields["nombre"]) == (2, Counts(tp=1, fp=1, fn=1))
+
+
+class GateExtractor(FixedExtractor):
+    """Answers only once `width` calls are in flight together (or fails after a deadline)."""
+
+    def __init__(self, prospect: Prospect, width: int) -> None:
+        super().__init__(prospect)
+        self.width = width
+        self.in_flight = 0
+        self.widest = 0
+        self.done: list[int] = []
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
+        self.in_flight += 1
+        self.widest = max(self.widest, self.in_flight)
+        async with asyncio.timeout(5):
+            while self.widest < self.width:
+                await asyncio.sleep(0.001)
+        self.in_flight -= 1
+        return await super().extract(messages)
+
+
+async def test_evaluate_runs_up_to_concurrency_extractions_at_once_in_order() -> None:
+    """With concurrency 3, three extractions overlap, never more; the report and ticks are complete."""
+    examples = [example({"nombre": "Ana"}, str(n)) for n in range(7)]
+    gate = GateExtractor(Prospect(nombre="Ana"), width=3)
+    ticks: list[int] = []
+    report = await evaluate(examples, gate, concurrency=3, on_done=lambda: ticks.append(1))
+    assert gate.widest == 3
+    assert (report.examples, report.fields["nombre"], len(ticks)) == (7, Counts(tp=7), 7)
+
+
+def test_report_as_json_matches_the_table() -> None:
+    """The JSON report holds each field's counts and scores, and the same overall_f1 as the table."""
+    report = Report(examples=3, fields={"nombre": Counts(tp=2, fn=1), "email": Counts(tp=1)})
+    as_json = report_as_json(report)
+    assert as_json["fields"]["nombre"] == {
+        "tp": 2,
+        "fp": 0,
+        "fn": 1,
+        "precision": 1.0,
+        "recall": 0.666667,
+        "f1": 0.8,
+    }
+    assert f"overall_f1={as_json['overall_f1']:.3f}" == format_report(report).splitlines()[-1]
+
+
+def test_load_dataset_refuses_an_empty_file(tmp_path: Path) -> None:
+    """A dataset with no examples is an error naming the file, never a perfect score."""
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n")
+    with pytest.raises(InputError, match="no examples"):
+        load_dataset(path)
 
 
 def test_format_report_table_and_last_line() -> None:

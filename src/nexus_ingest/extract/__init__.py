@@ -55,7 +55,10 @@ def _build(settings: Settings) -> Extractor:
 
 
 def _anthropic(settings: Settings) -> Extractor:
-    from nexus_ingest.extract.anthropic import AnthropicExtractor
+    try:
+        from nexus_ingest.extract.anthropic import AnthropicExtractor
+    except ModuleNotFoundError as exc:
+        raise _sdk_missing(exc, "anthropic") from exc
 
     if settings.anthropic_api_key is None:
         raise ConfigError("the anthropic extractor needs ANTHROPIC_API_KEY")
@@ -70,7 +73,10 @@ def _anthropic(settings: Settings) -> Extractor:
 
 
 def _openai(settings: Settings) -> Extractor:
-    from nexus_ingest.extract.openai import OpenAIExtractor
+    try:
+        from nexus_ingest.extract.openai import OpenAIExtractor
+    except ModuleNotFoundError as exc:
+        raise _sdk_missing(exc, "openai") from exc
 
     return OpenAIExtractor(
         base_url=settings.openai_base_url,
@@ -78,4 +84,13 @@ def _openai(settings: Settings) -> Extractor:
         model=settings.openai_model,
         timeout_s=settings.llm_timeout_s,
         max_tokens=settings.llm_max_tokens,
+    )
+
+
+def _sdk_missing(exc: ModuleNotFoundError, sdk: str) -> Exception:
+    """The provider's SDK is an extra: say which one to install (any other missing module stays)."""
+    if (exc.name or "").partition(".")[0] != sdk:
+        return exc
+    return ConfigError(
+        f"the {sdk} extractor needs the {sdk} SDK: pip install 'nexus-ingest[{sdk}]'"
     )
