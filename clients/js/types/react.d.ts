@@ -1,5 +1,6 @@
 import type { ChatMessage, SendResult, SenderOptions, SenderStatus } from "./index.js";
 
+/** The sender's options; a new endpoint, sessionId or fingerprint makes a new sender. */
 export type NexusChatOptions = SenderOptions;
 
 export interface NexusChat {
@@ -12,7 +13,7 @@ export interface NexusChat {
   fingerprint: string | null;
   /** How the last snapshot sent through this hook ended. */
   lastResult: SendResult | null;
-  /** Post the conversation so far; call it after every turn. */
+  /** Post the conversation so far; call it after every turn (once the component has mounted). */
   send(messages: ChatMessage[], metadata?: Record<string, unknown>): Promise<SendResult>;
 }
 
