@@ -30,12 +30,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """An empty test-artifacts/browser/ for this run's screenshots."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+# Module scope, not session: while Playwright's sync API is open it holds an event loop on
+# this thread, and the asyncio tests that run after the browser tests need it gone.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole run."""
+    """One headless Chromium for the test module."""
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="the playwright package is missing"
     )
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
@@ -54,12 +63,11 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def shot() -> Callable[[Any, str], None]:
+def shot(artifacts: Path) -> Callable[[Any, str], None]:
     """Save a full-page screenshot of `page` as test-artifacts/browser/NAME.png."""
 
     def take(page: Any, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
 
     return take
 
