@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The versions the tests passed with; every install here is held to them.
 LOCK := requirements.lock
 
-.PHONY: up test lint bench install clean browser-deps lock
+.PHONY: up test lint bench install clean browser-deps lock js widget
 
 # `dev` brings every extra too (the LLM SDKs, the embedded PostgreSQL, OpenTelemetry).
 $(STAMP): pyproject.toml $(LOCK)
@@ -55,3 +55,12 @@ clean:
 # Debian's Chromium for the browser tests (tests/browser); Playwright's own download is not used.
 browser-deps:
 	command -v chromium || (apt-get update && apt-get install -y chromium)
+
+# The JavaScript client alone: its pinned tools (npm ci), node tests, type check, widget bundle.
+# `make test` runs the same checks (tests/js), plus the contract and the Next.js example.
+js:
+	cd clients/js && npm ci --no-audit --no-fund && npm test && npm run typecheck && npm run check:widget
+
+# Rebuild src/nexus_ingest/dashboard/static/widget.js (served as /widget.js) from clients/js.
+widget:
+	cd clients/js && npm ci --no-audit --no-fund && npm run build:widget

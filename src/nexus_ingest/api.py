@@ -11,11 +11,11 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from nexus_ingest import QUEUE_NAME, __version__, queue
+from nexus_ingest import QUEUE_NAME, __version__, contract, queue
 from nexus_ingest.dashboard import install as install_dashboard
 from nexus_ingest.db import open_pool
 from nexus_ingest.errors import DatabaseUnavailable
@@ -90,7 +90,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
 def _add_routes(app: FastAPI) -> None:
     app.add_api_route(
-        PRODUCER_PATH, health, methods=["GET"], summary="Producer health and queue metrics"
+        PRODUCER_PATH,
+        health,
+        methods=["GET"],
+        summary="Producer health and queue metrics",
+        responses=contract.HEALTH_RESPONSES,
     )
     app.add_api_route(
         PRODUCER_PATH,
@@ -98,11 +102,25 @@ def _add_routes(app: FastAPI) -> None:
         methods=["POST"],
         status_code=202,
         summary="Queue a conversation snapshot",
-        openapi_extra=_POST_DOC,
+        responses=contract.PRODUCER_RESPONSES,
+        openapi_extra=contract.PRODUCER_EXTRA,
     )
     for path in CONSUMER_PATHS:
-        app.add_api_route(path, consume, methods=["POST"], summary="Process queued snapshots now")
-    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], summary="Prometheus metrics")
+        app.add_api_route(
+            path,
+            consume,
+            methods=["POST"],
+            summary="Process queued snapshots now",
+            responses=contract.CONSUMER_RESPONSES,
+            openapi_extra=contract.CONSUMER_EXTRA,
+        )
+    app.add_api_route(
+        "/metrics",
+        prometheus_metrics,
+        methods=["GET"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+    )
     # Probes for an orchestrator, kept out of the API's public schema.
     app.add_api_route("/healthz", liveness, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", api_readiness, methods=["GET"], include_in_schema=False)
@@ -330,30 +348,11 @@ async def consume(request: Request) -> Response:
     return _json(200, result)
 
 
-_SNAPSHOT_SCHEMA = SnapshotIn.model_json_schema(
-    ref_template="#/components/schemas/{model}", by_alias=True
-)
-_SNAPSHOT_DEFS = _SNAPSHOT_SCHEMA.pop("$defs", {})
-_ERROR = {"description": "Refused", "content": {"application/json": {"schema": {"type": "object"}}}}
-_POST_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SnapshotIn"}}},
-    },
-    "responses": {
-        "202": {"description": "Queued"},
-        **{str(code): _ERROR for code in (400, 413, 415, 422, 429, 503)},
-    },
-}
-
-
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update({**_SNAPSHOT_DEFS, "SnapshotIn": _SNAPSHOT_SCHEMA})
-    app.openapi_schema = schema
-    return schema
+    app.openapi_schema = contract.complete(schema)
+    return app.openapi_schema

@@ -1,94 +1,26 @@
 """A visitor chats in /demo and an operator works the dashboard, in headless Chromium.
 
-`nexus up` (rules extractor) runs as a real process on a fresh database; screenshots land in
-test-artifacts/browser/ at the repository's root.
+`nexus up` (rules extractor) runs as a real process on a fresh database. /demo embeds
+/widget.js, the bundle of the client package in clients/js.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import free_port, nexus_env, nexus_process, wait_for, wait_healthy
+from tests.browser.stack import TOKEN, Nexus, saved_prospect, sql
+from tests.helpers import wait_for
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 expect = sync_api.expect
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's Chromium is not at /usr/bin/chromium; install it with `make browser-deps`",
-)
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-TOKEN = "browser-admin-token"
 PRODUCER = "**/api/nexus/producer"
 expect.set_options(timeout=15_000)
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module."""
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-@dataclass
-class Nexus:
-    """A running `nexus up` and its database."""
-
-    base: str
-    db_url: str
-    log: Path
-
-
-@pytest.fixture
-def nexus(db_url: str, tmp_path: Path) -> Iterator[Nexus]:
-    """`nexus up` with the rules extractor, the dashboard on, and processed messages archived."""
-    port = free_port()
-    env = nexus_env(
-        db_url,
-        port,
-        NEXUS_EXTRACTOR="rules",
-        NEXUS_ADMIN_TOKEN=TOKEN,
-        NEXUS_ARCHIVE_PROCESSED="true",
-    )
-    log = tmp_path / "up.log"
-    with nexus_process(["up"], env, log_path=log) as proc:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, proc)
-        yield Nexus(base, db_url, log)
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (its own storage and cookies) and page."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-ES")
-    yield context.new_page()
-    context.close()
-
-
-def sql(db_url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        cur = conn.execute(statement, params)
-        return cur.fetchall() if cur.description else []
 
 
 def say(page: Any, text: str) -> None:
@@ -107,15 +39,6 @@ def settled(page: Any) -> None:
     expect(chat).to_have_attribute("data-state", "idle")
 
 
-def saved_prospect(db_url: str, fingerprint: str) -> tuple[Any, ...] | None:
-    rows = sql(
-        db_url,
-        "SELECT nombre, email FROM prospect_data WHERE fingerprint_id = %s AND email IS NOT NULL",
-        (fingerprint,),
-    )
-    return rows[0] if rows else None
-
-
 def sign_in(page: Any, base: str) -> None:
     page.goto(f"{base}/dashboard")
     page.fill("input[name=token]", TOKEN)
@@ -123,7 +46,9 @@ def sign_in(page: Any, base: str) -> None:
     expect(page).to_have_url(f"{base}/dashboard")
 
 
-def test_demo_chat_shows_the_prospect_on_the_dashboard(nexus: Nexus, page: Any) -> None:
+def test_demo_chat_shows_the_prospect_on_the_dashboard(
+    nexus: Nexus, page: Any, shot: Callable[[Any, str], None]
+) -> None:
     """A visitor who gives a name and email in /demo appears on the dashboard with those fields."""
     page.goto(f"{nexus.base}/demo")
     say(page, "Hola, me llamo Laura Gómez")
@@ -189,7 +114,9 @@ def dead_letter(db_url: str, session: str, fingerprint: str) -> int:
     return int(msg_id)
 
 
-def test_a_dead_letter_replayed_from_the_dashboard_is_saved(nexus: Nexus, page: Any) -> None:
+def test_a_dead_letter_replayed_from_the_dashboard_is_saved(
+    nexus: Nexus, page: Any, shot: Callable[[Any, str], None]
+) -> None:
     """Replay on the dead-letters page sends the message back, and the worker then saves it."""
     msg_id = dead_letter(nexus.db_url, "session-dora", "fp-dora")
     page.goto(f"{nexus.base}/dashboard/dead-letters?token={TOKEN}")
@@ -227,12 +154,14 @@ class Faults:
     in_flight: int = 0
     max_in_flight: int = 0
     injected: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
     def route(self, route: Any) -> None:
         if route.request.method != "POST":
             route.continue_()
             return
         self.posts += 1
+        self.keys.append(route.request.headers["idempotency-key"])
         fault = self.plan.get(self.posts, "pass")
         self.injected.append(fault)
         if fault == "503":
@@ -278,7 +207,7 @@ def session_messages(db_url: str, session: str) -> list[tuple[int, int, int]]:
 
 
 def test_failures_and_a_slow_network_lose_no_snapshot_and_keep_order(
-    nexus: Nexus, page: Any
+    nexus: Nexus, page: Any, shot: Callable[[Any, str], None]
 ) -> None:
     """With 503s, a 429, dropped and lost replies on a slow link, every snapshot lands once, in order."""
     faults = Faults({2: "503", 3: "drop", 5: "lost-reply", 7: "429", 9: "503"})
@@ -325,12 +254,14 @@ def test_failures_and_a_slow_network_lose_no_snapshot_and_keep_order(
     assert {"503", "429", "drop", "lost-reply"} <= set(faults.injected)
     assert faults.posts == 6 + 5, "each fault costs exactly one retry"
     assert faults.max_in_flight == 1
+    assert len(set(faults.keys)) == 6, "every retry reused its snapshot's Idempotency-Key"
     keys = sql(
         nexus.db_url,
-        "SELECT key, seq FROM nexus.idempotency_keys WHERE key LIKE %s ORDER BY seq",
-        (f"{session}:%",),
+        "SELECT key, seq FROM nexus.idempotency_keys WHERE key = ANY(%s) ORDER BY seq",
+        (list(set(faults.keys)),),
     )
-    assert keys == [(f"{session}:{n}", n) for n in range(1, 7)]
+    assert [seq for _, seq in keys] == [1, 2, 3, 4, 5, 6]
+    assert [key for key, _ in keys] == list(dict.fromkeys(faults.keys)), "keys in sending order"
     applied = sql(
         nexus.db_url,
         "SELECT seq FROM prospect_extractions WHERE session_id = %s AND outcome = 'applied' ORDER BY id",

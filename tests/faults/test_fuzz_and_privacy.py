@@ -10,14 +10,17 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.helpers import NEXUS, free_port, nexus_env, nexus_process, wait_for, wait_healthy
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 
 
+# Its own subprocess allows 600 s; on a busy 2-core machine the run can pass the default 120 s.
+@pytest.mark.timeout(660)
 def test_schemathesis_finds_no_server_error(db_url: str, tmp_path: Path) -> None:
-    """At least 1,000 generated requests against the producer's schema never get a 5xx."""
+    """At least 1,000 generated requests never get a 5xx, and every answer matches the documented schema."""
     port = free_port()
     env = nexus_env(
         db_url,
@@ -37,7 +40,7 @@ def test_schemathesis_finds_no_server_error(db_url: str, tmp_path: Path) -> None
                 "run",
                 f"{base}/openapi.json",
                 "--checks",
-                "not_a_server_error",
+                "not_a_server_error,response_schema_conformance",
                 "--max-examples",
                 "1000",
                 "--include-path",

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from nexus_ingest import contract
 from tests.helpers import (
     SEED_CONVERSATION,
     free_port,
@@ -234,14 +235,60 @@ def test_idempotency_keys_belong_to_one_visitor(client: httpx.Client) -> None:
 
 
 def test_openapi_describes_the_producer(client: httpx.Client) -> None:
-    """/openapi.json documents the POST body schema and its error statuses."""
+    """/openapi.json documents the POST body, its headers, every status and the consumer's bearer scheme."""
     spec = client.get("/openapi.json").json()
     post = spec["paths"][URL]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "SnapshotIn"
     )
     assert {"202", "400", "413", "415", "422", "429", "503"} <= set(post["responses"])
+    assert {"Idempotency-Key", "traceparent"} <= {p["name"] for p in post["parameters"]}
+    assert set(spec["paths"][URL]["get"]["responses"]) == {"200", "503"}
     assert "sessionId" in spec["components"]["schemas"]["SnapshotIn"]["properties"]
+    consumer = spec["paths"]["/functions/v1/nexus-consumer"]["post"]
+    [scheme] = consumer["security"][0]
+    assert spec["components"]["securitySchemes"][scheme] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "NEXUS_CONSUMER_TOKEN",
+    }
+
+
+def assert_documented(spec: dict[str, Any], method: str, answer: httpx.Response) -> None:
+    """The answer's body is valid (strictly, no undeclared field) for the model the document names."""
+    path = answer.request.url.path
+    documented = spec["paths"][path][method]["responses"][str(answer.status_code)]
+    ref = documented["content"]["application/json"]["schema"]["$ref"]
+    model = getattr(contract, ref.rsplit("/", 1)[1])
+    model.model_validate(answer.json(), strict=True)
+
+
+def test_every_answer_matches_its_documented_body(client: httpx.Client) -> None:
+    """202, the duplicate 202, each 4xx, the health check and the consumer's 401 match /openapi.json."""
+    spec = client.get("/openapi.json").json()
+    key = {"Idempotency-Key": "documented-1"}
+    as_json = {"Content-Type": "application/json"}
+    answers = [
+        client.get(URL),
+        client.post(URL, json=body(sessionId="doc"), headers=key),
+        client.post(URL, json=body(sessionId="doc"), headers=key),
+        client.post(
+            URL,
+            json=body(sessionId="doc", messages=[{"role": "user", "content": "another body"}]),
+            headers=key,
+        ),
+        client.post(URL, json=body(), headers={"Idempotency-Key": "x" * 256}),
+        client.post(URL, content=b"{", headers=as_json),
+        client.post(URL, content=b"{}", headers={"Content-Type": "text/plain"}),
+        client.post(URL, json=body(metadata={"pad": "x" * 30_000})),
+        client.post(URL, json=body(messages=[{"role": "robot", "content": " "}])),
+        client.post("/api/nexus/consumer", headers={"Authorization": "Bearer wrong"}),
+    ]
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200, 202, 202, 422, 400, 400, 415, 413, 422, 401]
+    assert answers[2].json()["duplicate"] is True
+    for answer in answers:
+        assert_documented(spec, answer.request.method.lower(), answer)
 
 
 def test_metrics_count_enqueued_and_rejected(client: httpx.Client) -> None:
@@ -268,6 +315,7 @@ def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> N
         other = client.post(URL, json=body(sessionId="rl2", fingerprint="polite"))
         assert statuses[:2] == [202, 202] and 429 in statuses[2:]
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert_documented(client.get("/openapi.json").json(), "post", limited)
         assert other.status_code == 202
 
 
@@ -300,7 +348,11 @@ def test_database_down_gives_fast_503_and_recovery(pg_admin_url: str, template_d
                 what="a 503",
             )
             assert answer.headers["Retry-After"] and answer.elapsed.total_seconds() < 2.5
-            assert client.get(URL).status_code == 503
+            health = client.get(URL)
+            assert health.status_code == 503
+            spec = client.get("/openapi.json").json()
+            assert_documented(spec, "post", answer)
+            assert_documented(spec, "get", health)
             _set_connections(pg_admin_url, name, allowed=True)
             wait_for(
                 lambda: client.post(URL, json=body(sessionId="after")).status_code == 202,

@@ -1,281 +1,332 @@
-/*
- * Nexus chat widget. Embed it on any page:
- *
- *   <script src="https://nexus.example.com/widget.js" data-target="#chat" defer></script>
- *
- * After every turn it posts the whole conversation so far (a snapshot) to the Nexus producer,
- * with a stable session id and visitor fingerprint, a monotonic sequence number and an
- * Idempotency-Key per snapshot. Snapshots of a session are sent one at a time, in order
- * (never two requests in flight), and retried with back-off on 429, 503 and network errors.
- *
- * Attributes of the script tag: data-target (a CSS selector to mount into; default a floating
- * panel), data-endpoint (default /api/nexus/producer on the script's own origin), data-title.
- * The sending logic, `NexusWidget.createSender`, takes its fetch, sleep, clock and storage as
- * arguments, so node's test runner exercises it without a browser.
- */
-(function (root) {
-  "use strict";
-
-  var VERSION = "1.0.0";
+// Generated from clients/js by `npm run build:widget`; edit clients/js/src, not this file.
+"use strict";
+(() => {
+  // src/sender.js
   var KEYS = { fingerprint: "nexus:fingerprint", session: "nexus:session", seq: "nexus:seq:" };
   var RETRYABLE = [408, 425, 429, 500, 502, 503, 504];
-  // Browsers refuse keepalive requests whose bodies exceed 64 KiB.
-  var KEEPALIVE_LIMIT = 60000;
-  var DEFAULTS = {
+  var KEEPALIVE_LIMIT = 6e4;
+  var DEFAULTS = Object.freeze({
     baseDelayMs: 500,
-    maxDelayMs: 15000,
-    maxRetryAfterMs: 60000,
+    maxDelayMs: 15e3,
+    maxRetryAfterMs: 6e4,
     maxAttempts: 12,
     maxPending: 50,
-    timeoutMs: 15000,
-  };
-
+    timeoutMs: 15e3
+  });
   function isRetryable(status) {
-    return status === 0 || RETRYABLE.indexOf(status) !== -1;
+    return status === 0 || RETRYABLE.includes(status);
   }
-
-  /** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or null. */
   function parseRetryAfter(value, nowMs) {
-    if (value === null || value === undefined || String(value).trim() === "") return null;
-    var text = String(value).trim();
-    if (/^\d+$/.test(text)) return Number(text) * 1000;
-    var at = Date.parse(text);
+    const text = value == null ? "" : String(value).trim();
+    if (text === "") return null;
+    if (/^\d+$/.test(text)) return Number(text) * 1e3;
+    const at = Date.parse(text);
     return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
   }
-
-  /** Exponential back-off with jitter, never shorter than the server's Retry-After (capped). */
   function backoffDelay(attempt, retryAfterMs, options, random) {
-    var o = Object.assign({}, DEFAULTS, options);
-    var exp = Math.min(o.maxDelayMs, o.baseDelayMs * Math.pow(2, Math.max(0, attempt - 1)));
-    var jittered = exp / 2 + (exp / 2) * (random ? random() : Math.random());
-    var hinted = Math.min(o.maxRetryAfterMs, retryAfterMs || 0);
+    const o = { ...DEFAULTS, ...options };
+    const exp = Math.min(o.maxDelayMs, o.baseDelayMs * 2 ** Math.max(0, attempt - 1));
+    const jittered = exp / 2 + exp / 2 * (random ? random() : Math.random());
+    const hinted = Math.min(o.maxRetryAfterMs, retryAfterMs || 0);
     return Math.round(Math.max(jittered, hinted));
   }
-
   function memoryStorage() {
-    var items = new Map();
+    const items = /* @__PURE__ */ new Map();
     return {
-      getItem: function (k) { return items.has(k) ? items.get(k) : null; },
-      setItem: function (k, v) { items.set(k, String(v)); },
-      removeItem: function (k) { items.delete(k); },
+      getItem: (key) => {
+        var _a;
+        return (_a = items.get(key)) != null ? _a : null;
+      },
+      setItem: (key, value) => void items.set(key, String(value)),
+      removeItem: (key) => void items.delete(key)
     };
   }
-
-  /** A storage that never throws: private browsing and blocked cookies fall back to memory. */
   function safeStorage(get) {
     try {
-      var store = get();
-      var probe = "nexus:probe";
-      store.setItem(probe, "1");
-      store.removeItem(probe);
+      const store = get();
+      if (!store) return memoryStorage();
+      store.setItem("nexus:probe", "1");
+      store.removeItem("nexus:probe");
       return store;
-    } catch (err) {
+    } catch (e) {
       return memoryStorage();
     }
   }
-
   function randomId(random) {
-    var c = root.crypto;
+    const c = globalThis.crypto;
     if (c && typeof c.randomUUID === "function") return c.randomUUID();
-    var hex = "";
-    for (var i = 0; i < 32; i += 1) hex += Math.floor((random || Math.random)() * 16).toString(16);
+    let hex = "";
+    for (let i = 0; i < 32; i += 1) hex += Math.floor(random() * 16).toString(16);
     return hex;
   }
-
   function remember(store, key, make) {
-    var value = store.getItem(key);
+    let value = store.getItem(key);
     if (!value) {
       value = make();
       store.setItem(key, value);
     }
     return value;
   }
-
   function defaultSleep(ms) {
-    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+    return new Promise((resolve) => setTimeout(resolve, ms));
   }
-
+  function byteLength(text) {
+    return new TextEncoder().encode(text).length;
+  }
   async function readResponse(response, nowMs) {
-    var body = null;
+    let body = null;
     try {
       body = await response.json();
-    } catch (err) {
+    } catch (e) {
       body = null;
     }
     return {
       ok: response.status >= 200 && response.status < 300,
       status: response.status,
       retryAfterMs: parseRetryAfter(response.headers.get("retry-after"), nowMs),
-      messageId: body && body.messageId,
-      duplicate: Boolean(body && body.duplicate),
+      body
     };
   }
-
-  /**
-   * The sending half of the widget: `send(messages)` queues a snapshot and resolves once it is
-   * accepted (or given up on). Options: endpoint, fetch (required); sleep, now, random, newId,
-   * storage (visitor-lasting: fingerprint), sessionStore (tab-lasting: session and sequence),
-   * onStatus, and the tuning numbers of DEFAULTS.
-   */
+  function timeout(ms) {
+    if (typeof AbortController !== "function" || !ms) {
+      return { signal: void 0, cancel: () => {
+      } };
+    }
+    const controller = new AbortController();
+    const handle = setTimeout(() => controller.abort(), ms);
+    return { signal: controller.signal, cancel: () => clearTimeout(handle) };
+  }
+  function globalFetch() {
+    if (typeof fetch !== "function") throw new TypeError("createSender needs a fetch function");
+    return fetch.bind(globalThis);
+  }
+  function defaultWindow() {
+    const page = (
+      /** @type {PageLike | undefined} */
+      /** @type {unknown} */
+      globalThis.window
+    );
+    return page && page.document && typeof page.addEventListener === "function" ? page : null;
+  }
+  function interruptible(sleep) {
+    let wakeUp = null;
+    return {
+      /** @param {number} ms */
+      pause(ms) {
+        return new Promise((resolve) => {
+          wakeUp = () => resolve(void 0);
+          sleep(ms).then(() => resolve(void 0));
+        }).finally(() => {
+          wakeUp = null;
+        });
+      },
+      wake() {
+        if (wakeUp) wakeUp();
+      }
+    };
+  }
+  function watchPage(page, flush) {
+    if (!page) return () => {
+    };
+    const doc = page.document || null;
+    const onVisibility = () => {
+      if (doc && doc.visibilityState === "hidden") flush();
+    };
+    page.addEventListener("pagehide", flush);
+    if (doc) doc.addEventListener("visibilitychange", onVisibility);
+    return () => {
+      page.removeEventListener("pagehide", flush);
+      if (doc) doc.removeEventListener("visibilitychange", onVisibility);
+    };
+  }
   function createSender(options) {
-    var o = Object.assign({}, DEFAULTS, options);
-    if (typeof o.fetch !== "function") throw new TypeError("createSender needs a fetch function");
+    const o = { ...DEFAULTS, ...options };
+    const fetcher = o.fetch || globalFetch();
     if (!o.endpoint) throw new TypeError("createSender needs an endpoint");
-    var sleep = o.sleep || defaultSleep;
-    var now = o.now || Date.now;
-    var random = o.random || Math.random;
-    var newId = o.newId || function () { return randomId(random); };
-    var storage = o.storage || memoryStorage();
-    var sessionStore = o.sessionStore || storage;
-    var fingerprint = remember(storage, KEYS.fingerprint, newId);
-    var sessionId = remember(sessionStore, KEYS.session, newId);
-    var seqKey = KEYS.seq + sessionId;
-    var seq = Number(sessionStore.getItem(seqKey)) || 0;
-    var waiting = [];
-    var current = null;
-    var idleWaiters = [];
-    var stats = { requests: 0, inFlight: 0, maxInFlight: 0 };
-
+    const now = o.now || Date.now;
+    const random = o.random || Math.random;
+    const newId = o.newId || (() => randomId(random));
+    const storage = o.storage || safeStorage(() => globalThis.localStorage);
+    const sessionStore = o.sessionStore || safeStorage(() => globalThis.sessionStorage);
+    const fingerprint = o.fingerprint || remember(storage, KEYS.fingerprint, newId);
+    const sessionId = o.sessionId || remember(sessionStore, KEYS.session, newId);
+    const keyPrefix = newId();
+    const seqKey = KEYS.seq + sessionId;
+    const backoff = interruptible(o.sleep || defaultSleep);
+    let seq = Number(sessionStore.getItem(seqKey)) || 0;
+    let newestPosted = 0;
+    const waiting = [];
+    let current = null;
+    const idleWaiters = [];
+    const stats = { requests: 0, inFlight: 0, maxInFlight: 0 };
     function pending() {
       return waiting.length + (current ? 1 : 0);
     }
-
     function report(state, extra) {
-      if (o.onStatus) o.onStatus(Object.assign({ state: state, pending: pending() }, extra));
+      if (o.onStatus) o.onStatus({ state, pending: pending(), ...extra });
     }
-
     function send(messages, metadata) {
       seq += 1;
       sessionStore.setItem(seqKey, String(seq));
-      var item = {
-        seq: seq,
-        key: sessionId + ":" + seq,
-        body: JSON.stringify({
-          messages: messages,
-          fingerprint: fingerprint,
-          sessionId: sessionId,
-          metadata: Object.assign({}, metadata, { clientSeq: seq }),
-        }),
+      let resolve = () => {
       };
-      var done = new Promise(function (resolve) { item.resolve = resolve; });
-      waiting.push(item);
-      // A snapshot holds the whole conversation, so a newer one stands in for a dropped older one.
-      while (waiting.length > o.maxPending) {
-        var dropped = waiting.shift();
-        dropped.resolve({ status: "superseded", seq: dropped.seq, attempts: 0 });
-      }
+      const done = new Promise((r) => {
+        resolve = r;
+      });
+      const body = JSON.stringify({
+        messages,
+        fingerprint,
+        sessionId,
+        metadata: { ...metadata, clientSeq: seq }
+      });
+      waiting.push({ seq, key: `${keyPrefix}:${seq}`, body, resolve });
+      while (waiting.length > o.maxPending) supersede(
+        /** @type {Item} */
+        waiting.shift()
+      );
       if (!current) drain();
-      return done;
+      return (
+        /** @type {Promise<SendResult>} */
+        done
+      );
     }
-
+    function supersede(item) {
+      item.resolve({ status: "superseded", seq: item.seq, attempts: 0 });
+    }
     async function drain() {
       try {
         while (waiting.length) {
-          current = waiting.shift();
-          current.resolve(await deliver(current));
+          const item = (
+            /** @type {Item} */
+            waiting.shift()
+          );
+          current = item;
+          item.resolve(await deliver(item));
         }
       } finally {
         current = null;
         report("idle");
-        idleWaiters.splice(0).forEach(function (resolve) { resolve(); });
+        idleWaiters.splice(0).forEach((resolve) => resolve());
       }
     }
-
     async function deliver(item) {
-      for (var attempt = 1; ; attempt += 1) {
-        var outcome = await post(item);
-        var result = { seq: item.seq, attempts: attempt, httpStatus: outcome.status };
+      var _a;
+      for (let attempt = 1; ; attempt += 1) {
+        const outcome = await (item.early || post(item));
+        item.early = void 0;
+        const result = { seq: item.seq, attempts: attempt, httpStatus: outcome.status };
         if (outcome.ok) {
           report("sent", { seq: item.seq });
-          return Object.assign(result, {
-            status: "sent", messageId: outcome.messageId, duplicate: outcome.duplicate,
-          });
+          const response = (
+            /** @type {Accepted | null} */
+            outcome.body
+          );
+          return {
+            ...result,
+            status: "sent",
+            messageId: (_a = response == null ? void 0 : response.messageId) != null ? _a : null,
+            duplicate: Boolean(response == null ? void 0 : response.duplicate),
+            response
+          };
         }
         if (!isRetryable(outcome.status) || attempt >= o.maxAttempts) {
           report("failed", { seq: item.seq, httpStatus: outcome.status });
-          return Object.assign(result, { status: "failed" });
+          return failed(result, outcome);
         }
-        var delay = backoffDelay(attempt, outcome.retryAfterMs, o, random);
-        report("retrying", { seq: item.seq, delayMs: delay, httpStatus: outcome.status });
-        await sleep(delay);
+        if (overtaken(item)) return { status: "superseded", seq: item.seq, attempts: attempt };
+        const delayMs = backoffDelay(attempt, outcome.retryAfterMs, o, random);
+        report("retrying", { seq: item.seq, delayMs, httpStatus: outcome.status });
+        await backoff.pause(delayMs);
+        if (overtaken(item)) return { status: "superseded", seq: item.seq, attempts: attempt };
       }
     }
-
+    function overtaken(item) {
+      return newestPosted > item.seq;
+    }
+    function failed(result, outcome) {
+      const body = (
+        /** @type {ApiError | null} */
+        outcome.body
+      );
+      return { ...result, status: "failed", error: (body == null ? void 0 : body.status) === "error" ? body : null };
+    }
     async function post(item) {
       stats.requests += 1;
       stats.inFlight += 1;
       stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+      newestPosted = Math.max(newestPosted, item.seq);
       report("sending", { seq: item.seq });
-      var timer = timeout(o.timeoutMs);
+      const timer = timeout(o.timeoutMs);
       try {
-        var response = await o.fetch(o.endpoint, {
+        const response = await fetcher(o.endpoint, {
           method: "POST",
-          headers: { "Content-Type": "application/json", "Idempotency-Key": item.key },
+          headers: { ...o.headers, "Content-Type": "application/json", "Idempotency-Key": item.key },
           body: item.body,
-          credentials: "omit",
-          keepalive: item.body.length < KEEPALIVE_LIMIT,
-          signal: timer.signal,
+          credentials: o.credentials || "omit",
+          keepalive: byteLength(item.body) < KEEPALIVE_LIMIT,
+          signal: timer.signal
         });
         return await readResponse(response, now());
-      } catch (err) {
-        return { ok: false, status: 0, retryAfterMs: null };
+      } catch (e) {
+        return { ok: false, status: 0, retryAfterMs: null, body: null };
       } finally {
         timer.cancel();
         stats.inFlight -= 1;
       }
     }
-
+    function flush() {
+      while (waiting.length > 1) supersede(
+        /** @type {Item} */
+        waiting.shift()
+      );
+      const newest = waiting[0];
+      if (newest && !newest.early) newest.early = post(newest);
+      backoff.wake();
+    }
     function idle() {
       if (!current && !waiting.length) return Promise.resolve();
-      return new Promise(function (resolve) { idleWaiters.push(resolve); });
+      return new Promise((resolve) => idleWaiters.push(() => resolve(void 0)));
     }
-
+    const stopWatching = watchPage(o.window === void 0 ? defaultWindow() : o.window, flush);
     return {
-      send: send,
-      idle: idle,
-      sessionId: sessionId,
-      fingerprint: fingerprint,
-      stats: stats,
-      get seq() { return seq; },
-      get pending() { return pending(); },
+      send,
+      flush,
+      idle,
+      close: stopWatching,
+      sessionId,
+      fingerprint,
+      stats,
+      get seq() {
+        return seq;
+      },
+      get pending() {
+        return pending();
+      }
     };
   }
 
-  function timeout(ms) {
-    if (typeof AbortController !== "function" || !ms) {
-      return { signal: undefined, cancel: function () {} };
-    }
-    var controller = new AbortController();
-    var handle = setTimeout(function () { controller.abort(); }, ms);
-    return { signal: controller.signal, cancel: function () { clearTimeout(handle); } };
-  }
-
+  // src/widget.js
+  var VERSION = "1.1.0";
   var REPLIES = {
     es: {
       name: "¡Hola! Soy Sofía, del equipo comercial. ¿Cómo te llamas?",
       email: "Encantada. ¿A qué email te enviamos la información?",
       need: "¡Gracias! ¿Qué producto te interesa y para cuándo lo necesitas?",
-      close: "Perfecto, un comercial te escribirá en breve. ¿Puedo ayudarte en algo más?",
+      close: "Perfecto, un comercial te escribirá en breve. ¿Puedo ayudarte en algo más?"
     },
     en: {
       name: "Hi! I'm Sofia from the sales team. What's your name?",
       email: "Nice to meet you. Which email should we send the details to?",
       need: "Thanks! Which product are you interested in, and by when do you need it?",
-      close: "Great, someone from sales will write to you shortly. Anything else I can help with?",
-    },
+      close: "Great, someone from sales will write to you shortly. Anything else I can help with?"
+    }
   };
-
   function looksSpanish(text) {
     return /[ñáéíóú¿¡]|\b(hola|quiero|gracias|llamo|necesito|busco|buenas|mi|es)\b/i.test(text);
   }
-
-  /** The demo's assistant: asks for a name, an email, then what they need; works offline. */
   function cannedReply(messages) {
-    var said = messages
-      .filter(function (m) { return m.role === "user"; })
-      .map(function (m) { return m.content; })
-      .join(" \n ");
-    var lines = looksSpanish(said) ? REPLIES.es : REPLIES.en;
+    const said = messages.filter((m) => m.role === "user").map((m) => m.content).join(" \n ");
+    const lines = looksSpanish(said) ? REPLIES.es : REPLIES.en;
     if (!/(me llamo|mi nombre es|my name is|\bi am\b|\bi'm\b|\bsoy\b)/i.test(said)) return lines.name;
     if (!/[^\s@]+@[^\s@]+\.[^\s@]+/.test(said)) return lines.email;
     if (!/(interes|quiero|necesit|busco|plan|precio|interested|want|need|looking|price)/i.test(said)) {
@@ -283,7 +334,6 @@
     }
     return lines.close;
   }
-
   var STYLE = [
     ".nxw{font:15px/1.4 system-ui,sans-serif;display:flex;flex-direction:column;border:1px solid #d0d7de;",
     "border-radius:12px;background:#fff;color:#1f2328;overflow:hidden;max-width:100%;height:100%;min-height:320px}",
@@ -297,149 +347,146 @@
     ".nxw-form{display:flex;gap:6px;padding:8px;border-top:1px solid #d0d7de}",
     ".nxw-input{flex:1;min-width:0;padding:8px 10px;border:1px solid #d0d7de;border-radius:8px;font:inherit}",
     ".nxw-send{padding:8px 14px;border:0;border-radius:8px;background:#0b5cad;color:#fff;font:inherit}",
-    ".nxw-status{font-size:12px;color:#57606a;padding:0 12px 6px;min-height:1.2em}",
+    ".nxw-status{font-size:12px;color:#57606a;padding:0 12px 6px;min-height:1.2em}"
   ].join("");
-
   function injectStyle(doc) {
     if (doc.getElementById("nxw-style")) return;
-    var style = doc.createElement("style");
+    const style = doc.createElement("style");
     style.id = "nxw-style";
     style.textContent = STYLE;
     doc.head.appendChild(style);
   }
-
   function element(doc, tag, className, text) {
-    var node = doc.createElement(tag);
+    const node = doc.createElement(tag);
     if (className) node.className = className;
     if (text) node.textContent = text;
     return node;
   }
-
   function statusText(status) {
     if (status.state === "retrying") {
-      return "Connection problem; retrying in " + Math.ceil(status.delayMs / 1000) + " s…";
+      return `Connection problem; retrying in ${Math.ceil((status.delayMs || 0) / 1e3)} s…`;
     }
     if (status.state === "failed") return "Could not save the conversation.";
     if (status.state === "sending") return "Saving…";
     return "";
   }
-
   function loadTranscript(store, key) {
     try {
-      var saved = JSON.parse(store.getItem(key) || "[]");
+      const saved = JSON.parse(store.getItem(key) || "[]");
       return Array.isArray(saved) ? saved : [];
-    } catch (err) {
+    } catch (e) {
       return [];
     }
   }
-
-  /** Build the chat UI inside `container`; returns {sender, messages, say}. */
-  function mount(container, options) {
-    var o = Object.assign({ title: "Chat", reply: cannedReply, replyDelayMs: 350 }, options);
-    var doc = container.ownerDocument;
-    var sessionStore = o.sessionStore || safeStorage(function () { return root.sessionStorage; });
-    var sender = o.sender || createSender({
-      endpoint: o.endpoint,
-      fetch: root.fetch.bind(root),
-      storage: o.storage || safeStorage(function () { return root.localStorage; }),
-      sessionStore: sessionStore,
-      onStatus: function (status) {
-        container.dataset.state = status.state === "sent" ? "sending" : status.state;
-        container.dataset.pending = String(status.pending);
-        statusLine.textContent = statusText(status);
-      },
-    });
-    var transcriptKey = "nexus:transcript:" + sender.sessionId;
-    var messages = loadTranscript(sessionStore, transcriptKey);
+  function build(container, title) {
+    const doc = container.ownerDocument;
     injectStyle(doc);
     container.classList.add("nxw");
-    container.dataset.state = "idle";
-    container.dataset.pending = "0";
-    container.dataset.sessionId = sender.sessionId;
-    var log = element(doc, "div", "nxw-log");
+    const log = element(doc, "div", "nxw-log");
     log.setAttribute("role", "log");
     log.setAttribute("aria-live", "polite");
-    var form = element(doc, "form", "nxw-form");
-    var input = element(doc, "input", "nxw-input");
+    const form = element(doc, "form", "nxw-form");
+    const input = element(doc, "input", "nxw-input");
     input.name = "message";
     input.autocomplete = "off";
     input.placeholder = "Write a message…";
     input.setAttribute("aria-label", "Message");
-    var button = element(doc, "button", "nxw-send", "Send");
+    const button = element(doc, "button", "nxw-send", "Send");
     button.type = "submit";
-    var statusLine = element(doc, "div", "nxw-status");
+    const statusLine = element(doc, "div", "nxw-status");
     form.append(input, button);
-    container.append(element(doc, "div", "nxw-head", o.title), log, statusLine, form);
-
+    container.append(element(doc, "div", "nxw-head", title), log, statusLine, form);
+    return { doc, log, form, input, statusLine };
+  }
+  function mount(container, options) {
+    const o = { title: "Chat", reply: cannedReply, replyDelayMs: 350, ...options };
+    const view = container.ownerDocument.defaultView;
+    const sessionStore = o.sessionStore || safeStorage(() => view == null ? void 0 : view.sessionStorage);
+    const ui = build(container, o.title);
+    const onStatus = (status) => {
+      container.dataset.state = status.state === "sent" ? "sending" : status.state;
+      container.dataset.pending = String(status.pending);
+      ui.statusLine.textContent = statusText(status);
+    };
+    const sender = o.sender || createSender({
+      ...o,
+      endpoint: o.endpoint || "/api/nexus/producer",
+      storage: o.storage || safeStorage(() => view == null ? void 0 : view.localStorage),
+      sessionStore,
+      window: o.window === void 0 ? view : o.window,
+      onStatus
+    });
+    const transcriptKey = `nexus:transcript:${sender.sessionId}`;
+    const messages = loadTranscript(sessionStore, transcriptKey);
+    container.dataset.state = "idle";
+    container.dataset.pending = "0";
+    container.dataset.sessionId = sender.sessionId;
     function show(message) {
-      var bubble = element(doc, "div", "nxw-msg nxw-" + message.role, message.content);
+      const bubble = element(ui.doc, "div", `nxw-msg nxw-${message.role}`, message.content);
       bubble.dataset.role = message.role;
-      log.appendChild(bubble);
-      log.scrollTop = log.scrollHeight;
+      ui.log.appendChild(bubble);
+      ui.log.scrollTop = ui.log.scrollHeight;
     }
-
     function add(role, content) {
-      var message = { role: role, content: content };
+      const message = { role, content };
       messages.push(message);
       show(message);
       sessionStore.setItem(transcriptKey, JSON.stringify(messages));
       return sender.send(messages.slice(), { source: "nexus-widget", widgetVersion: VERSION });
     }
-
     async function say(text) {
-      var sent = add("user", text);
-      var heard = messages.slice(); // answer what was said so far, even if the visitor types on
-      await new Promise(function (resolve) { setTimeout(resolve, o.replyDelayMs); });
+      const sent = add("user", text);
+      const heard = messages.slice();
+      await new Promise((resolve) => setTimeout(resolve, o.replyDelayMs));
       add("assistant", await o.reply(heard));
       return sent;
     }
-
-    form.addEventListener("submit", function (event) {
+    ui.form.addEventListener("submit", (event) => {
       event.preventDefault();
-      var text = input.value.trim();
+      const text = ui.input.value.trim();
       if (!text) return;
-      input.value = "";
+      ui.input.value = "";
       say(text);
     });
     messages.forEach(show);
-    return { sender: sender, messages: messages, say: say };
+    return { sender, messages, say };
   }
 
-  function scriptEndpoint(script) {
-    if (script.dataset.endpoint) return new URL(script.dataset.endpoint, root.location.href).href;
-    return new URL("/api/nexus/producer", script.src || root.location.href).href;
+  // src/embed.js
+  function scriptEndpoint(script2) {
+    if (script2.dataset.endpoint) return new URL(script2.dataset.endpoint, location.href).href;
+    return new URL("/api/nexus/producer", script2.src || location.href).href;
   }
-
-  function autoMount(script) {
-    var doc = script.ownerDocument;
+  function autoMount(script2) {
+    const doc = script2.ownerDocument;
     function start() {
-      var container = script.dataset.target && doc.querySelector(script.dataset.target);
+      let container = script2.dataset.target ? doc.querySelector(script2.dataset.target) : null;
       if (!container) {
-        container = element(doc, "div", "nxw-floating");
+        container = doc.createElement("div");
+        container.className = "nxw-floating";
         doc.body.appendChild(container);
       }
-      root.NexusWidget.instance = mount(container, {
-        endpoint: scriptEndpoint(script),
-        title: script.dataset.title || "Chat",
+      api.instance = mount(container, {
+        endpoint: scriptEndpoint(script2),
+        title: script2.dataset.title || "Chat"
       });
     }
     if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", start);
     else start();
   }
-
-  root.NexusWidget = {
-    VERSION: VERSION,
-    DEFAULTS: DEFAULTS,
-    backoffDelay: backoffDelay,
-    cannedReply: cannedReply,
-    createSender: createSender,
-    isRetryable: isRetryable,
-    memoryStorage: memoryStorage,
-    mount: mount,
-    parseRetryAfter: parseRetryAfter,
+  var api = {
+    VERSION,
+    DEFAULTS,
+    backoffDelay,
+    cannedReply,
+    createSender,
+    isRetryable,
+    memoryStorage,
+    mount,
+    parseRetryAfter,
+    instance: null
   };
-
-  if (root.document && root.document.currentScript && root.document.currentScript.src) {
-    autoMount(root.document.currentScript);
-  }
-})(typeof globalThis !== "undefined" ? globalThis : this);
+  globalThis.NexusWidget = api;
+  var script = typeof document === "undefined" ? null : document.currentScript;
+  if (script instanceof HTMLScriptElement && script.src) autoMount(script);
+})();

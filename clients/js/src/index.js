@@ -1,0 +1,9 @@
+export {
+  DEFAULTS,
+  backoffDelay,
+  createSender,
+  isRetryable,
+  memoryStorage,
+  parseRetryAfter,
+  safeStorage,
+} from "./sender.js";
