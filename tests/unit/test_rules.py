@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from nexus_ingest.extract.rules import RulesExtractor, extract_prospect
@@ -424,3 +426,45 @@ def test_summary_has_no_personal_data() -> None:
     assert "compra" in prospect.resumen
     for private in ("Eva", "eva@prieto.es", "600"):
         assert private not in prospect.resumen
+
+
+FILLER = "bla " * 2000  # 8,000 characters of nothing to extract
+
+
+async def extraction_yields_the_loop(messages: list[ChatMessage]) -> bool:
+    """Whether another task ran on the event loop before `messages` had been extracted."""
+    extraction = asyncio.create_task(RulesExtractor().extract(messages))
+
+    async def extraction_finished() -> bool:
+        return extraction.done()
+
+    finished_first = await asyncio.create_task(extraction_finished())
+    await extraction
+    return not finished_first
+
+
+async def test_a_large_snapshot_is_extracted_off_the_event_loop() -> None:
+    """A snapshot of the largest size lets other tasks run while it is extracted."""
+    large = chat(*[("user", FILLER)] * 31)
+    assert await extraction_yields_the_loop(large)
+
+
+async def test_an_ordinary_snapshot_is_extracted_inline() -> None:
+    """An ordinary snapshot is extracted at once, without a thread's overhead."""
+    assert not await extraction_yields_the_loop(chat(("user", "Me llamo Carlos, quiero precios")))
+
+
+def test_a_long_turn_is_read_at_its_start_and_its_end() -> None:
+    """In a turn of 8,000 characters the introduction at its start and the email at its end
+    are found, whatever lies between."""
+    turn = f"Hola, me llamo Teresa Gil. {FILLER[:-200]} Escríbeme a teresa@gil.es"
+    prospect = user(turn)
+    assert (prospect.nombre, prospect.email) == ("Teresa Gil", "teresa@gil.es")
+
+
+def test_a_long_chat_is_read_at_its_opening_and_its_latest_turns() -> None:
+    """In a chat of 31 long turns the name from the first turn and the phone from the last
+    are found."""
+    turns = ["Me llamo Ramón Vidal.", *[FILLER] * 29, "Mi móvil es 612 345 678"]
+    prospect = user(*turns)
+    assert (prospect.nombre, prospect.telefono) == ("Ramón Vidal", "612345678")
