@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ExtractorName = Literal["auto", "rules", "anthropic", "openai", "noop"]
+PhoneRegion = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[A-Z]{2}$")]
 
 
 class Settings(BaseSettings):
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     """timeout of one LLM call, seconds"""
     llm_max_tokens: int = Field(default=1024, gt=0)
     """output token limit of one LLM call"""
+    phone_region: PhoneRegion | None = None
+    """region (ISO 3166, e.g. `ES`) of phone numbers without a country code when the chat names no place"""
 
     consumer_token: SecretStr | None = None
     """bearer token of the HTTP consumer endpoints; unset closes them"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import anthropic
 from anthropic.types import (
@@ -47,7 +48,13 @@ class AnthropicExtractor:
     in_process = False
 
     def __init__(
-        self, api_key: str, base_url: str | None, model: str, timeout_s: float, max_tokens: int
+        self,
+        api_key: str,
+        base_url: str | None,
+        model: str,
+        timeout_s: float,
+        max_tokens: int,
+        phone_region: str | None = None,
     ) -> None:
         # The SDK would retry 429/5xx twice on its own, honouring retry-after without a cap;
         # the worker owns retries (backoff, attempt limit, dead-letter queue) instead.
@@ -56,6 +63,7 @@ class AnthropicExtractor:
         )
         self._model = model
         self._max_tokens = max_tokens
+        self._phone_region = phone_region
         self._tool: ToolParam = {
             "name": TOOL_NAME,
             "description": TOOL_DESCRIPTION,
@@ -74,7 +82,7 @@ class AnthropicExtractor:
             self.name,
             turns,
             self._create,
-            prospect_from_message,
+            partial(prospect_from_message, phone_region=self._phone_region),
             reask_turns,
             _usage,
             lambda m: m.model,
@@ -113,14 +121,14 @@ class AnthropicExtractor:
         await self._client.close()
 
 
-def prospect_from_message(message: Message) -> Prospect:
+def prospect_from_message(message: Message, phone_region: str | None = None) -> Prospect:
     """The clamped prospect in the `record_prospect` call, or `Permanent` saying what was wrong."""
     if message.stop_reason in _UNUSABLE_STOPS:
         raise Permanent(f"the answer stopped early (stop_reason {message.stop_reason})")
     block = find_tool_use(message)
     if block is None:
         raise Permanent(f"the answer did not call the {TOOL_NAME} tool")
-    return clamp_prospect(block.input)
+    return clamp_prospect(block.input, phone_region)
 
 
 def find_tool_use(message: Message) -> ToolUseBlock | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -43,7 +44,13 @@ class OpenAIExtractor:
     in_process = False
 
     def __init__(
-        self, base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_s: float,
+        max_tokens: int,
+        phone_region: str | None = None,
     ) -> None:
         # The SDK would retry 429/5xx twice on its own; the worker owns retries instead.
         self._client = openai.AsyncOpenAI(
@@ -51,6 +58,7 @@ class OpenAIExtractor:
         )
         self._model = model
         self._max_tokens = max_tokens
+        self._phone_region = phone_region
         self._format: ResponseFormatJSONSchema = {
             "type": "json_schema",
             "json_schema": {"name": "prospect", "strict": True, "schema": strict_json_schema()},
@@ -66,7 +74,7 @@ class OpenAIExtractor:
             self.name,
             turns,
             self._create,
-            prospect_from_completion,
+            partial(prospect_from_completion, phone_region=self._phone_region),
             reask_turns,
             _usage,
             lambda c: c.model,
@@ -95,7 +103,9 @@ class OpenAIExtractor:
         await self._client.close()
 
 
-def prospect_from_completion(completion: ChatCompletion) -> Prospect:
+def prospect_from_completion(
+    completion: ChatCompletion, phone_region: str | None = None
+) -> Prospect:
     """The clamped prospect in the first choice, or `Permanent` saying what was wrong."""
     if not completion.choices:
         raise Permanent("the answer had no choices")
@@ -106,7 +116,7 @@ def prospect_from_completion(completion: ChatCompletion) -> Prospect:
         raise Permanent(f"the model refused: {choice.message.refusal}")
     if not choice.message.content:
         raise Permanent(f"the answer was empty (finish_reason {choice.finish_reason})")
-    return clamp_prospect(parse_json_object(choice.message.content))
+    return clamp_prospect(parse_json_object(choice.message.content), phone_region)
 
 
 def reask_turns(completion: ChatCompletion, problem: str) -> list[ChatCompletionMessageParam]:

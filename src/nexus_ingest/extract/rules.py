@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from nexus_ingest.extract.base import Extraction
+from nexus_ingest.extract.phones import normalise_phone, phone_regions
 from nexus_ingest.models import ChatMessage, Intent, Prospect
 
 
@@ -503,13 +504,16 @@ class RulesExtractor:
     name = "rules"
     in_process = True
 
+    def __init__(self, phone_region: str | None = None) -> None:
+        self.phone_region = phone_region
+
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Extract the prospect from the user's turns of `messages`."""
         started = time.perf_counter()
         if sum(len(message.content) for message in messages) > _INLINE_CHARS:
-            prospect = await asyncio.to_thread(extract_prospect, messages)
+            prospect = await asyncio.to_thread(extract_prospect, messages, self.phone_region)
         else:
-            prospect = extract_prospect(messages)
+            prospect = extract_prospect(messages, self.phone_region)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Extraction(prospect=prospect, extractor=self.name, model=None, latency_ms=elapsed_ms)
 
@@ -517,8 +521,9 @@ class RulesExtractor:
         """Nothing to release."""
 
 
-def extract_prospect(messages: Sequence[ChatMessage]) -> Prospect:
-    """The pure decision behind `RulesExtractor.extract`."""
+def extract_prospect(messages: Sequence[ChatMessage], phone_region: str | None = None) -> Prospect:
+    """The pure decision behind `RulesExtractor.extract`; `phone_region` is where a phone number
+    without a country code is read when the chat names no place."""
     read = _readable(messages)
     turns = _user_turns(read)
     sentences = [sentence for turn in turns for sentence in turn.sentences]
@@ -531,20 +536,24 @@ def extract_prospect(messages: Sequence[ChatMessage]) -> Prospect:
     presupuesto = _budget(turns) if commercial else None
     level = _interest_level(text, intent, browsing, bool(products), plazo, presupuesto)
     own = [sentence for sentence in sentences if sentence.own]
+    ubicacion = _location(turns)
+    # Raw text on purpose: how someone writes is not a value an instruction can set.
+    idioma = _language(content for role, content in read if role == "user")
+    phone = _phone(turns)
+    regions = phone_regions(ubicacion, idioma, phone_region) if phone else ()
     return Prospect(
         nombre=_name(turns, _assistant_names(read)),
         email=_last(_email(sentence) for sentence in own),
-        telefono=_phone(turns),
+        telefono=normalise_phone(phone, regions) if phone else None,
         empresa=_company(turns),
         cargo=_last(_role(sentence) for sentence in own),
-        ubicacion=_location(turns),
+        ubicacion=ubicacion,
         productos_interes=products,
         presupuesto=presupuesto,
         plazo=plazo,
         nivel_interes=level,
         intencion=intent,
-        # Raw text on purpose: how someone writes is not a value an instruction can set.
-        idioma=_language(content for role, content in read if role == "user"),
+        idioma=idioma,
         resumen=_summary(intent, products, plazo, presupuesto),
     )
 
