@@ -25,7 +25,7 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     tool_input_schema,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
 from nexus_ingest.models import ChatMessage, Prospect
 
 # Stop reasons after which the tool input is cut short or absent, whatever the blocks say.
@@ -33,12 +33,14 @@ _UNUSABLE_STOPS = frozenset({"max_tokens", "refusal", "model_context_window_exce
 
 
 def _usage(message: Message) -> TokenUsage:
-    usage = message.usage
-    cache_read = usage.cache_read_input_tokens or 0
+    # Counts are read defensively: a proxy or compatible server may leave them out or mangle them.
+    usage = getattr(message, "usage", None)
+    cache_read = token_count(getattr(usage, "cache_read_input_tokens", None))
+    cache_write = token_count(getattr(usage, "cache_creation_input_tokens", None))
     # Anthropic's input_tokens leaves out cache reads and writes; count them in so that
     # input_tokens means the whole prompt for every extractor and cached is a share of it.
-    whole_prompt = usage.input_tokens + (usage.cache_creation_input_tokens or 0) + cache_read
-    return whole_prompt, usage.output_tokens, cache_read
+    whole_prompt = token_count(getattr(usage, "input_tokens", None)) + cache_write + cache_read
+    return token_count(whole_prompt), token_count(getattr(usage, "output_tokens", None)), cache_read
 
 
 class AnthropicExtractor:

@@ -23,18 +23,19 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     strict_json_schema,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
 from nexus_ingest.models import ChatMessage, Prospect
 
 
 def _usage(completion: ChatCompletion) -> TokenUsage:
-    # Several compatible servers omit usage, or its details, altogether.
-    usage = completion.usage
-    if usage is None:
-        return 0, 0, 0
-    details = usage.prompt_tokens_details
-    cached = (details.cached_tokens or 0) if details else 0
-    return usage.prompt_tokens, usage.completion_tokens, cached
+    # Several compatible servers omit usage, or its details, altogether, or send odd numbers.
+    usage = getattr(completion, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    return (
+        token_count(getattr(usage, "prompt_tokens", None)),
+        token_count(getattr(usage, "completion_tokens", None)),
+        token_count(getattr(details, "cached_tokens", None)),
+    )
 
 
 class OpenAIExtractor:
