@@ -168,6 +168,11 @@ def test_oversized_body_without_length_is_413(client: httpx.Client) -> None:
         (body(fingerprint=123), "fingerprint"),
         (body(sessionId=None), "sessionId"),
         (body(sessionId="s" * 300), "sessionId"),
+        (body(fingerprint="fp\u200b1"), "fingerprint"),  # zero-width space
+        (body(fingerprint="\ufeffvisitor"), "fingerprint"),  # byte-order mark
+        (body(sessionId="s-\u202eexe.txt"), "sessionId"),  # right-to-left override
+        (body(sessionId="s\u2066x\u2069"), "sessionId"),  # bidi isolate
+        (body(sessionId="s\u200dx"), "sessionId"),  # zero-width joiner
         (body(metadata=[1, 2]), "metadata"),
         (body(metadata={"n": 10**30}), "metadata"),
         (body(metadata={"n": "a\x00b"}), "metadata"),
@@ -182,6 +187,17 @@ def test_schema_errors_are_422_naming_the_field(
     answer = client.post(URL, json=payload)
     assert answer.status_code == 422, answer.text
     assert any(d["loc"][0] == field for d in answer.json()["detail"])
+
+
+def test_invisible_format_characters_are_welcome_in_chat_content(
+    client: httpx.Client, module_db: str
+) -> None:
+    """Emoji joined by zero-width joiners and bidi marks in a message are queued as sent."""
+    content = "Soy dev 👩\u200d💻, mi empresa es \u200fשלום\u200e Ltd"
+    answer = client.post(URL, json=body(messages=[{"role": "user", "content": content}]))
+    assert answer.status_code == 202, answer.text
+    message, _ = queued(module_db, answer.json()["messageId"])
+    assert message["messages"][0]["content"] == content
 
 
 def test_422_does_not_echo_the_input(client: httpx.Client) -> None:
