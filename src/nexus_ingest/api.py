@@ -27,7 +27,13 @@ from nexus_ingest.settings import Settings
 from nexus_ingest.telemetry import span
 from nexus_ingest.traceparent import continue_traceparent, trace_id
 from nexus_ingest.validation import Limits, Problem, check_snapshot
-from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body
+from nexus_ingest.web import (
+    BodyTooLarge,
+    BodyTooSlow,
+    bearer_matches,
+    health_reasons,
+    read_body,
+)
 from nexus_ingest.worker import consume_once, worker_config
 
 log = structlog.get_logger("nexus.producer")
@@ -167,10 +173,17 @@ async def post_snapshot(request: Request) -> Response:
     if not _is_json(request.headers.get("content-type")):
         return _reject(415, "unsupported_media_type", "Send the snapshot as application/json.")
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.request_timeout_s)
     except BodyTooLarge:
         return _reject(
             413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes."
+        )
+    except BodyTooSlow:
+        return _reject(
+            408,
+            "request_timeout",
+            f"The body did not arrive within {settings.request_timeout_s:g} seconds.",
+            headers={"Connection": "close"},
         )
     parsed = _parse_snapshot(body, state.limits)
     if isinstance(parsed, Response):
@@ -331,7 +344,7 @@ _POST_DOC: dict[str, Any] = {
     },
     "responses": {
         "202": {"description": "Queued"},
-        **{str(code): _ERROR for code in (400, 413, 415, 422, 429, 503)},
+        **{str(code): _ERROR for code in (400, 408, 413, 415, 422, 429, 503)},
     },
 }
 

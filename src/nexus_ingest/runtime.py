@@ -43,6 +43,7 @@ async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) 
     import uvicorn
 
     from nexus_ingest.api import create_app
+    from nexus_ingest.server import bounded_protocol
 
     app = create_app(settings, database_url)
     config = uvicorn.Config(
@@ -52,6 +53,7 @@ async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) 
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=bounded_protocol(settings.max_header_bytes, settings.request_timeout_s),
         proxy_headers=True,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,  # longer than clients and proxies keep idle connections

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     """largest accepted POST body, bytes"""
+    max_header_bytes: int = Field(default=32 * 1024, gt=0)
+    """largest request line and headers, bytes (more: 431 and the connection closed)"""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """longest wait for a request's headers, then for its body, seconds (slower: 408)"""
     max_messages: int = Field(default=200, gt=0)
     """most turns in one snapshot"""
     max_content_chars: int = Field(default=8000, gt=0)

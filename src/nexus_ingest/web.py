@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from starlette.requests import Request
@@ -14,17 +15,26 @@ class BodyTooLarge(Exception):
     """The request body is larger than allowed."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all)."""
+class BodyTooSlow(Exception):
+    """The request body did not arrive in time."""
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all),
+    or once it has taken more than `timeout` seconds, however steadily it trickles in."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)
 
 

@@ -21,7 +21,14 @@ from nexus_ingest import queue
 from nexus_ingest.dashboard import data, views
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.settings import Settings
-from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body, token_matches
+from nexus_ingest.web import (
+    BodyTooLarge,
+    BodyTooSlow,
+    bearer_matches,
+    health_reasons,
+    read_body,
+    token_matches,
+)
 
 log = structlog.get_logger("nexus.dashboard")
 
@@ -164,10 +171,14 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 async def _form(request: Request) -> dict[str, list[str]]:
     """A small urlencoded form body (the dashboard's forms only carry ids and a token)."""
+    settings: Settings = request.app.state.settings
     try:
-        body = await read_body(request, _MAX_FORM_BYTES)
+        body = await read_body(request, _MAX_FORM_BYTES, settings.request_timeout_s)
     except BodyTooLarge:
         raise Halt(Response("Form too large.", status_code=413, media_type="text/plain")) from None
+    except BodyTooSlow:
+        late = Response("Form too slow.", 408, {"Connection": "close"}, media_type="text/plain")
+        raise Halt(late) from None
     return parse_qs(body.decode("utf-8", "replace"), max_num_fields=200)
 
 
