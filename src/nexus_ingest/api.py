@@ -30,6 +30,7 @@ from nexus_ingest.validation import Limits, Problem, check_snapshot
 from nexus_ingest.web import (
     BodyTooLarge,
     BodyTooSlow,
+    QueueMetricsCache,
     bearer_matches,
     health_reasons,
     read_body,
@@ -53,6 +54,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
         app.state.extractor = None
+        app.state.queue_metrics = QueueMetricsCache(
+            app.state.pool, ttl_s=settings.metrics_cache_s, timeout=settings.db_timeout_s
+        )
         app.state.batcher = queue.EnqueueBatcher(app.state.pool, timeout=settings.db_timeout_s)
         try:
             yield
@@ -129,7 +133,7 @@ async def health(request: Request) -> Response:
     """The seed's health check: status, version, role and queue metrics."""
     settings: Settings = request.app.state.settings
     try:
-        m = await queue.metrics(request.app.state.pool, timeout=settings.db_timeout_s)
+        m = await request.app.state.queue_metrics.get()
     except DatabaseUnavailable:
         return _json(
             503,
@@ -300,9 +304,7 @@ def _invalid(problems: list[Problem]) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     """Every metric of this process, plus the queue's length and age read now."""
     try:
-        m = await queue.metrics(
-            request.app.state.pool, timeout=request.app.state.settings.db_timeout_s
-        )
+        m = await request.app.state.queue_metrics.get()
         QUEUE_LENGTH.set(m.queue_length)
         QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
     except DatabaseUnavailable:

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=0.9, gt=0)
     """how long the producer waits for the database before answering 503"""
 
+    metrics_cache_s: float = Field(default=1.0, ge=0)
+    """how long a count of the queue serves health checks, `/metrics` and the dashboard, seconds"""
     alert_queue_length: int = 100
     """health is `degraded` above this queue length"""
     alert_oldest_age_s: int = 300

@@ -41,7 +41,9 @@ def serving(db_url: str, **extra: str) -> Iterator[httpx.Client]:
 @pytest.fixture
 def server(db_url: str) -> Iterator[Server]:
     """The service with an admin token, and alerts that trip on a single queued message."""
-    with serving(db_url, NEXUS_ADMIN_TOKEN=TOKEN, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
+    with serving(
+        db_url, NEXUS_ADMIN_TOKEN=TOKEN, NEXUS_ALERT_QUEUE_LENGTH="0", NEXUS_METRICS_CACHE_S="0"
+    ) as client:
         yield Server(client, db_url)
 
 

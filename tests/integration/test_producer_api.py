@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,9 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest.web import QueueMetricsCache
 from tests.helpers import (
     SEED_CONVERSATION,
     free_port,
@@ -272,7 +275,7 @@ def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> N
 
 def test_degraded_when_queue_crosses_threshold(module_db: str) -> None:
     """Health says degraded, with the reason, when queue_length passes the alert threshold."""
-    with _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
+    with _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0", NEXUS_METRICS_CACHE_S="0") as client:
         client.post(URL, json=body(sessionId="deg"))
         data = client.get(URL).json()
         assert data["status"] == "degraded"
@@ -299,7 +302,8 @@ def test_database_down_gives_fast_503_and_recovery(pg_admin_url: str, template_d
                 what="a 503",
             )
             assert answer.headers["Retry-After"] and answer.elapsed.total_seconds() < 2.5
-            assert client.get(URL).status_code == 503
+            # Health reuses its count of the queue for up to NEXUS_METRICS_CACHE_S (1 s).
+            wait_for(lambda: client.get(URL).status_code == 503, timeout=5, what="unhealthy")
             _set_connections(pg_admin_url, name, allowed=True)
             wait_for(
                 lambda: client.post(URL, json=body(sessionId="after")).status_code == 202,
@@ -330,3 +334,80 @@ def _set_connections(admin_url: str, name: str, *, allowed: bool) -> None:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
+
+
+COUNT_METRICS_READS = """
+CREATE SEQUENCE IF NOT EXISTS public.test_metrics_reads;
+CREATE OR REPLACE FUNCTION public.pgmq_metrics(queue_name text)
+RETURNS TABLE (queue_name text, queue_length bigint, oldest_msg_age_sec integer,
+               newest_msg_age_sec integer, total_messages bigint)
+LANGUAGE sql AS $$
+    SELECT nextval('public.test_metrics_reads');
+    SELECT $1, m.queue_length, m.oldest_msg_age_sec, m.newest_msg_age_sec, m.total_messages
+    FROM pgmq.metrics(nexus.stored_queue_name($1)) AS m;
+$$;
+"""
+
+
+def count_metrics_reads(database_url: str) -> None:
+    """Make every read of the queue's metrics in this test database bump a sequence."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(COUNT_METRICS_READS)
+
+
+def metrics_reads(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.test_metrics_reads"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _burst(base: str, requests: list[tuple[str, dict[str, str]]]) -> list[int]:
+    limits = httpx.Limits(max_connections=len(requests))
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        answers = await asyncio.gather(*(client.get(path, headers=h) for path, h in requests))
+    return [answer.status_code for answer in answers]
+
+
+def test_concurrent_health_metrics_and_dashboard_share_one_queue_count(db_url: str) -> None:
+    """60 concurrent health checks, scrapes and dashboard polls count the queue once, not 60
+    times: the metrics are read once, shared by every request in flight, and reused."""
+    count_metrics_reads(db_url)
+    port = free_port()
+    env = nexus_env(
+        db_url, port, NEXUS_EXTRACTOR="rules", NEXUS_ADMIN_TOKEN="t0k3n", NEXUS_METRICS_CACHE_S="30"
+    )
+    with nexus_process(["serve"], env) as proc:
+        base = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            assert proc.poll() is None, "nexus serve exited"
+            try:  # the OpenAPI document, unlike health, reads nothing from the queue
+                return httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(serving, timeout=20, what="nexus serve")
+        assert metrics_reads(db_url) == 0
+        bearer = {"Authorization": "Bearer t0k3n"}
+        requests = (
+            [(URL, {})] * 40
+            + [("/metrics", {})] * 10
+            + [("/dashboard/partials/metrics", bearer)] * 10
+        )
+        assert asyncio.run(_burst(base, requests)) == [200] * len(requests)
+        assert metrics_reads(db_url) == 1
+
+
+async def test_callers_arriving_during_a_count_share_it(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Even with no reuse over time, 20 concurrent callers share the count in flight; a caller
+    after it has finished counts again."""
+    count_metrics_reads(db_url)
+    metrics = QueueMetricsCache(pool, ttl_s=0, timeout=5)
+    shared = await asyncio.gather(*(metrics.get() for _ in range(20)))
+    assert metrics_reads(db_url) == 1 and len(set(shared)) == 1
+    await metrics.get()
+    assert metrics_reads(db_url) == 2

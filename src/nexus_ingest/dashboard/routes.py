@@ -234,7 +234,7 @@ async def _metrics_context(request: Request) -> dict[str, Any]:
     pool = _pool(request)
     try:
         metrics, minutes, totals, dead = await asyncio.gather(
-            queue.metrics(pool, timeout=settings.db_timeout_s),
+            request.app.state.queue_metrics.get(),
             data.throughput(pool),
             data.totals(pool),
             queue.dead_letter_count(pool),
