@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     """bearer token of the HTTP consumer endpoints; unset closes them"""
     admin_token: SecretStr | None = None
     """token of the dashboard and admin API; unset closes them"""
+    admin_sign_in_per_minute: float = Field(default=10, ge=0)
+    """failed dashboard sign-ins allowed per client IP per minute, after the burst (0: no limit)"""
+    admin_sign_in_burst: int = Field(default=5, gt=0)
+    """failed dashboard sign-ins a client IP may make at once before it must wait"""
     cors_origins: list[str] = Field(default_factory=list)
     """JSON list of browser origins allowed to post (for the widget on other sites)"""
 

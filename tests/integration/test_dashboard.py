@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from nexus_ingest.dashboard.routes import COOKIE, admin_session
 from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_healthy
 
 TOKEN = "s3cret-admin-token"
@@ -132,8 +136,9 @@ def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> 
     assert sql(server.db_url, "SELECT msg_id FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(dead,)]
 
 
-def test_bearer_form_and_query_token_sign_in(server: Server) -> None:
-    """A bearer token works as is; the form and `?token=` set an HttpOnly cookie that then works."""
+def test_bearer_and_form_sign_in_but_never_a_token_in_the_url(server: Server) -> None:
+    """A bearer token works as is; the form sets an HttpOnly cookie that then works; a token in
+    the URL (where logs, history and Referer keep it) is ignored and never echoed back."""
     client = server.client
     assert client.get("/dashboard", headers=BEARER).status_code == 200
     refused = client.post("/dashboard/login", data={"token": "nope", "next": "/dashboard"})
@@ -148,9 +153,45 @@ def test_bearer_form_and_query_token_sign_in(server: Server) -> None:
     assert client.get("/dashboard/dead-letters").status_code == 200
     client.cookies.clear()
     with httpx.Client(base_url=str(client.base_url)) as fresh:
-        once = fresh.get(f"/dashboard?token={TOKEN}&intent=compra")
-        assert once.status_code == 303 and once.headers["location"] == "/dashboard?intent=compra"
-        assert fresh.get("/dashboard").status_code == 200
+        in_url = fresh.get(f"/dashboard?token={TOKEN}&intent=compra")
+        assert in_url.status_code == 401 and "set-cookie" not in in_url.headers
+        assert TOKEN not in in_url.text
+        assert fresh.get("/dashboard").status_code == 401
+
+
+def test_failed_sign_ins_are_throttled_per_client(server: Server) -> None:
+    """After a burst of wrong tokens (form or bearer) a client gets 429 with Retry-After, even
+    with the right token; another client is unaffected."""
+    client = server.client
+    guesses = [
+        lambda n: client.post("/dashboard/login", data={"token": f"guess-{n}"}),
+        lambda n: client.get("/dashboard", headers={"Authorization": f"Bearer guess-{n}"}),
+    ]
+    for n in range(5):
+        assert guesses[n % 2](n).status_code == 401
+    throttled = client.post("/dashboard/login", data={"token": TOKEN})
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert client.get("/dashboard", headers=BEARER).status_code == 429
+    elsewhere = {"X-Forwarded-For": "203.0.113.9"}
+    other = client.post("/dashboard/login", data={"token": TOKEN}, headers=elsewhere)
+    assert other.status_code == 303
+
+
+def test_a_sign_in_cookie_expires(server: Server) -> None:
+    """The cookie carries its issue time: within twelve hours it works, older (or forged with
+    another token, or the old never-expiring form) it is refused."""
+    url = str(server.client.base_url)
+    now = time.time()
+    for value, status in [
+        (admin_session(TOKEN, issued_at=now - 60), 200),
+        (admin_session(TOKEN, issued_at=now - 13 * 3600), 401),
+        (admin_session(TOKEN, issued_at=now + 3600), 401),
+        (admin_session("another-token", issued_at=now), 401),
+        (hmac.new(TOKEN.encode(), b"nexus-dashboard-session-v1", hashlib.sha256).hexdigest(), 401),
+        ("not-a-session", 401),
+    ]:
+        with httpx.Client(base_url=url, cookies={COOKIE: value}) as client:
+            assert client.get("/dashboard").status_code == status, value
 
 
 def test_login_never_redirects_off_site(server: Server) -> None:
