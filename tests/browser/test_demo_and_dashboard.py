@@ -116,11 +116,12 @@ def saved_prospect(db_url: str, fingerprint: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-def sign_in(page: Any, base: str) -> None:
-    page.goto(f"{base}/dashboard")
+def sign_in(page: Any, base: str, path: str = "/dashboard") -> None:
+    """Open `path`, sign in on the form it shows, and land back on `path`."""
+    page.goto(f"{base}{path}")
     page.fill("input[name=token]", TOKEN)
     page.click("button[type=submit]")
-    expect(page).to_have_url(f"{base}/dashboard")
+    expect(page).to_have_url(f"{base}{path}")
 
 
 def test_demo_chat_shows_the_prospect_on_the_dashboard(nexus: Nexus, page: Any) -> None:
@@ -192,8 +193,7 @@ def dead_letter(db_url: str, session: str, fingerprint: str) -> int:
 def test_a_dead_letter_replayed_from_the_dashboard_is_saved(nexus: Nexus, page: Any) -> None:
     """Replay on the dead-letters page sends the message back, and the worker then saves it."""
     msg_id = dead_letter(nexus.db_url, "session-dora", "fp-dora")
-    page.goto(f"{nexus.base}/dashboard/dead-letters?token={TOKEN}")
-    expect(page).to_have_url(f"{nexus.base}/dashboard/dead-letters")
+    sign_in(page, nexus.base, "/dashboard/dead-letters")
     row = page.locator(f'tr[data-msg-id="{msg_id}"]')
     expect(row).to_contain_text("retryable after 5 attempts: RateLimited")
     expect(page.locator("[data-count]")).to_have_text("1 waiting")
@@ -208,7 +208,7 @@ def test_a_dead_letter_replayed_from_the_dashboard_is_saved(nexus: Nexus, page: 
         "dora.perez@example.com",
     )
 
-    page.goto(f"{nexus.base}/dashboard/prospects/fp-dora")
+    page.goto(f"{nexus.base}/dashboard/prospect?fingerprint=fp-dora")
     expect(page.locator("[data-field=email]")).to_have_text("dora.perez@example.com")
     expect(page.locator('table.trace tr[data-place="replayed dead letter"]')).to_have_count(1)
     expect(page.locator('table.trace tr[data-place="archived"]')).to_have_count(1)

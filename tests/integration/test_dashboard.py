@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import psycopg
@@ -107,9 +109,9 @@ def seed_prospects(db_url: str) -> None:
     )
 
 
-def names(html: str) -> list[str]:
+def names(page: str) -> list[str]:
     """The prospect names of a prospects table, in order."""
-    return re.findall(r'<a href="/dashboard/prospects/[^"]+">([^<]+)</a>', html)
+    return re.findall(r'<a href="/dashboard/prospect\?fingerprint=[^"]+">([^<]+)</a>', page)
 
 
 def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> None:
@@ -120,6 +122,7 @@ def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> 
         ("GET", "/dashboard"),
         ("GET", "/dashboard/partials/metrics"),
         ("GET", "/dashboard/partials/prospects"),
+        ("GET", "/dashboard/prospect?fingerprint=fp-ana"),
         ("GET", "/dashboard/prospects/fp-ana"),
         ("GET", "/dashboard/dead-letters"),
         ("POST", "/dashboard/dead-letters/replay"),
@@ -253,7 +256,9 @@ def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None
     partial = client.get("/dashboard/partials/metrics", headers=BEARER)
     assert partial.status_code == 200 and "<html" not in partial.text
 
-    detail = client.get("/dashboard/prospects/fp-ana", headers=BEARER)
+    old_link = client.get("/dashboard/prospects/fp-ana", headers=BEARER)
+    assert old_link.headers["location"] == "/dashboard/prospect?fingerprint=fp-ana"
+    detail = client.get("/dashboard/prospect?fingerprint=fp-ana", headers=BEARER)
     assert detail.status_code == 200
     assert "ana@acme.test" in detail.text and 'data-msg-id="101"' in detail.text
     assert 'data-place="queued"' in detail.text and 'data-place="dead letter"' in detail.text
@@ -261,7 +266,10 @@ def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None
     assert 'data-session="session-fp-ana"' in detail.text
     assert 'data-event="saved"' in detail.text and 'data-event="enqueued"' in detail.text
     assert 'data-event="in_dead_letter_queue"' in detail.text
-    assert client.get("/dashboard/prospects/fp-nobody", headers=BEARER).status_code == 404
+    assert (
+        client.get("/dashboard/prospect?fingerprint=fp-nobody", headers=BEARER).status_code == 404
+    )
+    assert client.get("/dashboard/prospect", headers=BEARER).status_code == 404
 
     letters = client.get("/dashboard/dead-letters", headers=BEARER)
     assert "permanent after 5 attempts: undecodable payload" in letters.text
@@ -321,3 +329,34 @@ def test_replay_and_purge_dead_letters_from_the_dashboard(server: Server) -> Non
     assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(0,)]
     after = server.client.get(purged.headers["location"], headers=BEARER)
     assert "Purged 1 dead letter." in after.text and "is empty" in after.text
+
+
+TRICKY_FINGERPRINTS = [
+    "../dead-letters",
+    "..",
+    "./x",
+    "a/../../b",
+    "a/b/c",
+    "x?y=1&z=2",
+    "frag#ment",
+    "with space",
+    "100%25",
+    "a+b",
+    "ünïcødé-✓",
+    "<b>&amp;",
+]
+
+
+def test_every_prospect_link_opens_its_prospect(server: Server) -> None:
+    """A link in the prospects table opens that prospect whatever its fingerprint holds: slashes,
+    dots, ?, #, %, +, spaces, unicode, markup (resolved as a browser resolves it)."""
+    for n, fingerprint in enumerate(TRICKY_FINGERPRINTS):
+        save(server.db_url, fingerprint, {"nombre": f"Visitor {n}"}, msg_id=500 + n)
+    client = server.client
+    table = client.get("/dashboard", headers=BEARER).text
+    for n, fingerprint in enumerate(TRICKY_FINGERPRINTS):
+        [href] = re.findall(rf'<a href="([^"]+)">Visitor {n}</a>', table)
+        url = urljoin(f"{client.base_url}/dashboard", html.unescape(href))
+        page = client.get(url, headers=BEARER)
+        assert page.status_code == 200, (fingerprint, url)
+        assert f"<code>{html.escape(fingerprint)}</code>" in page.text, (fingerprint, url)

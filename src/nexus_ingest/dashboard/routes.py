@@ -348,11 +348,17 @@ async def prospects_partial(
 
 
 @router.get("/prospects/{fingerprint_id:path}")
-async def prospect_page(request: Request, fingerprint_id: str) -> Response:
+async def old_prospect_link(fingerprint_id: str) -> Response:
+    """Links of earlier versions, with the fingerprint in the path, lead to the page."""
+    return RedirectResponse(views.prospect_url(fingerprint_id), status_code=308)
+
+
+@router.get("/prospect")
+async def prospect_page(request: Request, fingerprint: str = "") -> Response:
     """One prospect: the merged fields, the extraction history, and where its messages are."""
-    detail = await data.prospect_detail(_pool(request), fingerprint_id)
+    detail = await data.prospect_detail(_pool(request), fingerprint) if fingerprint else None
     if detail is None:
-        return _render(request, "not_found.html", {"fingerprint_id": fingerprint_id}, status=404)
+        return _render(request, "not_found.html", {"fingerprint_id": fingerprint}, status=404)
     context = {
         "detail": detail,
         "p": detail.row,
