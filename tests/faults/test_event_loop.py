@@ -12,7 +12,7 @@ import httpx
 import psycopg
 from bench.extraction import largest_snapshot
 
-from tests.helpers import free_port, nexus_env, nexus_process, wait_for, wait_healthy
+from tests.helpers import running_nexus, wait_for
 
 URL = "/api/nexus/producer"
 BIG_COUNT = 6
@@ -55,17 +55,14 @@ def _big_extracted(db_url: str) -> int:
 
 def test_largest_snapshots_do_not_stall_the_producer(db_url: str, tmp_path: Path) -> None:
     """While maximum-size snapshots are extracted, every small POST is answered within a second."""
-    port = free_port()
-    env = nexus_env(
+    with running_nexus(
+        ["up"],
         db_url,
-        port,
+        log_path=tmp_path / "up.log",
         NEXUS_EXTRACTOR="rules",
         NEXUS_RATE_LIMIT_IP_PER_MINUTE="0",
         NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0",
-    )
-    with nexus_process(["up"], env, log_path=tmp_path / "up.log") as proc:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, proc)
+    ) as base:
         poster = BigPoster(base)
         answers: list[float] = []
         with httpx.Client(base_url=base, timeout=30) as client:

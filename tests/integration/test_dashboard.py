@@ -24,6 +24,7 @@ from tests.helpers import (
     free_port,
     nexus_env,
     nexus_process,
+    running_nexus,
     wait_for,
     wait_healthy,
 )
@@ -374,45 +375,41 @@ def test_the_chart_counts_received_snapshots_after_they_are_processed_and_delete
 ) -> None:
     """With processed messages deleted, the chart still counts every snapshot received: once
     each, a duplicate POST not at all, and a dead letter and its replay as one."""
-    port = free_port()
-    env = nexus_env(
-        db_url,
-        port,
-        NEXUS_EXTRACTOR="rules",
-        NEXUS_ADMIN_TOKEN=TOKEN,
-        NEXUS_METRICS_CACHE_S="0",
-        NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0",
-    )
-    with nexus_process(["up"], env) as proc:
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, proc)
-        with httpx.Client(base_url=base, timeout=10, headers=BEARER) as client:
-            for turns in range(1, 4):  # three snapshots of one chat, posted at once
-                chat = {**SEED_CONVERSATION, "messages": SEED_CONVERSATION["messages"][:turns]}
-                assert client.post("/api/nexus/producer", json=chat).status_code == 202
-            keyed = {**SEED_CONVERSATION, "sessionId": "other", "fingerprint": "fp-other"}
-            for _ in range(2):  # the second is the same POST retried: a duplicate
-                key = {"Idempotency-Key": "once"}
-                assert (
-                    client.post("/api/nexus/producer", json=keyed, headers=key).status_code == 202
+    with (
+        running_nexus(
+            ["up"],
+            db_url,
+            NEXUS_EXTRACTOR="rules",
+            NEXUS_ADMIN_TOKEN=TOKEN,
+            NEXUS_METRICS_CACHE_S="0",
+            NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0",
+        ) as base,
+        httpx.Client(base_url=base, timeout=10, headers=BEARER) as client,
+    ):
+        for turns in range(1, 4):  # three snapshots of one chat, posted at once
+            chat = {**SEED_CONVERSATION, "messages": SEED_CONVERSATION["messages"][:turns]}
+            assert client.post("/api/nexus/producer", json=chat).status_code == 202
+        keyed = {**SEED_CONVERSATION, "sessionId": "other", "fingerprint": "fp-other"}
+        for _ in range(2):  # the second is the same POST retried: a duplicate
+            key = {"Idempotency-Key": "once"}
+            assert client.post("/api/nexus/producer", json=keyed, headers=key).status_code == 202
+        dead = dead_letter(db_url, "s-dead", 424242, "boom")
+        replay = client.post("/dashboard/dead-letters/replay", data={"msg_id": str(dead)})
+        assert replay.status_code == 303
+        wait_for(
+            lambda: (
+                sql(db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion") == [(0,)]
+                and sql(
+                    db_url,
+                    "SELECT count(*) FROM prospect_extractions WHERE session_id = 's-dead'",
                 )
-            dead = dead_letter(db_url, "s-dead", 424242, "boom")
-            replay = client.post("/dashboard/dead-letters/replay", data={"msg_id": str(dead)})
-            assert replay.status_code == 303
-            wait_for(
-                lambda: (
-                    sql(db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion") == [(0,)]
-                    and sql(
-                        db_url,
-                        "SELECT count(*) FROM prospect_extractions WHERE session_id = 's-dead'",
-                    )
-                    == [(1,)]
-                ),
-                timeout=30,
-                what="every snapshot processed",
-            )
-            assert sql(db_url, "SELECT count(*) FROM pgmq.a_nexus_prospect_ingestion") == [(0,)]
-            panel = client.get("/dashboard/partials/metrics").text
+                == [(1,)]
+            ),
+            timeout=30,
+            what="every snapshot processed",
+        )
+        assert sql(db_url, "SELECT count(*) FROM pgmq.a_nexus_prospect_ingestion") == [(0,)]
+        panel = client.get("/dashboard/partials/metrics").text
     [(extracted,)] = sql(db_url, "SELECT count(*) FROM prospect_extractions")
     assert "received 5" in panel, re.findall(r"received \d+", panel)
     assert f"extracted {extracted}" in panel
