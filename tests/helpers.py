@@ -96,6 +96,19 @@ def wait_healthy(
     wait_for(answers, timeout=timeout, interval=0.05, what=f"{base_url} to answer")
 
 
+@contextmanager
+def running_nexus(
+    args: list[str], database_url: str, *, log_path: Path | None = None, **settings: str
+) -> Iterator[str]:
+    """`nexus ARGS` on a free port with these settings; yields its base URL once it answers."""
+    port = free_port()
+    env = nexus_env(database_url, port, **settings)
+    with nexus_process(args, env, log_path=log_path) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        yield base
+
+
 SEED_CONVERSATION = {
     "messages": [
         {"role": "user", "content": "Hola"},

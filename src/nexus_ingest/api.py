@@ -34,7 +34,14 @@ from nexus_ingest.settings import Settings
 from nexus_ingest.telemetry import span
 from nexus_ingest.traceparent import continue_traceparent, trace_id
 from nexus_ingest.validation import Limits, Problem, check_snapshot
-from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body
+from nexus_ingest.web import (
+    BodyTooLarge,
+    BodyTooSlow,
+    QueueMetricsCache,
+    bearer_matches,
+    health_reasons,
+    read_body,
+)
 from nexus_ingest.worker import consume_once, worker_config
 
 log = structlog.get_logger("nexus.producer")
@@ -54,6 +61,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
         app.state.extractor = None
+        app.state.queue_metrics = QueueMetricsCache(
+            app.state.pool, ttl_s=settings.metrics_cache_s, timeout=settings.db_timeout_s
+        )
         app.state.batcher = queue.EnqueueBatcher(app.state.pool, timeout=settings.db_timeout_s)
         try:
             yield
@@ -152,7 +162,7 @@ async def health(request: Request) -> Response:
     """The seed's health check: status, version, role and queue metrics."""
     settings: Settings = request.app.state.settings
     try:
-        m = await queue.metrics(request.app.state.pool, timeout=settings.db_timeout_s)
+        m = await request.app.state.queue_metrics.get()
     except DatabaseUnavailable:
         return _json(
             503,
@@ -196,10 +206,17 @@ async def post_snapshot(request: Request) -> Response:
     if not _is_json(request.headers.get("content-type")):
         return _reject(415, "unsupported_media_type", "Send the snapshot as application/json.")
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.request_timeout_s)
     except BodyTooLarge:
         return _reject(
             413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes."
+        )
+    except BodyTooSlow:
+        return _reject(
+            408,
+            "request_timeout",
+            f"The body did not arrive within {settings.request_timeout_s:g} seconds.",
+            headers={"Connection": "close"},
         )
     parsed = _parse_snapshot(body, state.limits)
     if isinstance(parsed, Response):
@@ -316,9 +333,7 @@ def _invalid(problems: list[Problem]) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     """Every metric of this process, plus the queue's length and age read now."""
     try:
-        m = await queue.metrics(
-            request.app.state.pool, timeout=request.app.state.settings.db_timeout_s
-        )
+        m = await request.app.state.queue_metrics.get()
         QUEUE_LENGTH.set(m.queue_length)
         QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
     except DatabaseUnavailable:

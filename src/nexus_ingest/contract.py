@@ -165,6 +165,9 @@ PRODUCER_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     ),
     400: _body(ApiError, "`malformed_json`, or `invalid_idempotency_key`"),
+    408: _body(
+        ApiError, "`request_timeout`: the body did not arrive within NEXUS_REQUEST_TIMEOUT_S"
+    ),
     413: _body(ApiError, "`payload_too_large`: the body exceeds NEXUS_MAX_BODY_BYTES"),
     415: _body(ApiError, "`unsupported_media_type`: the body is not application/json"),
     422: _body(

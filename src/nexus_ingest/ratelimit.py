@@ -47,6 +47,13 @@ class RateLimiter:
             return 0.0
         return (1.0 - bucket.tokens) / self._rate
 
+    def wait(self, key: str) -> float:
+        """Seconds until `key` has a token, without taking one: 0.0 when it has one now."""
+        if not self.enabled or key not in self._buckets:
+            return 0.0
+        bucket = self._refill(key, self._clock())
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self._rate
+
     def _refill(self, key: str, now: float) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:

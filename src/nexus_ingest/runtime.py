@@ -46,11 +46,17 @@ def _stop_on_signals() -> asyncio.Event:
 async def serve_api(settings: Settings, database_url: str, stop: asyncio.Event) -> None:
     """Serve HTTP until `stop` is set."""
     from nexus_ingest.api import create_app
+    from nexus_ingest.server import bounded_protocol
 
-    await _serve_http(create_app(settings, database_url), settings.host, settings.port, stop)
+    protocol = bounded_protocol(settings.max_header_bytes, settings.request_timeout_s)
+    await _serve_http(
+        create_app(settings, database_url), settings.host, settings.port, stop, http=protocol
+    )
 
 
-async def _serve_http(app: ASGIApp, host: str, port: int, stop: asyncio.Event) -> None:
+async def _serve_http(
+    app: ASGIApp, host: str, port: int, stop: asyncio.Event, *, http: Any = "auto"
+) -> None:
     """Serve `app` with uvicorn until `stop` is set."""
     # Imported here so a worker on its own does not pay for the web stack at start-up.
     import uvicorn
@@ -62,6 +68,7 @@ async def _serve_http(app: ASGIApp, host: str, port: int, stop: asyncio.Event) -
         log_config=None,
         access_log=False,
         lifespan="on",
+        http=http,
         proxy_headers=True,
         timeout_graceful_shutdown=5,
         timeout_keep_alive=75,  # longer than clients and proxies keep idle connections

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nexus_ingest.spend import ModelPrices
 
 ExtractorName = Literal["auto", "rules", "anthropic", "openai", "noop"]
+PhoneRegion = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[A-Z]{2}$")]
 
 
 class Settings(BaseSettings):
@@ -77,16 +78,26 @@ class Settings(BaseSettings):
     """a session with no newer snapshot for this long gets its final state extracted, seconds"""
     extract_hot_at_once: bool = True
     """extract at once when a chat turns hot (contact details, or a purchase, demo or price intent)"""
+    phone_region: PhoneRegion | None = None
+    """region (ISO 3166, e.g. `ES`) of phone numbers without a country code when the chat names no place"""
 
     consumer_token: SecretStr | None = None
     """bearer token of the HTTP consumer endpoints; unset closes them"""
     admin_token: SecretStr | None = None
     """token of the dashboard and admin API; unset closes them"""
+    admin_sign_in_per_minute: float = Field(default=10, ge=0)
+    """failed dashboard sign-ins allowed per client IP per minute, after the burst (0: no limit)"""
+    admin_sign_in_burst: int = Field(default=5, gt=0)
+    """failed dashboard sign-ins a client IP may make at once before it must wait"""
     cors_origins: list[str] = Field(default_factory=list)
     """JSON list of browser origins allowed to post (for the widget on other sites)"""
 
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     """largest accepted POST body, bytes"""
+    max_header_bytes: int = Field(default=32 * 1024, gt=0)
+    """largest request line and headers, bytes (more: 431 and the connection closed)"""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """longest wait for a request's headers, then for its body, seconds (slower: 408)"""
     max_messages: int = Field(default=200, gt=0)
     """most turns in one snapshot"""
     max_content_chars: int = Field(default=8000, gt=0)
@@ -105,6 +116,8 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=0.9, gt=0)
     """how long the producer waits for the database before answering 503"""
 
+    metrics_cache_s: float = Field(default=1.0, ge=0)
+    """how long a count of the queue serves health checks, `/metrics` and the dashboard, seconds"""
     alert_queue_length: int = 100
     """health is `degraded` above this queue length"""
     alert_oldest_age_s: int = 300

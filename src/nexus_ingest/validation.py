@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,16 @@ def _check_ids(snapshot: SnapshotIn, limits: Limits) -> list[Problem]:
             problems.append(Problem((loc,), f"at most {limits.max_id_chars} characters"))
         elif _CONTROL.search(value) or value != value.strip():
             problems.append(Problem((loc,), "no control characters or surrounding spaces"))
+        elif _has_format_characters(value):
+            problems.append(Problem((loc,), "no invisible format characters (zero-width, bidi)"))
     return problems
+
+
+def _has_format_characters(value: str) -> bool:
+    """Whether `value` holds a Unicode format character (category Cf): zero-width spaces and
+    joiners, bidi controls, byte-order marks. In an id they make two ids look the same, or one
+    read backwards; chat text keeps them (emoji sequences and right-to-left text need them)."""
+    return not value.isascii() and any(unicodedata.category(char) == "Cf" for char in value)
 
 
 def _check_content(content: str, loc: tuple[str | int, ...], limits: Limits) -> list[Problem]:

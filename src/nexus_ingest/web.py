@@ -1,11 +1,16 @@
-"""What the API and the dashboard both need from a request: bounded bodies, token checks, health."""
+"""What the API and the dashboard both need: bounded bodies, token checks, health and its
+shared queue metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 
+from nexus_ingest import queue
 from nexus_ingest.queue import QueueMetrics
 from nexus_ingest.settings import Settings
 
@@ -14,17 +19,26 @@ class BodyTooLarge(Exception):
     """The request body is larger than allowed."""
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all)."""
+class BodyTooSlow(Exception):
+    """The request body did not arrive in time."""
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all),
+    or once it has taken more than `timeout` seconds, however steadily it trickles in."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)
 
 
@@ -39,6 +53,38 @@ def bearer_matches(request: Request, expected: str | None) -> bool:
     """Whether `Authorization: Bearer <token>` carries the expected token."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and token_matches(token.strip(), expected)
+
+
+class QueueMetricsCache:
+    """The queue's length and ages, counted at most once per `ttl_s` however many ask: health
+    checks, Prometheus scrapes and dashboard polls (all unauthenticated but the last) share one
+    count, and concurrent callers share the one in flight."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, ttl_s: float, timeout: float) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._timeout = timeout
+        self._latest: tuple[float, QueueMetrics] | None = None
+        self._reading: asyncio.Task[QueueMetrics] | None = None
+
+    async def get(self) -> QueueMetrics:
+        """Metrics at most `ttl_s` old; `DatabaseUnavailable` (never cached) when they cannot be read."""
+        if self._latest is not None and time.monotonic() - self._latest[0] < self._ttl_s:
+            return self._latest[1]
+        if self._reading is None:
+            self._reading = asyncio.create_task(self._read())
+            # Read here too, so a failure nobody waited for is not reported as never retrieved.
+            self._reading.add_done_callback(lambda task: task.cancelled() or task.exception())
+        # Shielded: a caller that gives up must not cancel the count the others wait for.
+        return await asyncio.shield(self._reading)
+
+    async def _read(self) -> QueueMetrics:
+        try:
+            metrics = await queue.metrics(self._pool, timeout=self._timeout)
+        finally:
+            self._reading = None
+        self._latest = (time.monotonic(), metrics)
+        return metrics
 
 
 def health_reasons(m: QueueMetrics, settings: Settings) -> list[str]:

@@ -39,11 +39,12 @@ def settled(page: Any) -> None:
     expect(chat).to_have_attribute("data-state", "idle")
 
 
-def sign_in(page: Any, base: str) -> None:
-    page.goto(f"{base}/dashboard")
+def sign_in(page: Any, base: str, path: str = "/dashboard") -> None:
+    """Open `path`, sign in on the form it shows, and land back on `path`."""
+    page.goto(f"{base}{path}")
     page.fill("input[name=token]", TOKEN)
     page.click("button[type=submit]")
-    expect(page).to_have_url(f"{base}/dashboard")
+    expect(page).to_have_url(f"{base}{path}")
 
 
 def test_demo_chat_shows_the_prospect_on_the_dashboard(
@@ -119,8 +120,7 @@ def test_a_dead_letter_replayed_from_the_dashboard_is_saved(
 ) -> None:
     """Replay on the dead-letters page sends the message back, and the worker then saves it."""
     msg_id = dead_letter(nexus.db_url, "session-dora", "fp-dora")
-    page.goto(f"{nexus.base}/dashboard/dead-letters?token={TOKEN}")
-    expect(page).to_have_url(f"{nexus.base}/dashboard/dead-letters")
+    sign_in(page, nexus.base, "/dashboard/dead-letters")
     row = page.locator(f'tr[data-msg-id="{msg_id}"]')
     expect(row).to_contain_text("retryable after 5 attempts: RateLimited")
     expect(page.locator("[data-count]")).to_have_text("1 waiting")
@@ -135,7 +135,7 @@ def test_a_dead_letter_replayed_from_the_dashboard_is_saved(
         "dora.perez@example.com",
     )
 
-    page.goto(f"{nexus.base}/dashboard/prospects/fp-dora")
+    page.goto(f"{nexus.base}/dashboard/prospect?fingerprint=fp-dora")
     expect(page.locator("[data-field=email]")).to_have_text("dora.perez@example.com")
     expect(page.locator('table.trace tr[data-place="replayed dead letter"]')).to_have_count(1)
     expect(page.locator('table.trace tr[data-place="archived"]')).to_have_count(1)

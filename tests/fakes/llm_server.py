@@ -38,6 +38,13 @@ OPENAI_PATH = "/v1/chat/completions"
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
+class Omitted:
+    """A usage value (or the whole usage) that the answer leaves out, as some servers do."""
+
+
+OMITTED = Omitted()
+
+
 @dataclass(frozen=True)
 class Reply:
     """The model answers with `payload`: Anthropic tool_use input, OpenAI JSON content."""
@@ -45,7 +52,8 @@ class Reply:
     payload: object
     truncated: bool = False  # stop_reason max_tokens / finish_reason length
     thinking: str | None = None  # Anthropic: a thinking block before the tool call
-    usage: Mapping[str, Any] | None = None  # overrides the computed usage fields
+    # Overrides the computed usage fields (OMITTED drops one), or OMITTED drops usage altogether.
+    usage: Mapping[str, Any] | Omitted | None = None
 
 
 @dataclass(frozen=True)
@@ -364,6 +372,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _with_usage(
+    answer: dict[str, Any], usage: dict[str, Any], behaviour: Behaviour
+) -> dict[str, Any]:
+    """`answer` with the computed `usage`, as a scripted Reply overrides or leaves it out."""
+    override = behaviour.usage if isinstance(behaviour, Reply) else None
+    if isinstance(override, Omitted):
+        return answer
+    for key, value in (override or {}).items():
+        usage.pop(key, None)
+        if not isinstance(value, Omitted):
+            usage[key] = _without_omitted(value)
+    return {**answer, "usage": usage}
+
+
+def _without_omitted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _without_omitted(v) for k, v in value.items() if not isinstance(v, Omitted)}
+    return value
+
+
 def _json_or_none(raw: bytes) -> Any:
     try:
         return json.loads(raw)
@@ -516,9 +544,7 @@ class _AnthropicWire(_Wire):
     ) -> dict[str, Any]:
         content, stop_reason = _anthropic_content(behaviour, _forced_tool(body))
         usage = fake._bill(body, estimate_tokens(json.dumps(content)), batch=batch)
-        if isinstance(behaviour, Reply) and behaviour.usage:
-            usage.update(behaviour.usage)
-        return {
+        answer = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
@@ -526,8 +552,8 @@ class _AnthropicWire(_Wire):
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": usage,
         }
+        return _with_usage(answer, usage, behaviour)
 
 
 def _anthropic_body_problem(body: Any) -> str | None:
@@ -630,10 +656,7 @@ class _OpenAIWire(_Wire):
 
     def answer(self, fake: FakeLLMServer, behaviour: Behaviour, body: Any) -> object:
         message, finish = _openai_message(behaviour)
-        usage = _openai_usage(fake, body, message)
-        if isinstance(behaviour, Reply) and behaviour.usage:
-            usage.update(behaviour.usage)
-        return {
+        answer = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": 1_790_000_000,
@@ -641,9 +664,9 @@ class _OpenAIWire(_Wire):
             "choices": [
                 {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             ],
-            "usage": usage,
             "system_fingerprint": "fp_fake",
         }
+        return _with_usage(answer, _openai_usage(fake, body, message), behaviour)
 
 
 def _openai_body_problem(body: Any) -> str | None:
@@ -833,12 +856,14 @@ def running(provider: Provider, **options: Any) -> Iterator[FakeLLMServer]:
 __all__ = [
     "ANTHROPIC_PATH",
     "BATCHES_PATH",
+    "OMITTED",
     "OPENAI_PATH",
     "Behaviour",
     "Error",
     "Extract",
     "FakeLLMServer",
     "Hang",
+    "Omitted",
     "RecordedCall",
     "Refusal",
     "Reply",

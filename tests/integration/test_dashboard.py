@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import html
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_healthy
+from nexus_ingest.dashboard.routes import COOKIE, admin_session
+from tests.helpers import (
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    running_nexus,
+    wait_for,
+    wait_healthy,
+)
 
 TOKEN = "s3cret-admin-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,7 +55,9 @@ def serving(db_url: str, **extra: str) -> Iterator[httpx.Client]:
 @pytest.fixture
 def server(db_url: str) -> Iterator[Server]:
     """The service with an admin token, and alerts that trip on a single queued message."""
-    with serving(db_url, NEXUS_ADMIN_TOKEN=TOKEN, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
+    with serving(
+        db_url, NEXUS_ADMIN_TOKEN=TOKEN, NEXUS_ALERT_QUEUE_LENGTH="0", NEXUS_METRICS_CACHE_S="0"
+    ) as client:
         yield Server(client, db_url)
 
 
@@ -101,9 +117,9 @@ def seed_prospects(db_url: str) -> None:
     )
 
 
-def names(html: str) -> list[str]:
+def names(page: str) -> list[str]:
     """The prospect names of a prospects table, in order."""
-    return re.findall(r'<a href="/dashboard/prospects/[^"]+">([^<]+)</a>', html)
+    return re.findall(r'<a href="/dashboard/prospect\?fingerprint=[^"]+">([^<]+)</a>', page)
 
 
 def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> None:
@@ -114,6 +130,7 @@ def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> 
         ("GET", "/dashboard"),
         ("GET", "/dashboard/partials/metrics"),
         ("GET", "/dashboard/partials/prospects"),
+        ("GET", "/dashboard/prospect?fingerprint=fp-ana"),
         ("GET", "/dashboard/prospects/fp-ana"),
         ("GET", "/dashboard/dead-letters"),
         ("POST", "/dashboard/dead-letters/replay"),
@@ -130,8 +147,9 @@ def test_every_dashboard_route_answers_401_without_the_token(server: Server) -> 
     assert sql(server.db_url, "SELECT msg_id FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(dead,)]
 
 
-def test_bearer_form_and_query_token_sign_in(server: Server) -> None:
-    """A bearer token works as is; the form and `?token=` set an HttpOnly cookie that then works."""
+def test_bearer_and_form_sign_in_but_never_a_token_in_the_url(server: Server) -> None:
+    """A bearer token works as is; the form sets an HttpOnly cookie that then works; a token in
+    the URL (where logs, history and Referer keep it) is ignored and never echoed back."""
     client = server.client
     assert client.get("/dashboard", headers=BEARER).status_code == 200
     refused = client.post("/dashboard/login", data={"token": "nope", "next": "/dashboard"})
@@ -146,9 +164,45 @@ def test_bearer_form_and_query_token_sign_in(server: Server) -> None:
     assert client.get("/dashboard/dead-letters").status_code == 200
     client.cookies.clear()
     with httpx.Client(base_url=str(client.base_url)) as fresh:
-        once = fresh.get(f"/dashboard?token={TOKEN}&intent=compra")
-        assert once.status_code == 303 and once.headers["location"] == "/dashboard?intent=compra"
-        assert fresh.get("/dashboard").status_code == 200
+        in_url = fresh.get(f"/dashboard?token={TOKEN}&intent=compra")
+        assert in_url.status_code == 401 and "set-cookie" not in in_url.headers
+        assert TOKEN not in in_url.text
+        assert fresh.get("/dashboard").status_code == 401
+
+
+def test_failed_sign_ins_are_throttled_per_client(server: Server) -> None:
+    """After a burst of wrong tokens (form or bearer) a client gets 429 with Retry-After, even
+    with the right token; another client is unaffected."""
+    client = server.client
+    guesses = [
+        lambda n: client.post("/dashboard/login", data={"token": f"guess-{n}"}),
+        lambda n: client.get("/dashboard", headers={"Authorization": f"Bearer guess-{n}"}),
+    ]
+    for n in range(5):
+        assert guesses[n % 2](n).status_code == 401
+    throttled = client.post("/dashboard/login", data={"token": TOKEN})
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert client.get("/dashboard", headers=BEARER).status_code == 429
+    elsewhere = {"X-Forwarded-For": "203.0.113.9"}
+    other = client.post("/dashboard/login", data={"token": TOKEN}, headers=elsewhere)
+    assert other.status_code == 303
+
+
+def test_a_sign_in_cookie_expires(server: Server) -> None:
+    """The cookie carries its issue time: within twelve hours it works, older (or forged with
+    another token, or the old never-expiring form) it is refused."""
+    url = str(server.client.base_url)
+    now = time.time()
+    for value, status in [
+        (admin_session(TOKEN, issued_at=now - 60), 200),
+        (admin_session(TOKEN, issued_at=now - 13 * 3600), 401),
+        (admin_session(TOKEN, issued_at=now + 3600), 401),
+        (admin_session("another-token", issued_at=now), 401),
+        (hmac.new(TOKEN.encode(), b"nexus-dashboard-session-v1", hashlib.sha256).hexdigest(), 401),
+        ("not-a-session", 401),
+    ]:
+        with httpx.Client(base_url=url, cookies={COOKIE: value}) as client:
+            assert client.get("/dashboard").status_code == status, value
 
 
 def test_login_never_redirects_off_site(server: Server) -> None:
@@ -210,7 +264,9 @@ def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None
     partial = client.get("/dashboard/partials/metrics", headers=BEARER)
     assert partial.status_code == 200 and "<html" not in partial.text
 
-    detail = client.get("/dashboard/prospects/fp-ana", headers=BEARER)
+    old_link = client.get("/dashboard/prospects/fp-ana", headers=BEARER)
+    assert old_link.headers["location"] == "/dashboard/prospect?fingerprint=fp-ana"
+    detail = client.get("/dashboard/prospect?fingerprint=fp-ana", headers=BEARER)
     assert detail.status_code == 200
     assert "ana@acme.test" in detail.text and 'data-msg-id="101"' in detail.text
     assert 'data-place="queued"' in detail.text and 'data-place="dead letter"' in detail.text
@@ -218,7 +274,10 @@ def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None
     assert 'data-session="session-fp-ana"' in detail.text
     assert 'data-event="saved"' in detail.text and 'data-event="enqueued"' in detail.text
     assert 'data-event="in_dead_letter_queue"' in detail.text
-    assert client.get("/dashboard/prospects/fp-nobody", headers=BEARER).status_code == 404
+    assert (
+        client.get("/dashboard/prospect?fingerprint=fp-nobody", headers=BEARER).status_code == 404
+    )
+    assert client.get("/dashboard/prospect", headers=BEARER).status_code == 404
 
     letters = client.get("/dashboard/dead-letters", headers=BEARER)
     assert "permanent after 5 attempts: undecodable payload" in letters.text
@@ -278,3 +337,79 @@ def test_replay_and_purge_dead_letters_from_the_dashboard(server: Server) -> Non
     assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(0,)]
     after = server.client.get(purged.headers["location"], headers=BEARER)
     assert "Purged 1 dead letter." in after.text and "is empty" in after.text
+
+
+TRICKY_FINGERPRINTS = [
+    "../dead-letters",
+    "..",
+    "./x",
+    "a/../../b",
+    "a/b/c",
+    "x?y=1&z=2",
+    "frag#ment",
+    "with space",
+    "100%25",
+    "a+b",
+    "ünïcødé-✓",
+    "<b>&amp;",
+]
+
+
+def test_every_prospect_link_opens_its_prospect(server: Server) -> None:
+    """A link in the prospects table opens that prospect whatever its fingerprint holds: slashes,
+    dots, ?, #, %, +, spaces, unicode, markup (resolved as a browser resolves it)."""
+    for n, fingerprint in enumerate(TRICKY_FINGERPRINTS):
+        save(server.db_url, fingerprint, {"nombre": f"Visitor {n}"}, msg_id=500 + n)
+    client = server.client
+    table = client.get("/dashboard", headers=BEARER).text
+    for n, fingerprint in enumerate(TRICKY_FINGERPRINTS):
+        [href] = re.findall(rf'<a href="([^"]+)">Visitor {n}</a>', table)
+        url = urljoin(f"{client.base_url}/dashboard", html.unescape(href))
+        page = client.get(url, headers=BEARER)
+        assert page.status_code == 200, (fingerprint, url)
+        assert f"<code>{html.escape(fingerprint)}</code>" in page.text, (fingerprint, url)
+
+
+def test_the_chart_counts_received_snapshots_after_they_are_processed_and_deleted(
+    db_url: str,
+) -> None:
+    """With processed messages deleted, the chart still counts every snapshot received: once
+    each, a duplicate POST not at all, and a dead letter and its replay as one."""
+    with (
+        running_nexus(
+            ["up"],
+            db_url,
+            NEXUS_EXTRACTOR="rules",
+            NEXUS_ADMIN_TOKEN=TOKEN,
+            NEXUS_METRICS_CACHE_S="0",
+            NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0",
+        ) as base,
+        httpx.Client(base_url=base, timeout=10, headers=BEARER) as client,
+    ):
+        for turns in range(1, 4):  # three snapshots of one chat, posted at once
+            chat = {**SEED_CONVERSATION, "messages": SEED_CONVERSATION["messages"][:turns]}
+            assert client.post("/api/nexus/producer", json=chat).status_code == 202
+        keyed = {**SEED_CONVERSATION, "sessionId": "other", "fingerprint": "fp-other"}
+        for _ in range(2):  # the second is the same POST retried: a duplicate
+            key = {"Idempotency-Key": "once"}
+            assert client.post("/api/nexus/producer", json=keyed, headers=key).status_code == 202
+        dead = dead_letter(db_url, "s-dead", 424242, "boom")
+        replay = client.post("/dashboard/dead-letters/replay", data={"msg_id": str(dead)})
+        assert replay.status_code == 303
+        wait_for(
+            lambda: (
+                sql(db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion") == [(0,)]
+                and sql(
+                    db_url,
+                    "SELECT count(*) FROM prospect_extractions WHERE session_id = 's-dead'",
+                )
+                == [(1,)]
+            ),
+            timeout=30,
+            what="every snapshot processed",
+        )
+        assert sql(db_url, "SELECT count(*) FROM pgmq.a_nexus_prospect_ingestion") == [(0,)]
+        panel = client.get("/dashboard/partials/metrics").text
+    [(extracted,)] = sql(db_url, "SELECT count(*) FROM prospect_extractions")
+    assert "received 5" in panel, re.findall(r"received \d+", panel)
+    assert f"extracted {extracted}" in panel

@@ -20,6 +20,7 @@ from nexus_ingest.extract.prompt import SYSTEM_PROMPT, strict_json_schema, tool_
 from nexus_ingest.models import ChatMessage, Prospect
 from nexus_ingest.settings import ExtractorName, Settings
 from tests.fakes.llm_server import (
+    OMITTED,
     Error,
     FakeLLMServer,
     Hang,
@@ -604,3 +605,97 @@ async def test_build_extractor_offline_choices_need_no_network(name: ExtractorNa
     await extractor.aclose()
     assert extraction.extractor == name
     assert extraction.input_tokens == 0
+
+
+INT32_MAX = 2**31 - 1
+ANTHROPIC_USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens")
+# A wild value of every usage field, and the count it stands for.
+WILD_USAGE: list[tuple[Any, int]] = [
+    (-5, 0),
+    (OMITTED, 0),
+    (None, 0),
+    (1.5, 1),
+    ("12", 12),
+    ("lots", 0),
+    (1e10, INT32_MAX),
+]
+
+
+@pytest.mark.parametrize(("value", "count"), WILD_USAGE)
+async def test_anthropic_wild_usage_never_discards_a_good_extraction(
+    anthropic_server: FakeLLMServer, value: Any, count: int
+) -> None:
+    """Negative, missing, fractional, textual or huge usage counts are clamped to whole
+    numbers from 0 to 2**31 - 1 (missing: 0), and the extraction is kept."""
+    usage = {key: value for key in (*ANTHROPIC_USAGE, "cache_creation_input_tokens")}
+    anthropic_server.script(Reply(GOOD, usage=usage))
+    extraction = await metered_extract(anthropic_settings(anthropic_server))
+    assert extraction.prospect == Prospect.model_validate(GOOD)
+    # input_tokens is the whole prompt: input, cache writes and cache reads.
+    whole_prompt = min(INT32_MAX, 3 * count)
+    tokens = (extraction.input_tokens, extraction.output_tokens, extraction.cached_tokens)
+    assert tokens == (whole_prompt, count, count)
+
+
+@pytest.mark.parametrize(("value", "count"), WILD_USAGE)
+async def test_openai_wild_usage_never_discards_a_good_extraction(
+    openai_server: FakeLLMServer, value: Any, count: int
+) -> None:
+    """The same wild usage counts from an OpenAI-compatible server are clamped the same way."""
+    usage = {
+        "prompt_tokens": value,
+        "completion_tokens": value,
+        "prompt_tokens_details": {"cached_tokens": value},
+    }
+    openai_server.script(Reply(GOOD, usage=usage))
+    extraction = await metered_extract(openai_settings(openai_server))
+    assert extraction.prospect == Prospect.model_validate(GOOD)
+    tokens = (extraction.input_tokens, extraction.output_tokens, extraction.cached_tokens)
+    assert tokens == (count, count, count)
+
+
+async def test_answers_without_any_usage_count_zero_tokens(
+    anthropic_server: FakeLLMServer, openai_server: FakeLLMServer
+) -> None:
+    """An answer with no usage object at all (some compatible servers) counts no tokens."""
+    anthropic_server.script(Reply(GOOD, usage=OMITTED))
+    openai_server.script(Reply(GOOD, usage=OMITTED))
+    for settings in (anthropic_settings(anthropic_server), openai_settings(openai_server)):
+        extraction = await metered_extract(settings)
+        assert extraction.prospect == Prospect.model_validate(GOOD)
+        assert (extraction.input_tokens, extraction.output_tokens) == (0, 0)
+
+
+async def test_usage_summed_over_a_reask_stays_within_int32(
+    anthropic_server: FakeLLMServer,
+) -> None:
+    """Two huge counts (the answer and its re-ask) add up to at most 2**31 - 1."""
+    huge = dict.fromkeys(ANTHROPIC_USAGE, 1e10)
+    anthropic_server.script(
+        Reply({"nombre": 5}, truncated=True, usage=huge), Reply(GOOD, usage=huge)
+    )
+    extraction = await metered_extract(anthropic_settings(anthropic_server))
+    assert extraction.prospect == Prospect.model_validate(GOOD)
+    assert extraction.input_tokens == extraction.output_tokens == INT32_MAX
+
+
+def anthropic_settings(server: FakeLLMServer) -> Settings:
+    return Settings(
+        _env_file=None,
+        extractor="anthropic",
+        anthropic_api_key=SecretStr("test-key"),
+        anthropic_base_url=server.base_url,
+    )
+
+
+def openai_settings(server: FakeLLMServer) -> Settings:
+    return Settings(_env_file=None, extractor="openai", openai_base_url=server.base_url)
+
+
+async def metered_extract(settings: Settings) -> Extraction:
+    """Extract CONVERSATION the way the worker does: built from settings, metered."""
+    extractor = build_extractor(settings)
+    try:
+        return await extractor.extract(CONVERSATION)
+    finally:
+        await extractor.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +12,10 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import contract
+from nexus_ingest.web import QueueMetricsCache
 from tests.helpers import (
     SEED_CONVERSATION,
     free_port,
@@ -169,6 +172,11 @@ def test_oversized_body_without_length_is_413(client: httpx.Client) -> None:
         (body(fingerprint=123), "fingerprint"),
         (body(sessionId=None), "sessionId"),
         (body(sessionId="s" * 300), "sessionId"),
+        (body(fingerprint="fp\u200b1"), "fingerprint"),  # zero-width space
+        (body(fingerprint="\ufeffvisitor"), "fingerprint"),  # byte-order mark
+        (body(sessionId="s-\u202eexe.txt"), "sessionId"),  # right-to-left override
+        (body(sessionId="s\u2066x\u2069"), "sessionId"),  # bidi isolate
+        (body(sessionId="s\u200dx"), "sessionId"),  # zero-width joiner
         (body(metadata=[1, 2]), "metadata"),
         (body(metadata={"n": 10**30}), "metadata"),
         (body(metadata={"n": "a\x00b"}), "metadata"),
@@ -183,6 +191,17 @@ def test_schema_errors_are_422_naming_the_field(
     answer = client.post(URL, json=payload)
     assert answer.status_code == 422, answer.text
     assert any(d["loc"][0] == field for d in answer.json()["detail"])
+
+
+def test_invisible_format_characters_are_welcome_in_chat_content(
+    client: httpx.Client, module_db: str
+) -> None:
+    """Emoji joined by zero-width joiners and bidi marks in a message are queued as sent."""
+    content = "Soy dev 👩\u200d💻, mi empresa es \u200fשלום\u200e Ltd"
+    answer = client.post(URL, json=body(messages=[{"role": "user", "content": content}]))
+    assert answer.status_code == 202, answer.text
+    message, _ = queued(module_db, answer.json()["messageId"])
+    assert message["messages"][0]["content"] == content
 
 
 def test_422_does_not_echo_the_input(client: httpx.Client) -> None:
@@ -321,7 +340,7 @@ def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> N
 
 def test_degraded_when_queue_crosses_threshold(module_db: str) -> None:
     """Health says degraded, with the reason, when queue_length passes the alert threshold."""
-    with _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0") as client:
+    with _serve(module_db, NEXUS_ALERT_QUEUE_LENGTH="0", NEXUS_METRICS_CACHE_S="0") as client:
         client.post(URL, json=body(sessionId="deg"))
         data = client.get(URL).json()
         assert data["status"] == "degraded"
@@ -348,6 +367,8 @@ def test_database_down_gives_fast_503_and_recovery(pg_admin_url: str, template_d
                 what="a 503",
             )
             assert answer.headers["Retry-After"] and answer.elapsed.total_seconds() < 2.5
+            # Health reuses its count of the queue for up to NEXUS_METRICS_CACHE_S (1 s).
+            wait_for(lambda: client.get(URL).status_code == 503, timeout=5, what="unhealthy")
             health = client.get(URL)
             assert health.status_code == 503
             spec = client.get("/openapi.json").json()
@@ -383,3 +404,80 @@ def _set_connections(admin_url: str, name: str, *, allowed: bool) -> None:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
+
+
+COUNT_METRICS_READS = """
+CREATE SEQUENCE IF NOT EXISTS public.test_metrics_reads;
+CREATE OR REPLACE FUNCTION public.pgmq_metrics(queue_name text)
+RETURNS TABLE (queue_name text, queue_length bigint, oldest_msg_age_sec integer,
+               newest_msg_age_sec integer, total_messages bigint)
+LANGUAGE sql AS $$
+    SELECT nextval('public.test_metrics_reads');
+    SELECT $1, m.queue_length, m.oldest_msg_age_sec, m.newest_msg_age_sec, m.total_messages
+    FROM pgmq.metrics(nexus.stored_queue_name($1)) AS m;
+$$;
+"""
+
+
+def count_metrics_reads(database_url: str) -> None:
+    """Make every read of the queue's metrics in this test database bump a sequence."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(COUNT_METRICS_READS)
+
+
+def metrics_reads(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.test_metrics_reads"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _burst(base: str, requests: list[tuple[str, dict[str, str]]]) -> list[int]:
+    limits = httpx.Limits(max_connections=len(requests))
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        answers = await asyncio.gather(*(client.get(path, headers=h) for path, h in requests))
+    return [answer.status_code for answer in answers]
+
+
+def test_concurrent_health_metrics_and_dashboard_share_one_queue_count(db_url: str) -> None:
+    """60 concurrent health checks, scrapes and dashboard polls count the queue once, not 60
+    times: the metrics are read once, shared by every request in flight, and reused."""
+    count_metrics_reads(db_url)
+    port = free_port()
+    env = nexus_env(
+        db_url, port, NEXUS_EXTRACTOR="rules", NEXUS_ADMIN_TOKEN="t0k3n", NEXUS_METRICS_CACHE_S="30"
+    )
+    with nexus_process(["serve"], env) as proc:
+        base = f"http://127.0.0.1:{port}"
+
+        def serving() -> bool:
+            assert proc.poll() is None, "nexus serve exited"
+            try:  # the OpenAPI document, unlike health, reads nothing from the queue
+                return httpx.get(f"{base}/openapi.json", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(serving, timeout=20, what="nexus serve")
+        assert metrics_reads(db_url) == 0
+        bearer = {"Authorization": "Bearer t0k3n"}
+        requests = (
+            [(URL, {})] * 40
+            + [("/metrics", {})] * 10
+            + [("/dashboard/partials/metrics", bearer)] * 10
+        )
+        assert asyncio.run(_burst(base, requests)) == [200] * len(requests)
+        assert metrics_reads(db_url) == 1
+
+
+async def test_callers_arriving_during_a_count_share_it(
+    db_url: str, pool: AsyncConnectionPool
+) -> None:
+    """Even with no reuse over time, 20 concurrent callers share the count in flight; a caller
+    after it has finished counts again."""
+    count_metrics_reads(db_url)
+    metrics = QueueMetricsCache(pool, ttl_s=0, timeout=5)
+    shared = await asyncio.gather(*(metrics.get() for _ in range(20)))
+    assert metrics_reads(db_url) == 1 and len(set(shared)) == 1
+    await metrics.get()
+    assert metrics_reads(db_url) == 2

@@ -295,3 +295,30 @@ def test_configuration_statuses_retry_after_a_long_delay(status: int) -> None:
 def test_request_statuses_are_permanent(status: int) -> None:
     """A request the provider refuses as such will be refused again: Permanent."""
     assert isinstance(error_for_status(status, None, "x"), Permanent)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"telefono": "612 34 56 78", "idioma": "es"}, "+34612345678"),
+        ({"telefono": "+34 612 345 678", "idioma": "en"}, "+34612345678"),
+        ({"telefono": "0034-612.345.678"}, "+34612345678"),
+        ({"telefono": "020 7946 0000", "ubicacion": "London, UK", "idioma": "en"}, "+442079460000"),
+        ({"telefono": "020 7946 0000", "idioma": "en"}, "02079460000"),
+        ({"telefono": "81 1234 5678", "ubicacion": "Monterrey", "idioma": "es"}, "+528112345678"),
+        ({"telefono": "555-0188 ext", "idioma": "en"}, "5550188"),
+    ],
+)
+def test_phone_becomes_e164_where_the_conversation_tells_its_region(
+    raw: dict[str, Any], expected: str
+) -> None:
+    """telefono: E.164 with its own country code or the region of its place or language; kept as
+    its digits when no region fits."""
+    assert expected == clamp_prospect(raw).telefono
+
+
+def test_phone_region_setting_applies_when_the_answer_names_no_place() -> None:
+    """A national number in an answer without a place is read in the configured region."""
+    raw = {"telefono": "81 1234 5678", "idioma": "es"}
+    assert clamp_prospect(raw, phone_region="MX").telefono == "+528112345678"
+    assert clamp_prospect(raw).telefono == "8112345678"

@@ -8,7 +8,7 @@ import pytest
 
 from nexus_ingest.dashboard import views
 from nexus_ingest.dashboard.data import MinuteCount
-from nexus_ingest.dashboard.routes import admin_session
+from nexus_ingest.dashboard.routes import admin_session, session_is_valid
 
 T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
 
@@ -188,8 +188,21 @@ def test_throughput_chart_of_a_quiet_hour() -> None:
     assert (empty.bars, empty.line, empty.labels) == ((), "", ())
 
 
-def test_the_sign_in_cookie_is_derived_from_the_token_not_the_token() -> None:
-    """The cookie value is a keyed hash: stable for a token, different per token, never the token."""
-    assert admin_session("t1") == admin_session("t1")
-    assert admin_session("t1") != admin_session("t2")
-    assert "t1" not in admin_session("t1") and len(admin_session("t1")) == 64
+def test_the_sign_in_cookie_is_dated_signed_and_never_the_token() -> None:
+    """The cookie value is its issue time and a keyed hash of it: different per token, never the
+    token, and valid only with its token and while it is young."""
+    issued = 1_790_000_000
+    value = admin_session("secret-1", issued_at=issued)
+    assert value == admin_session("secret-1", issued_at=issued)
+    assert value != admin_session("secret-2", issued_at=issued)
+    assert "secret-1" not in value and value.startswith(f"{issued}.")
+    fresh = admin_session("secret-1")
+    assert session_is_valid(fresh, "secret-1") and not session_is_valid(fresh, "secret-2")
+    assert not session_is_valid(value, "secret-1"), "issued long ago"
+
+
+def test_prospect_links_carry_the_fingerprint_encoded_in_the_query() -> None:
+    """Whatever a fingerprint holds, its link keeps it whole in one query parameter."""
+    assert views.prospect_url("../a b?#&+%") == (
+        "/dashboard/prospect?fingerprint=..%2Fa+b%3F%23%26%2B%25"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from nexus_ingest.extract.rules import RulesExtractor, extract_prospect
@@ -151,7 +153,11 @@ def test_third_party_then_self_introduction() -> None:
             "ana@gmail.com",
         ),
         (("it's ana@gmail.com, not ana@gmial.com",), "email", "ana@gmail.com"),
-        (("Mi móvil es 611 223 344", "Me equivoqué, es el 611 223 345"), "telefono", "611223345"),
+        (
+            ("Mi móvil es 611 223 344", "Me equivoqué, es el 611 223 345"),
+            "telefono",
+            "+34611223345",
+        ),
         (("Our budget is $3,000", "Actually we can spend up to $5,000"), "presupuesto", "5000 USD"),
     ],
 )
@@ -186,8 +192,8 @@ def test_everyday_at_is_not_an_email() -> None:
     ("text", "phone"),
     [
         ("Mi teléfono es +34 612 345 678", "+34612345678"),
-        ("llámame al 612-34-56-78", "612345678"),
-        ("mi fijo: 93 412 00 11", "934120011"),
+        ("llámame al 612-34-56-78", "+34612345678"),
+        ("mi fijo: 93 412 00 11", "+34934120011"),
         ("0034 699 11 22 33 es mi móvil", "+34699112233"),
         ("Call me at (555) 123-4567", "5551234567"),
         ("cell: 555.987.6543", "5559876543"),
@@ -196,7 +202,7 @@ def test_everyday_at_is_not_an_email() -> None:
     ],
 )
 def test_phone_formats(text: str, phone: str) -> None:
-    """Phones in many formats keep only digits and a leading +."""
+    """Phones in many formats become E.164, or keep their digits and + when no region fits."""
     assert user(text).telefono == phone
 
 
@@ -424,3 +430,76 @@ def test_summary_has_no_personal_data() -> None:
     assert "compra" in prospect.resumen
     for private in ("Eva", "eva@prieto.es", "600"):
         assert private not in prospect.resumen
+
+
+FILLER = "bla " * 2000  # 8,000 characters of nothing to extract
+
+
+async def extraction_yields_the_loop(messages: list[ChatMessage]) -> bool:
+    """Whether another task ran on the event loop before `messages` had been extracted."""
+    extraction = asyncio.create_task(RulesExtractor().extract(messages))
+
+    async def extraction_finished() -> bool:
+        return extraction.done()
+
+    finished_first = await asyncio.create_task(extraction_finished())
+    await extraction
+    return not finished_first
+
+
+async def test_a_large_snapshot_is_extracted_off_the_event_loop() -> None:
+    """A snapshot of the largest size lets other tasks run while it is extracted."""
+    large = chat(*[("user", FILLER)] * 31)
+    assert await extraction_yields_the_loop(large)
+
+
+async def test_an_ordinary_snapshot_is_extracted_inline() -> None:
+    """An ordinary snapshot is extracted at once, without a thread's overhead."""
+    assert not await extraction_yields_the_loop(chat(("user", "Me llamo Carlos, quiero precios")))
+
+
+def test_a_long_turn_is_read_at_its_start_and_its_end() -> None:
+    """In a turn of 8,000 characters the introduction at its start and the email at its end
+    are found, whatever lies between."""
+    turn = f"Hola, me llamo Teresa Gil. {FILLER[:-200]} Escríbeme a teresa@gil.es"
+    prospect = user(turn)
+    assert (prospect.nombre, prospect.email) == ("Teresa Gil", "teresa@gil.es")
+
+
+def test_a_long_chat_is_read_at_its_opening_and_its_latest_turns() -> None:
+    """In a chat of 31 long turns the name from the first turn and the phone from the last
+    are found."""
+    turns = ["Me llamo Ramón Vidal.", *[FILLER] * 29, "Mi móvil es 612 345 678"]
+    prospect = user(*turns)
+    assert (prospect.nombre, prospect.telefono) == ("Ramón Vidal", "+34612345678")
+
+
+def test_the_same_phone_in_two_formats_is_one_value() -> None:
+    """A Spanish mobile written with and without its country code gives one E.164 value, so a
+    later snapshot never flips the merged row between two spellings."""
+    with_code = user("Hola, mi teléfono es +34 612 345 678")
+    without = user("Hola, mi teléfono es 612 34 56 78")
+    assert with_code.telefono == without.telefono == "+34612345678"
+
+
+@pytest.mark.parametrize(
+    ("texts", "phone"),
+    [
+        (("I'm based in London. Call me on 020 7946 0000",), "+442079460000"),
+        (("Call me on 020 7946 0000",), "02079460000"),
+        (("Vivo en Monterrey, mi número es 81 1234 5678",), "+528112345678"),
+        (("Mi número es 81 1234 5678",), "8112345678"),
+    ],
+)
+def test_phone_region_comes_from_the_place_the_prospect_names(
+    texts: tuple[str, ...], phone: str
+) -> None:
+    """A national number is read in the region of the named place; with no region it fits, its
+    digits are kept as given."""
+    assert user(*texts).telefono == phone
+
+
+def test_phone_region_setting_reads_national_numbers() -> None:
+    """With a default region, a national number in a chat that names no place becomes E.164."""
+    messages = chat(("user", "Mi número es 81 1234 5678"))
+    assert extract_prospect(messages, phone_region="MX").telefono == "+528112345678"

@@ -75,6 +75,13 @@ def test_exporting_again_writes_only_what_is_missing(project: Path) -> None:
     assert int(again[0].name.split("_")[0]) > int(first[-2].name.split("_")[0])
 
 
+@pytest.fixture(autouse=True)
+def _process_logging_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`main` configures logging for its process; in-process here it must leave the suite's
+    logging as it was (a later test captures debug events)."""
+    monkeypatch.setattr("nexus_ingest.logs.configure_logging", lambda *args, **kwargs: None)
+
+
 def test_export_refuses_a_folder_that_is_not_a_supabase_project(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,8 +21,16 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ingest import queue
 from nexus_ingest.dashboard import data, views
 from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
-from nexus_ingest.web import BodyTooLarge, bearer_matches, health_reasons, read_body, token_matches
+from nexus_ingest.web import (
+    BodyTooLarge,
+    BodyTooSlow,
+    bearer_matches,
+    health_reasons,
+    read_body,
+    token_matches,
+)
 
 log = structlog.get_logger("nexus.dashboard")
 
@@ -29,6 +38,7 @@ _HERE = Path(__file__).parent
 STATIC = _HERE / "static"
 COOKIE = "nexus_admin"
 _COOKIE_MAX_AGE_S = 12 * 3600
+_CLOCK_SKEW_S = 60
 _MAX_FORM_BYTES = 16 * 1024
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -54,9 +64,26 @@ class Halt(Exception):
         self.response = response
 
 
-def admin_session(token: str) -> str:
-    """The sign-in cookie's value: derived from the admin token, so the cookie never holds it."""
-    return hmac.new(token.encode(), b"nexus-dashboard-session-v1", hashlib.sha256).hexdigest()
+def admin_session(token: str, issued_at: float | None = None) -> str:
+    """The sign-in cookie's value: when it was issued, and an HMAC of that time keyed by the
+    admin token, so the cookie never holds the token and can be refused once it is too old."""
+    issued = int(time.time() if issued_at is None else issued_at)
+    return f"{issued}.{_session_mac(token, issued)}"
+
+
+def session_is_valid(value: str | None, token: str) -> bool:
+    """Whether `value` is a sign-in cookie issued with `token` less than its maximum age ago."""
+    issued, _, mac = (value or "").partition(".")
+    if not (issued.isascii() and issued.isdigit()):
+        return False
+    age = time.time() - int(issued)
+    fresh = -_CLOCK_SKEW_S <= age <= _COOKIE_MAX_AGE_S
+    return fresh and token_matches(mac, _session_mac(token, int(issued)))
+
+
+def _session_mac(token: str, issued: int) -> str:
+    message = f"nexus-dashboard-session-v2:{issued}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _admin_token(request: Request) -> str | None:
@@ -85,13 +112,39 @@ def _disabled(request: Request) -> Response:
     return _render(request, "disabled.html", status=404)
 
 
-def _sign_in_page(request: Request, *, status: int, error: str | None = None) -> Response:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _sign_in_page(
+    request: Request, *, status: int, error: str | None = None, retry_after: float = 0
+) -> Response:
+    # A token in the URL is never honoured, nor carried into the form to come back later.
+    url = request.url.remove_query_params("token")
+    target = url.path + (f"?{url.query}" if url.query else "")
     headers = {"WWW-Authenticate": 'Bearer realm="nexus-dashboard"'}
+    if retry_after:
+        headers["Retry-After"] = retry_after_header(retry_after)
     if request.headers.get("hx-request"):
         headers["HX-Redirect"] = "/dashboard/login"
     context = {"next": views.safe_next(target), "error": error}
     return _render(request, "login.html", context, status=status, headers=headers)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _throttled(request: Request) -> Response | None:
+    """The 429 page when this client has used up its failed sign-ins, else None."""
+    wait = request.app.state.sign_in_limiter.wait(_client(request))
+    if not wait:
+        return None
+    log.warning("dashboard.sign_in_throttled", retry_in_s=round(wait, 1))
+    error = "Too many wrong tokens from here; wait a moment and try again."
+    return _sign_in_page(request, status=429, error=error, retry_after=wait)
+
+
+def _refused(request: Request) -> None:
+    """Count a wrong token against this client."""
+    request.app.state.sign_in_limiter.acquire(_client(request))
+    log.warning("dashboard.sign_in_refused")
 
 
 def _signed_in(request: Request, token: str, target: str) -> Response:
@@ -115,22 +168,22 @@ def _same_origin(request: Request) -> bool:
 
 
 async def require_admin(request: Request) -> None:
-    """Let through a valid bearer token, sign-in cookie, or `?token=` (which then sets the cookie)."""
+    """Let through a sign-in cookie within its age, or a bearer token; wrong tokens count
+    against the client, and past its allowance even a right one waits (no guessing oracle)."""
     expected = _admin_token(request)
     if expected is None:
         raise Halt(_disabled(request))
-    if bearer_matches(request, expected):
-        return
-    if token_matches(request.cookies.get(COOKIE), admin_session(expected)):
+    if session_is_valid(request.cookies.get(COOKIE), expected):
         if request.method == "POST" and not _same_origin(request):
             raise Halt(_render(request, "disabled.html", {"cross_site": True}, status=403))
         return
-    supplied = request.query_params.get("token")
-    if token_matches(supplied, expected):
-        url = request.url.remove_query_params("token")
-        raise Halt(_signed_in(request, expected, url.path + (f"?{url.query}" if url.query else "")))
-    error = "That token is not right." if supplied is not None else None
-    raise Halt(_sign_in_page(request, status=401, error=error))
+    if "authorization" in request.headers:
+        if (throttled := _throttled(request)) is not None:
+            raise Halt(throttled)
+        if bearer_matches(request, expected):
+            return
+        _refused(request)
+    raise Halt(_sign_in_page(request, status=401))
 
 
 async def _halt(request: Request, exc: Exception) -> Response:
@@ -146,6 +199,10 @@ public = APIRouter(include_in_schema=False)
 
 def install(app: FastAPI) -> None:
     """Add the dashboard, the demo page, the widget and the static files to `app`."""
+    settings: Settings = app.state.settings
+    app.state.sign_in_limiter = RateLimiter(
+        settings.admin_sign_in_per_minute, settings.admin_sign_in_burst
+    )
     app.include_router(public)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -164,10 +221,14 @@ def _first(form: dict[str, list[str]], name: str) -> str | None:
 
 async def _form(request: Request) -> dict[str, list[str]]:
     """A small urlencoded form body (the dashboard's forms only carry ids and a token)."""
+    settings: Settings = request.app.state.settings
     try:
-        body = await read_body(request, _MAX_FORM_BYTES)
+        body = await read_body(request, _MAX_FORM_BYTES, settings.request_timeout_s)
     except BodyTooLarge:
         raise Halt(Response("Form too large.", status_code=413, media_type="text/plain")) from None
+    except BodyTooSlow:
+        late = Response("Form too slow.", 408, {"Connection": "close"}, media_type="text/plain")
+        raise Halt(late) from None
     return parse_qs(body.decode("utf-8", "replace"), max_num_fields=200)
 
 
@@ -185,10 +246,12 @@ async def login(request: Request) -> Response:
     expected = _admin_token(request)
     if expected is None:
         return _disabled(request)
+    if (throttled := _throttled(request)) is not None:
+        return throttled
     form = await _form(request)
     target = views.safe_next(_first(form, "next"))
     if not token_matches(_first(form, "token"), expected):
-        log.warning("dashboard.sign_in_refused")
+        _refused(request)
         context = {"next": target, "error": "That token is not right."}
         return _render(request, "login.html", context, status=401)
     return _signed_in(request, expected, target)
@@ -223,7 +286,7 @@ async def _metrics_context(request: Request) -> dict[str, Any]:
     pool = _pool(request)
     try:
         metrics, minutes, totals, dead = await asyncio.gather(
-            queue.metrics(pool, timeout=settings.db_timeout_s),
+            request.app.state.queue_metrics.get(),
             data.throughput(pool),
             data.totals(pool),
             queue.dead_letter_count(pool),
@@ -285,11 +348,17 @@ async def prospects_partial(
 
 
 @router.get("/prospects/{fingerprint_id:path}")
-async def prospect_page(request: Request, fingerprint_id: str) -> Response:
+async def old_prospect_link(fingerprint_id: str) -> Response:
+    """Links of earlier versions, with the fingerprint in the path, lead to the page."""
+    return RedirectResponse(views.prospect_url(fingerprint_id), status_code=308)
+
+
+@router.get("/prospect")
+async def prospect_page(request: Request, fingerprint: str = "") -> Response:
     """One prospect: the merged fields, the extraction history, and where its messages are."""
-    detail = await data.prospect_detail(_pool(request), fingerprint_id)
+    detail = await data.prospect_detail(_pool(request), fingerprint) if fingerprint else None
     if detail is None:
-        return _render(request, "not_found.html", {"fingerprint_id": fingerprint_id}, status=404)
+        return _render(request, "not_found.html", {"fingerprint_id": fingerprint}, status=404)
     context = {
         "detail": detail,
         "p": detail.row,
@@ -354,4 +423,13 @@ async def _action_result(
     return RedirectResponse(f"/dashboard/dead-letters?{action}={count}", status_code=303)
 
 
-__all__ = ["COOKIE", "Halt", "admin_session", "install", "public", "require_admin", "router"]
+__all__ = [
+    "COOKIE",
+    "Halt",
+    "admin_session",
+    "install",
+    "public",
+    "require_admin",
+    "router",
+    "session_is_valid",
+]

@@ -46,6 +46,12 @@ def with_params(current: Mapping[str, str | None], **changes: str | None) -> str
     return f"?{urlencode(kept)}" if kept else "?"
 
 
+def prospect_url(fingerprint_id: str) -> str:
+    """The page of one prospect. The fingerprint goes in the query string, encoded: in the path,
+    a fingerprint like `../dead-letters` would be resolved by the browser into another page."""
+    return f"/dashboard/prospect?{urlencode({'fingerprint': fingerprint_id})}"
+
+
 def safe_next(target: str | None) -> str:
     """Where to go after signing in: a dashboard path on this site, never another site."""
     if target and target.startswith("/dashboard") and "//" not in target and "\\" not in target:
@@ -248,6 +254,7 @@ def _labels(minutes: Sequence[MinuteCount]) -> tuple[str, ...]:
 
 
 FILTERS = {
+    "prospect_url": prospect_url,
     "age": format_age,
     "when": format_time,
     "iso": iso_time,

@@ -40,7 +40,7 @@ def _build(settings: Settings) -> Extractor:
     if choice == "rules":
         from nexus_ingest.extract.rules import RulesExtractor
 
-        return RulesExtractor()
+        return RulesExtractor(phone_region=settings.phone_region)
     if choice == "noop":
         from nexus_ingest.extract.noop import NoopExtractor
 
@@ -69,6 +69,7 @@ def _anthropic(settings: Settings) -> Extractor:
         timeout_s=settings.llm_timeout_s,
         max_tokens=settings.llm_max_tokens,
         prompt_examples=settings.llm_prompt_examples,
+        phone_region=settings.phone_region,
     )
 
 
@@ -84,6 +85,7 @@ def _openai(settings: Settings) -> Extractor:
         model=settings.openai_model,
         timeout_s=settings.llm_timeout_s,
         max_tokens=settings.llm_max_tokens,
+        phone_region=settings.phone_region,
     )
 
 

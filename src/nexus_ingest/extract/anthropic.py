@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import anthropic
@@ -47,7 +48,7 @@ from nexus_ingest.extract.prompt import (
     tool_input_schema,
     transcript_blocks,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
 from nexus_ingest.models import ChatMessage, Prospect
 
 # Stop reasons after which the tool input is cut short or absent, whatever the blocks say.
@@ -72,13 +73,15 @@ T = TypeVar("T")
 
 
 def _usage(message: Message) -> TokenUsage:
-    usage = message.usage
-    cache_read = usage.cache_read_input_tokens or 0
-    cache_write = usage.cache_creation_input_tokens or 0
+    # Counts are read defensively: a proxy or compatible server may leave them out or mangle them.
+    usage = getattr(message, "usage", None)
+    cache_read = token_count(getattr(usage, "cache_read_input_tokens", None))
+    cache_write = token_count(getattr(usage, "cache_creation_input_tokens", None))
     # Anthropic's input_tokens leaves out cache reads and writes; count them in so that
     # input_tokens means the whole prompt for every extractor and cached is a share of it.
-    whole_prompt = usage.input_tokens + cache_write + cache_read
-    return whole_prompt, usage.output_tokens, cache_read, cache_write
+    whole_prompt = token_count(getattr(usage, "input_tokens", None)) + cache_write + cache_read
+    output = token_count(getattr(usage, "output_tokens", None))
+    return token_count(whole_prompt), output, cache_read, cache_write
 
 
 def record_tool() -> ToolParam:
@@ -135,6 +138,7 @@ class AnthropicExtractor:
         max_tokens: int,
         *,
         prompt_examples: bool = True,
+        phone_region: str | None = None,
     ) -> None:
         # The SDK would retry 429/5xx twice on its own, honouring retry-after without a cap;
         # the worker owns retries (backoff, attempt limit, dead-letter queue) instead.
@@ -145,6 +149,7 @@ class AnthropicExtractor:
         self._max_tokens = max_tokens
         self._tool = record_tool()
         self._system = system_blocks(model, self._tool, examples=prompt_examples)
+        self._phone_region = phone_region
         self._tool_choice: ToolChoiceParam = {
             "type": "tool",
             "name": TOOL_NAME,
@@ -158,7 +163,7 @@ class AnthropicExtractor:
             self.name,
             _first_turns(messages),
             self._create,
-            prospect_from_message,
+            partial(prospect_from_message, phone_region=self._phone_region),
             reask_turns,
             _usage,
             lambda m: m.model,
@@ -221,7 +226,10 @@ class AnthropicExtractor:
         decoder = await _mapped(self._client.messages.batches.results(batch_id))
         started = self._submitted.pop(batch_id, None)
         waited_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-        return {line.custom_id: batch_result(self.name, line, waited_ms) async for line in decoder}
+        return {
+            line.custom_id: batch_result(self.name, line, waited_ms, self._phone_region)
+            async for line in decoder
+        }
 
     async def cancel_batch(self, batch_id: str) -> None:
         """Ask the API to stop a batch; requests not yet answered come back canceled."""
@@ -247,12 +255,17 @@ async def _mapped(call: Awaitable[T]) -> T:
         raise RetryLater(f"anthropic batch request failed: {exc.message}") from exc
 
 
-def batch_result(name: str, line: MessageBatchIndividualResponse, waited_ms: float) -> BatchResult:
+def batch_result(
+    name: str,
+    line: MessageBatchIndividualResponse,
+    waited_ms: float,
+    phone_region: str | None = None,
+) -> BatchResult:
     """One line of a batch's results as an Extraction or the error that settles it."""
     result = line.result
     if result.type == "succeeded":
         try:
-            prospect = prospect_from_message(result.message)
+            prospect = prospect_from_message(result.message, phone_region)
         except Permanent as exc:
             return exc
         prompt_tokens, output, cache_read, cache_write = _usage(result.message)
@@ -274,14 +287,14 @@ def batch_result(name: str, line: MessageBatchIndividualResponse, waited_ms: flo
     return RetryLater(f"the batch request was {result.type} before it was answered")
 
 
-def prospect_from_message(message: Message) -> Prospect:
+def prospect_from_message(message: Message, phone_region: str | None = None) -> Prospect:
     """The clamped prospect in the `record_prospect` call, or `Permanent` saying what was wrong."""
     if message.stop_reason in _UNUSABLE_STOPS:
         raise Permanent(f"the answer stopped early (stop_reason {message.stop_reason})")
     block = find_tool_use(message)
     if block is None:
         raise Permanent(f"the answer did not call the {TOOL_NAME} tool")
-    return clamp_prospect(block.input)
+    return clamp_prospect(block.input, phone_region)
 
 
 def find_tool_use(message: Message) -> ToolUseBlock | None:

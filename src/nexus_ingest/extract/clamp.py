@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 from nexus_ingest.errors import ExtractionError, Permanent, RetryLater
+from nexus_ingest.extract.phones import normalise_phone, phone_regions
 from nexus_ingest.models import PROSPECT_FIELDS, Intent, Prospect
 
 _PLACEHOLDERS = frozenset(
@@ -117,10 +118,15 @@ def require_object(value: object) -> dict[str, Any]:
     return value
 
 
-def clamp_prospect(raw: object) -> Prospect:
-    """A valid `Prospect` from whatever object the model produced."""
+def clamp_prospect(raw: object, phone_region: str | None = None) -> Prospect:
+    """A valid `Prospect` from whatever object the model produced; its phone number in E.164,
+    read in the region of its place, `phone_region`, or its language, when it has no country code."""
     payload = _unwrap(require_object(raw))
     cleaned = {name: _CLEANERS[name](payload.get(name)) for name in PROSPECT_FIELDS}
+    phone, place, language = cleaned["telefono"], cleaned["ubicacion"], cleaned["idioma"]
+    if isinstance(phone, str):
+        regions = phone_regions(_as_text(place), _as_text(language), phone_region)
+        cleaned["telefono"] = normalise_phone(phone, regions)
     return Prospect.model_validate(cleaned)
 
 

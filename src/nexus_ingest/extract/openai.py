@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -22,19 +23,21 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     strict_json_schema,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
 from nexus_ingest.models import ChatMessage, Prospect
 
 
 def _usage(completion: ChatCompletion) -> TokenUsage:
-    # Several compatible servers omit usage, or its details, altogether.
-    usage = completion.usage
-    if usage is None:
-        return 0, 0, 0, 0
-    details = usage.prompt_tokens_details
-    cached = (details.cached_tokens or 0) if details else 0
+    # Several compatible servers omit usage, or its details, altogether, or send odd numbers.
+    usage = getattr(completion, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
     # Compatible servers report no cache writes (OpenAI bills none on most models).
-    return usage.prompt_tokens, usage.completion_tokens, cached, 0
+    return (
+        token_count(getattr(usage, "prompt_tokens", None)),
+        token_count(getattr(usage, "completion_tokens", None)),
+        token_count(getattr(details, "cached_tokens", None)),
+        0,
+    )
 
 
 class OpenAIExtractor:
@@ -44,7 +47,13 @@ class OpenAIExtractor:
     in_process = False
 
     def __init__(
-        self, base_url: str, api_key: str, model: str, timeout_s: float, max_tokens: int
+        self,
+        base_url: str,
+        api_key: str,
+        model: str,
+        timeout_s: float,
+        max_tokens: int,
+        phone_region: str | None = None,
     ) -> None:
         # The SDK would retry 429/5xx twice on its own; the worker owns retries instead.
         self._client = openai.AsyncOpenAI(
@@ -52,6 +61,7 @@ class OpenAIExtractor:
         )
         self._model = model
         self._max_tokens = max_tokens
+        self._phone_region = phone_region
         self._format: ResponseFormatJSONSchema = {
             "type": "json_schema",
             "json_schema": {"name": "prospect", "strict": True, "schema": strict_json_schema()},
@@ -67,7 +77,7 @@ class OpenAIExtractor:
             self.name,
             turns,
             self._create,
-            prospect_from_completion,
+            partial(prospect_from_completion, phone_region=self._phone_region),
             reask_turns,
             _usage,
             lambda c: c.model,
@@ -96,7 +106,9 @@ class OpenAIExtractor:
         await self._client.close()
 
 
-def prospect_from_completion(completion: ChatCompletion) -> Prospect:
+def prospect_from_completion(
+    completion: ChatCompletion, phone_region: str | None = None
+) -> Prospect:
     """The clamped prospect in the first choice, or `Permanent` saying what was wrong."""
     if not completion.choices:
         raise Permanent("the answer had no choices")
@@ -107,7 +119,7 @@ def prospect_from_completion(completion: ChatCompletion) -> Prospect:
         raise Permanent(f"the model refused: {choice.message.refusal}")
     if not choice.message.content:
         raise Permanent(f"the answer was empty (finish_reason {choice.finish_reason})")
-    return clamp_prospect(parse_json_object(choice.message.content))
+    return clamp_prospect(parse_json_object(choice.message.content), phone_region)
 
 
 def reask_turns(completion: ChatCompletion, problem: str) -> list[ChatCompletionMessageParam]:

@@ -16,6 +16,25 @@ Response = TypeVar("Response")
 ATTEMPTS = 2  # the first answer, and one re-ask telling the model what was wrong
 
 TokenUsage = tuple[int, int, int, int]  # whole prompt, output, cache reads, cache writes
+MAX_TOKENS_COUNTED = 2**31 - 1  # the history's token columns are 32-bit integers
+
+
+def token_count(value: object) -> int:
+    """A provider's token count as a whole number from 0 to `MAX_TOKENS_COUNTED`: a missing,
+    negative or non-numeric count is 0, a fraction is cut, a huge count is capped. A bad count
+    must never cost a good extraction."""
+    if isinstance(value, str):
+        value = _number(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
+        return 0
+    return int(max(0, min(MAX_TOKENS_COUNTED, value)))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 async def ask_with_one_reask(
@@ -33,7 +52,9 @@ async def ask_with_one_reask(
     problem = ""
     for _ in range(ATTEMPTS):
         response = await create(turns)
-        spent = [total + used for total, used in zip(spent, usage(response), strict=True)]
+        spent = [
+            token_count(total + used) for total, used in zip(spent, usage(response), strict=True)
+        ]
         try:
             prospect = parse(response)
         except Permanent as exc:

@@ -4,23 +4,52 @@ Only the user's turns are read for values; an assistant turn only tells which fi
 user turn is probably answering. Later values win, so corrections ("perdón, mi email es ...")
 replace earlier ones. Sentences that try to instruct the extractor are cut from the point
 where the instruction starts, so injected text can never supply a value.
+
+The work is bounded whatever the size of a snapshot: a long turn is read at its start and its
+end, a long chat at its opening and its latest turns, and every pattern runs in time linear in
+what it reads. Most patterns read lower-cased text without IGNORECASE, and costlier ones run
+only where a cheap cue says they can match: an ordinary snapshot costs tens of microseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from nexus_ingest.extract.base import Extraction
+from nexus_ingest.extract.phones import normalise_phone, phone_regions
 from nexus_ingest.models import ChatMessage, Intent, Prospect
 
 
 def _word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
+
+
+def _trie(phrases: Iterable[str]) -> str:
+    """An alternation of `phrases` (`_` for a space) that branches letter by letter, longer
+    phrases first: the regex engine tries a few branches at each position instead of them all."""
+    root: dict[str, Any] = {}
+    for phrase in phrases:
+        node = root
+        for char in phrase:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return _trie_node(root)
+
+
+def _trie_node(node: dict[str, Any]) -> str:
+    branches = [
+        (r"\s+" if char == "_" else re.escape(char)) + _trie_node(child)
+        for char, child in sorted(node.items())
+        if char
+    ]
+    if "" in node:
+        branches.append("")  # ending here is tried last, so the longest phrase wins
+    return branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
 
 
 _LETTERS = r"[^\W\d_]"
@@ -38,21 +67,22 @@ _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 # Text addressed to the machine rather than to the business: instructions, role play,
 # field names and assignments. Everything from such a marker to the end of its sentence is
 # dropped, because a prospect describing themselves never needs that vocabulary.
+# Like every pattern below without a case-sensitive part, it reads lower-cased text: without
+# IGNORECASE the regex engine skips at once the alternatives whose first letter differs.
 _INJECTION_RE = re.compile(
-    r"\b(?:system|sistema|assistant|asistente|developer|admin|user)\s*:"
-    r"|\bignor\w*\b.{0,40}\b(?:instruc\w*|reglas|rules|prompt)"
-    r"|\b(?:olvida\w*|forget|disregard|override)\b"
-    r"|\b(?:new|nuevas)\s+instruc\w*"
-    r"|\b(?:you\s+are\s+now|from\s+now\s+on|eres\s+un|act[uú]a\s+como|act\s+as|pretend)\b"
-    r"|\bextract\w*|\bextra[eií]\w*"
-    r"|\b(?:the|la|el|to\s+the)\s+(?:ai|ia|llm|bot|model)\b"
-    r"|\b(?:nivel_interes|productos_interes|intencion|json|prompt|jailbreak|debug\s+mode)\b"
-    r"|\b(?:set|pon|pone|poner|establece|cambia|change|output|devuelve|return)\b"
+    r"\b(?:(?:system|sistema|assistant|asistente|developer|admin|user)\s*:"
+    r"|ignor\w*\b.{0,40}\b(?:instruc\w*|reglas|rules|prompt)"
+    r"|(?:olvida\w*|forget|disregard|override)\b"
+    r"|(?:new|nuevas)\s+instruc\w*"
+    r"|(?:you\s+are\s+now|from\s+now\s+on|eres\s+un|act[uú]a\s+como|act\s+as|pretend)\b"
+    r"|extract\w*|extra[eií]\w*"
+    r"|(?:the|la|el|to\s+the)\s+(?:ai|ia|llm|bot|model)\b"
+    r"|(?:nivel_interes|productos_interes|intencion|json|prompt|jailbreak|debug\s+mode)\b"
+    r"|(?:set|pon|pone|poner|establece|cambia|change|output|devuelve|return)\b"
     r"[^.]{0,30}\b(?:email|correo|nombre|name|tel[eé]fono|phone|intent\w*|nivel\w*|interest)\b"
-    r"|\w\s*=\s*\S"
-    r"|\b(?:the\s+lead|el\s+lead|del\s+cliente|the\s+(?:customer|client)'s)\b",
-    re.IGNORECASE,
+    r"|(?:the\s+lead|el\s+lead|del\s+cliente|the\s+(?:customer|client)'s)\b)"
 )
+_ASSIGNMENT_RE = re.compile(r"\w\s*=\s*\S")
 _THIRD_PARTY_RE = re.compile(
     r"\b(?:mi|my|our|nuestr[oa])\s+(?:jef[ea]|compañer[oa]|colega|soci[oa]|herman[oa]|"
     r"espos[oa]|mujer|marido|amig[oa]|boss|manager|colleague|co-?worker|partner|friend|wife|"
@@ -60,19 +90,16 @@ _THIRD_PARTY_RE = re.compile(
     r"|\bde\s+parte\s+de\b|\bon\s+behalf\s+of\b"
     r"|\b(?:his|her|their)\s+(?:email|phone|number|name)\b"
     r"|\b(?:su|sus)\s+(?:email|correo|tel[eé]fono|n[uú]mero|nombre)\b",
-    re.IGNORECASE,
 )
 
 _STRONG_NAME_RE = re.compile(
     rf"\b(?:me\s+llamo|mi\s+nombre\s+es|my\s+name\s+is|my\s+name's|my\s+name’s|name\s*:"
     rf"|nombre\s*:)\s*"
     rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
-    re.IGNORECASE,
 )
 _WEAK_NAME_RE = re.compile(
     rf"\b(?:soy|i'm|i’m|i\s+am|this\s+is|aqu[ií]|(?:te|le|les)\s+(?:habla|escribe))\s+"
     rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
-    re.IGNORECASE,
 )
 _HERE_NAME_RE = re.compile(
     rf"(?P<name>{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,3}})(?:\s+from\s+(?P<org>{_ORG}))?\s+here\b"
@@ -87,9 +114,6 @@ _LEADING_NAME_ORG_RE = re.compile(
     rf"^\W*(?:(?i:con|with|soy|i'm|i’m|it's|it’s|this\s+is)\s+)?{_CAP_WORD}(?:\s+{_CAP_WORD}){{0,3}}"
     rf",\s+(?i:de|from)\s+(?P<org>{_ORG})"
 )
-# After "me llamo" a lower-case name is still a name; after "soy" or "I'm" it must be
-# capitalised, or "soy nuevo" and "I'm interested" would name the prospect.
-_NAME_PATTERNS = ((_STRONG_NAME_RE, False), (_WEAK_NAME_RE, True), (_HERE_NAME_RE, True))
 _NAME_PARTICLES = frozenset({"de", "del", "la", "las", "los", "van", "von", "da", "di", "le"})
 
 _COMPANY_RES = (
@@ -112,7 +136,7 @@ _LOCATION_RE = re.compile(
     rf"|\bdesde|\b(?:soy|somos)\s+de)\s+(?P<place>{_PLACE}(?:,\s*{_CAP_WORD}(?:\s+{_CAP_WORD})?"
     rf"(?=\s*$|\s*[.!?,;]|\s+(?:and|y)\b))?)"
 )
-_PREPOSITION_RE = re.compile(r"\b(?:in|en|de|from|at|desde|near|cerca\s+de)\s+$", re.IGNORECASE)
+_PREPOSITION_RE = re.compile(r"\b(?:in|en|de|from|at|desde|near|cerca\s+de)\s+$")
 _PLACES = _word_set(
     "madrid barcelona valencia sevilla zaragoza málaga murcia palma bilbao alicante córdoba "
     "valladolid vigo gijón granada a_coruña vitoria oviedo santander pamplona san_sebastián "
@@ -129,12 +153,7 @@ _PLACES = _word_set(
     "berlin berlín munich múnich amsterdam lisbon lisboa rome roma milan milán sydney melbourne "
     "texas california florida oregon ohio colorado arizona illinois"
 )
-_PLACE_RE = re.compile(
-    r"(?:"
-    + "|".join(re.escape(p).replace("_", r"\s+") for p in sorted(_PLACES, key=len, reverse=True))
-    + r")\b",
-    re.IGNORECASE,
-)
+_PLACE_RE = re.compile(rf"\b{_trie(_PLACES)}\b")
 
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Bounded repetitions and a start only at a word boundary keep long inputs linear.
@@ -142,23 +161,20 @@ _OBFUSCATED_EMAIL_RE = re.compile(
     r"(?<![\w.+-])(?P<user>[\w+-]+(?:(?:\.|\s+(?:dot|punto)\s+)[\w+-]+){0,4})\s*"
     r"(?P<at>\[at\]|\(at\)|\{at\}|\s(?:at|arroba)\s)\s*"
     r"(?P<domain>[\w-]+(?:(?:\.|\s*\[dot\]\s*|\s*\(dot\)\s*|\s+(?:dot|punto)\s+)[\w-]+){1,4})",
-    re.IGNORECASE,
 )
-_OBFUSCATED_DOT_RE = re.compile(r"\s*\[dot\]\s*|\s*\(dot\)\s*|\s+(?:dot|punto)\s+", re.IGNORECASE)
+_OBFUSCATED_DOT_RE = re.compile(r"\s*\[dot\]\s*|\s*\(dot\)\s*|\s+(?:dot|punto)\s+")
 _TLD_RE = re.compile(r"\.[a-z]{2,24}$")
 # "it's b.ortiz@x.org, not b.ortis@x.org": the value after a negation is the wrong one.
 _NEGATED_RE = re.compile(
     r"\b(?:not|no|no\s+es|isn't|instead\s+of|rather\s+than|en\s+vez\s+de|en\s+lugar\s+de)"
     r"\s+(?:el\s+|the\s+)?$",
-    re.IGNORECASE,
 )
 
 _PHONE_RE = re.compile(r"(?<![\w@+.,])(?:\+\s?)?\(?\d[\d \t().-]{5,20}\d(?![\w@])")
 _PHONE_CONTEXT_RE = re.compile(
     r"tel[eé]fono|m[oó]vil|celular|n[uú]mero|whatsapp|ll[aá]m|phone|number|call|cell|mobile|text",
-    re.IGNORECASE,
 )
-_NOT_PHONE_AFTER_RE = re.compile(r"\s*(?:€|\$|£|%|euros?|eur|usd|d[oó]lares|dollars?)", re.I)
+_NOT_PHONE_AFTER_RE = re.compile(r"\s*(?:€|\$|£|%|euros?|eur|usd|d[oó]lares|dollars?)")
 _MIN_PHONE_DIGITS, _SURE_PHONE_DIGITS, _MAX_PHONE_DIGITS = 7, 9, 15
 
 _AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
@@ -170,17 +186,14 @@ _BUDGET_RE = re.compile(
     rf"(?P<symbol>[€$£])\s?(?P<amount1>{_AMOUNT})\s?(?:(?P<mult1>{_MULTIPLIER})\b)?"
     rf"|(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?\s?(?:de\s+)?"
     rf"(?P<currency>{_CURRENCY_WORD})(?!\w)",
-    re.IGNORECASE,
 )
 _BARE_BUDGET_RE = re.compile(
     rf"\b(?:presupuesto|budget)(?:\s*(?:[:=]|\b(?:es|is|of|de|around|about|unos|aproximado"
     rf"|máximo)\b)){{0,3}}\s*(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?(?!\s*[\w€$£])",
-    re.IGNORECASE,
 )
 _BUDGET_CONTEXT_RE = re.compile(
     r"presupuesto|budget|spend|gastar|invertir|invest|tenemos|contamos|disponemos|hasta|up\s+to"
     r"|m[aá]ximo|\bmax|around|about|unos|aprox|alrededor|we\s+have|we\s+can",
-    re.IGNORECASE,
 )
 _CURRENCIES = {
     "€": "EUR", "euro": "EUR", "euros": "EUR", "eur": "EUR",
@@ -214,12 +227,10 @@ _TIMEFRAME_RE = re.compile(
     r"|de\s+inmediato|inmediatamente|hoy|(?<!la\s)(?<!las\s)mañana|pasado\s+mañana"
     r"|asap|as\s+soon\s+as\s+possible|right\s+away|immediately|today|tomorrow)"
     rf"|(?:en|para|antes\s+de|by|in|before)\s+(?P<month>{_MONTHS}))\b",
-    re.IGNORECASE,
 )
 _URGENT_RE = re.compile(
     r"\b(?:urgente\w*|ya\s+mismo|hoy\s+mismo|cuanto\s+antes|lo\s+antes\s+posible|asap|urgent\w*"
     r"|as\s+soon\s+as\s+possible|right\s+away|immediately)\b",
-    re.IGNORECASE,
 )
 
 _CONTAINER = (
@@ -248,13 +259,11 @@ _PRODUCT_RE = re.compile(
     rf"|(?:{_CONTAINER}\s+(?:de|del|of|for)\s+(?:(?:el|la|los|las|the)\s+)?)?"
     rf"(?P<product>{_VOCABULARY})(?:\s+{_CONTAINER})?"
     r"|(?<!no\s)(?P<container>paquetes?|packages?|planes))\b",
-    re.IGNORECASE,
 )
 _INTEREST_RE = re.compile(
     r"\b(?:interesad[oa]s?\s+en|interested\s+in|me\s+interesan?|nos\s+interesan?)\s+"
     r"(?:(?:el|la|los|las|un|una|the|a|an|your|vuestr[oa]s?|sus?)\s+)?"
     rf"(?P<thing>{_LETTERS}+(?:\s+{_LETTERS}+)?)",
-    re.IGNORECASE,
 )
 
 _ROLE_ES = (
@@ -291,7 +300,6 @@ _COMPLAINT_RE = re.compile(
     r"|worst|refund|charged\s+(?:me\s+)?twice|overcharged|ridiculous|scam|furious|angry"
     r"|frustrated|disappointed|nobody\s+(?:answers|responds|replies)|nadie\s+(?:responde|contesta)"
     r"|cancel\s+my|desastre|devolv\w+\s+el\s+dinero|money\s+back)\b",
-    re.IGNORECASE,
 )
 _SUPPORT_RE = re.compile(
     r"\b(?:no\s+puedo\s+(?:acceder|entrar|iniciar|conectar|descargar|pagar)|error\w*"
@@ -302,19 +310,16 @@ _SUPPORT_RE = re.compile(
     r"|keeps?\s+(?:failing|crashing)|crash\w*|bug|broken|help\s+(?:with|setting)|my\s+account"
     r"|fix\s+(?:it|this|my)|deleted|lost\s+(?:all\s+)?my|arregl\w*|se\s+ha\s+borrado|borr[oó]"
     r"|mi\s+cuenta)\b",
-    re.IGNORECASE,
 )
 _OTHER_RE = re.compile(
     r"\b(?:vacantes?|empleo|trabajar\s+con\s+(?:vosotros|ustedes)|mi\s+cv|curr[ií]culum"
     r"|hiring|job\s+(?:opening|offer|position)|resume|internship|pr[aá]cticas|partnership"
     r"|proveedores|vendor|survey|encuesta)\b",
-    re.IGNORECASE,
 )
 _BROWSING_RE = re.compile(
     r"\b(?:s[oó]lo\s+(?:estoy\s+)?mirando|s[oó]lo\s+miraba|just\s+(?:browsing|looking)"
     r"|looking\s+around|no\s+(?:plans?|intention)\s+to\s+buy|not\s+(?:ready|looking)\s+to\s+buy"
     r"|por\s+curiosidad|just\s+curious|de\s+momento\s+no|por\s+ahora\s+no)\b",
-    re.IGNORECASE,
 )
 _BUY_RE = re.compile(
     r"\b(?:compr(?:ar|o|amos|ar[ií]a)|contrat(?:ar|o|amos|ar[ií]a)|adquirir|suscrib\w*|precios?"
@@ -328,11 +333,9 @@ _BUY_RE = re.compile(
     r"|pay|(?:we|i)\s+need\b(?!\s+help)|need\s+(?:someone|somebody|to\s+(?:buy|hire|get))"
     r"|(?:we|i)\s+(?:want|would\s+like|'d\s+like)\s+(?:a|an|the|to\s+(?:buy|purchase|get|sign))\b"
     r"|looking\s+for\b(?!\s+(?:info|information|more|details))|get\s+started|launch)\b",
-    re.IGNORECASE,
 )
 _STRONG_BUY_RE = re.compile(
     r"\b(?:compr(?:ar|o|amos)|contrat(?:ar|o|amos)|adquirir|demo|buy|purchase|sign\s+up)\b",
-    re.IGNORECASE,
 )
 _INFO_RE = re.compile(
     r"\b(?:informaci[oó]n|info|saber|conocer|c[oó]mo\s+funciona|incluye|ten[eé]is|tienen"
@@ -341,12 +344,10 @@ _INFO_RE = re.compile(
     r"|what\s+does|includes?|do\s+you\s+(?:offer|have|do|sell)|interested|brochure|wondering"
     r"|you\s+(?:guys\s+)?(?:do|offer|sell|have)|difference|diferencia|compar\w*"
     r"|trabaj[aá]is\s+con|trabajan\s+con|do\s+you\s+work\s+with)\b",
-    re.IGNORECASE,
 )
 _CONTACT_RE = re.compile(
     r"\b(?:ll[aá]m(?:ame|adme|arme|arais|ennos|enme)|cont[aá]ct(?:ame|adme|enme)|escr[ií]beme"
     r"|call\s+me|reach\s+me|contact\s+me|email\s+me|text\s+me)\b",
-    re.IGNORECASE,
 )
 
 _ASK_RES = {
@@ -354,12 +355,11 @@ _ASK_RES = {
         r"c[oó]mo\s+te\s+llamas|c[oó]mo\s+se\s+llama|tu\s+nombre|su\s+nombre"
         r"|con\s+qui[eé]n\s+(?:tengo|hablo)|your\s+name|who\s+am\s+i\s+(?:speaking|talking|chatting)"
         r"|what\s+should\s+i\s+call\s+you",
-        re.IGNORECASE,
     ),
-    "telefono": re.compile(r"tel[eé]fono|m[oó]vil|n[uú]mero|whatsapp|phone|number", re.I),
-    "presupuesto": re.compile(r"presupuesto|budget", re.IGNORECASE),
-    "empresa": re.compile(r"empresa|compañ[ií]a|company|organi[sz]ation", re.IGNORECASE),
-    "ubicacion": re.compile(r"d[oó]nde|ciudad|where|city|located", re.IGNORECASE),
+    "telefono": re.compile(r"tel[eé]fono|m[oó]vil|n[uú]mero|whatsapp|phone|number"),
+    "presupuesto": re.compile(r"presupuesto|budget"),
+    "empresa": re.compile(r"empresa|compañ[ií]a|company|organi[sz]ation"),
+    "ubicacion": re.compile(r"d[oó]nde|ciudad|where|city|located"),
 }
 
 _ES_WORDS = _word_set(
@@ -388,15 +388,113 @@ _NOT_NAMES = _word_set(
 )
 _MAX_NAME_WORDS = 4
 _LOOKBEHIND_CHARS = 24
+_NOT_FIRST_NAME_WORDS = _NOT_NAMES | _NAME_PARTICLES
+_NOT_ORGS = _STOPWORDS | _NOT_NAMES
+_NOT_ROLE_ENDINGS = _STOPWORDS | _NAME_PARTICLES
 _T = TypeVar("_T")
 _BASE_LEVEL, _BUY_LEVEL, _BROWSING_LEVEL = 5, 7, 2
 
+# What is read of a snapshot: a long turn at its start and its end (where people introduce
+# themselves, ask, and sign off), a long chat at its opening and its latest turns. This bounds
+# the work for the largest snapshot the producer accepts (31 turns of 8,000 characters).
+_TURN_HEAD_CHARS = 1000
+_TURN_TAIL_CHARS = 1000
+_OPENING_MESSAGES = 2
+_READ_CHARS = 12_000
+# Longer snapshots are extracted in a thread, so the event loop (the API's too, under `nexus
+# up`) keeps turning; shorter ones inline, where a thread would cost more than the work.
+_INLINE_CHARS = 8000
 
-@dataclass(frozen=True)
-class _Turn:
-    """One user turn: its sentences without injected instructions, and what was just asked."""
 
-    sentences: tuple[str, ...]
+def _cue(words: str) -> re.Pattern[str]:
+    """A pattern finding any of `words` (`_` for a space) anywhere: a cheap test of whether a
+    lower-cased sentence can hold what a costlier pattern looks for."""
+    return re.compile(_trie(words.split()))
+
+
+# Each cue accepts at least everything its pattern needs; most read the lower-cased sentence.
+_SENTENCE_END_CUE_RE = re.compile(r"[.!?;\n]")
+_STRONG_NAME_CUE_RE = _cue("llamo nombre name")
+_WEAK_NAME_CUE_RE = _cue("soy i'm i’m i_am this_is aquí aqui habla escribe")
+_HERE_CUE_RE = _cue("here")
+_INTRO_CUE_RE = _cue("soy i'm i’m i_am this_is me_llamo mi_nombre my_name")
+_FIRM_AFTER_CUE_RE = re.compile(r"\b(?:from|de|of)\s")
+_ROLE_BEFORE_CUE_RE = re.compile(
+    r",|\b(?:soy|como|mi\s+cargo|mi\s+puesto|trabajo\s+de|i['’]m|i\s+am|as|my\s+role"
+    r"|my\s+title|i\s+work)\s"
+)
+_ROLE_WORD_CUE_RE = _cue(
+    "director gerente jefe jefa responsable coordina encargad administra fundador dueñ "
+    "propietari soci anal ingenier consult desarrollador contable técnic president gestor "
+    "manager head lead engineer developer founder owner officer specialist partner executive "
+    "vice vp"
+)
+_ROLE_ACRONYM_CUE_RE = re.compile(_ROLE_ACRONYM)  # case-sensitive: read on the sentence as written
+_LOCATION_CUE_RE = _cue(
+    "based located situad ubicad estamos vivo vivimos live living we're we’re we_are i'm i’m "
+    "i_am desde soy somos"
+)
+# Read on the sentence as written: a known place counts only capitalised, after a preposition.
+_PLACE_CUE_RE = re.compile(r"\b(?i:in|en|de|from|at|desde|near)\s+[A-Z]")
+_AT_CUE_RE = re.compile(r"\s(?:at|arroba)\s|[\[({]at[\])}]")
+_PRODUCT_CUE_RE = _cue(
+    "softw certific ssl dise desarroll develop gina sitio tienda online store commerce app "
+    "aplicaci mobile mail marketing redes social media soporte premium support copias web crm "
+    "erp seo sem api hosting domin domain chatbot anal consult formaci training capacitaci "
+    "curso course licen factur invoic billing manten maintenance seguridad security backup "
+    "cloud vps newsletter plan paquete package interes"
+)
+_TIMEFRAME_CUE_RE = _cue(
+    "día dia semana mes año trimestre hora day week month year quarter hour verano otoño "
+    "invierno primavera summer fall autumn winter spring hoy posible antes inmediat immediat "
+    "mañana asap soon away today tomorrow enero febrero marzo abril mayo junio julio agosto "
+    "septiembre setiembre octubre noviembre diciembre january february march april june july "
+    "august september october november december"
+)
+_DIGIT_RE = re.compile(r"\d")
+
+
+def _roles(text: str, low: str) -> tuple[re.Match[str], ...]:
+    """Every job title (and the firm after it) in a sentence; read once, for `cargo` and `empresa`."""
+    if not _ROLE_BEFORE_CUE_RE.search(low):
+        return ()
+    if not (_ROLE_WORD_CUE_RE.search(low) or _ROLE_ACRONYM_CUE_RE.search(text)):
+        return ()
+    return tuple(_ROLE_RE.finditer(text))
+
+
+# After "me llamo" a lower-case name is still a name; after "soy" or "I'm" it must be
+# capitalised, or "soy nuevo" and "I'm interested" would name the prospect. The third pattern
+# is case-sensitive, so it reads the sentence as written.
+_NAME_PATTERNS = (
+    (_STRONG_NAME_RE, False, _STRONG_NAME_CUE_RE, True),
+    (_WEAK_NAME_RE, True, _WEAK_NAME_CUE_RE, True),
+    (_HERE_NAME_RE, True, _HERE_CUE_RE, False),
+)
+_COMPANY_PATTERNS = (
+    (_COMPANY_RES[0], _cue("trabaj work")),
+    (_COMPANY_RES[1], _cue("empresa compañía company organi startup")),
+    (_COMPANY_RES[2], _cue("somos we")),
+    (_HERE_NAME_RE, _HERE_CUE_RE),
+    (_HERE_FROM_RE, _HERE_CUE_RE),
+    (_LEADING_NAME_ORG_RE, re.compile(r",\s+(?:de|from)\s")),
+)
+
+
+class _Sentence(NamedTuple):
+    """A sentence of a user turn, without injected instructions."""
+
+    text: str
+    low: str  # `text` lower-cased character for character: positions in one fit the other
+    own: bool  # not about someone else (a boss, a colleague), whose details are not the prospect's
+    digits: bool
+    roles: tuple[re.Match[str], ...]
+
+
+class _Turn(NamedTuple):
+    """One user turn: its sentences, and what the assistant had just asked."""
+
+    sentences: tuple[_Sentence, ...]
     asked: frozenset[str]
 
 
@@ -406,10 +504,16 @@ class RulesExtractor:
     name = "rules"
     in_process = True
 
+    def __init__(self, phone_region: str | None = None) -> None:
+        self.phone_region = phone_region
+
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
         """Extract the prospect from the user's turns of `messages`."""
         started = time.perf_counter()
-        prospect = extract_prospect(messages)
+        if sum(len(message.content) for message in messages) > _INLINE_CHARS:
+            prospect = await asyncio.to_thread(extract_prospect, messages, self.phone_region)
+        else:
+            prospect = extract_prospect(messages, self.phone_region)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Extraction(prospect=prospect, extractor=self.name, model=None, latency_ms=elapsed_ms)
 
@@ -417,66 +521,114 @@ class RulesExtractor:
         """Nothing to release."""
 
 
-def extract_prospect(messages: Sequence[ChatMessage]) -> Prospect:
-    """The pure decision behind `RulesExtractor.extract`."""
-    turns = _user_turns(messages)
+def extract_prospect(messages: Sequence[ChatMessage], phone_region: str | None = None) -> Prospect:
+    """The pure decision behind `RulesExtractor.extract`; `phone_region` is where a phone number
+    without a country code is read when the chat names no place."""
+    read = _readable(messages)
+    turns = _user_turns(read)
     sentences = [sentence for turn in turns for sentence in turn.sentences]
-    text = " \n".join(sentences)
-    intent = _intent(text)
+    text = " \n".join(sentence.low for sentence in sentences)
+    browsing = _is_browsing(text)
+    intent = _intent(text, browsing)
     commercial = intent not in ("soporte", "queja", "otro")
     products = _products(sentences) if commercial else []
-    plazo = _scan(sentences, _timeframe) if commercial else None
+    plazo = _last(_timeframe(sentence) for sentence in sentences) if commercial else None
     presupuesto = _budget(turns) if commercial else None
-    level = _interest_level(text, intent, bool(products), plazo, presupuesto)
+    level = _interest_level(text, intent, browsing, bool(products), plazo, presupuesto)
+    own = [sentence for sentence in sentences if sentence.own]
+    ubicacion = _location(turns)
+    # Raw text on purpose: how someone writes is not a value an instruction can set.
+    idioma = _language(content for role, content in read if role == "user")
+    phone = _phone(turns)
+    regions = phone_regions(ubicacion, idioma, phone_region) if phone else ()
     return Prospect(
-        nombre=_name(turns, _assistant_names(messages)),
-        email=_scan(_own_sentences(turns), _email),
-        telefono=_phone(turns),
+        nombre=_name(turns, _assistant_names(read)),
+        email=_last(_email(sentence) for sentence in own),
+        telefono=normalise_phone(phone, regions) if phone else None,
         empresa=_company(turns),
-        cargo=_scan(_own_sentences(turns), _role),
-        ubicacion=_location(turns),
+        cargo=_last(_role(sentence) for sentence in own),
+        ubicacion=ubicacion,
         productos_interes=products,
         presupuesto=presupuesto,
         plazo=plazo,
         nivel_interes=level,
         intencion=intent,
-        # Raw text on purpose: how someone writes is not a value an instruction can set.
-        idioma=_language(message.content for message in messages if message.role == "user"),
+        idioma=idioma,
         resumen=_summary(intent, products, plazo, presupuesto),
     )
 
 
-def _user_turns(messages: Sequence[ChatMessage]) -> list[_Turn]:
+def _readable(messages: Sequence[ChatMessage]) -> list[tuple[str, str]]:
+    """(role, text) of what is read: long turns cut to their start and end, and a long chat to
+    its opening and as many of its latest turns as `_READ_CHARS` allows."""
+    read: list[tuple[str, str]] = [(message.role, _cut(message.content)) for message in messages]
+    if sum(len(content) for _, content in read) <= _READ_CHARS:
+        return read
+    opening = read[:_OPENING_MESSAGES]
+    room = _READ_CHARS - sum(len(content) for _, content in opening)
+    latest: list[tuple[str, str]] = []
+    for role, content in reversed(read[_OPENING_MESSAGES:]):
+        room -= len(content)
+        if room < 0:
+            break
+        latest.append((role, content))
+    # An empty user turn stands for those left out: no question is taken as answered across them.
+    return [*opening, ("user", ""), *reversed(latest)]
+
+
+def _cut(text: str) -> str:
+    """A long turn's start and end, cut between words; the line break between them ends a
+    sentence, so no value spans the cut."""
+    if len(text) <= _TURN_HEAD_CHARS + _TURN_TAIL_CHARS:
+        return text
+    head = text[:_TURN_HEAD_CHARS].rsplit(None, 1)[0]
+    tail = text[-_TURN_TAIL_CHARS:].split(None, 1)[-1]
+    return f"{head}\n{tail}"
+
+
+def _lower(text: str) -> str:
+    """`text` in lower case, one character for one, so a match's positions fit `text` too."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(char.lower()[0] for char in text)  # "İ" lowers to two characters
+
+
+def _user_turns(read: Sequence[tuple[str, str]]) -> list[_Turn]:
     turns: list[_Turn] = []
     asked: frozenset[str] = frozenset()
-    for message in messages:
-        if message.role == "assistant":
-            asked = frozenset(
-                field for field, ask in _ASK_RES.items() if ask.search(message.content)
-            )
-        elif message.role == "user":
-            turns.append(_Turn(_clean_sentences(message.content), asked))
+    for role, content in read:
+        if role == "assistant":
+            low = _lower(content)
+            asked = frozenset(field for field, ask in _ASK_RES.items() if ask.search(low))
+        elif role == "user":
+            turns.append(_Turn(_clean_sentences(content), asked))
             asked = frozenset()
     return turns
 
 
-def _clean_sentences(text: str) -> tuple[str, ...]:
-    kept = (_before_injection(sentence) for sentence in _SENTENCE_END_RE.split(text))
-    return tuple(sentence for sentence in kept if sentence.strip())
+def _clean_sentences(text: str) -> tuple[_Sentence, ...]:
+    parts = _SENTENCE_END_RE.split(text) if _SENTENCE_END_CUE_RE.search(text) else [text]
+    kept = (_clean_sentence(part) for part in parts)
+    return tuple(sentence for sentence in kept if sentence is not None)
 
 
-def _before_injection(sentence: str) -> str:
-    match = _INJECTION_RE.search(sentence)
-    return sentence if match is None else sentence[: match.start()]
+def _clean_sentence(part: str) -> _Sentence | None:
+    """The sentence up to where an injected instruction starts; None when nothing is left."""
+    low = _lower(part)
+    cut = _injection_start(low)
+    if cut is not None:
+        part, low = part[:cut], low[:cut]
+    if not part.strip():
+        return None
+    own = not _THIRD_PARTY_RE.search(low)
+    digits = _DIGIT_RE.search(part) is not None
+    return _Sentence(part, low, own, digits, _roles(part, low))
 
 
-def _own_sentences(turns: Sequence[_Turn]) -> list[str]:
-    # A sentence about a colleague or boss may carry *their* email, phone or job title.
-    return [s for turn in turns for s in turn.sentences if not _THIRD_PARTY_RE.search(s)]
-
-
-def _scan(sentences: Iterable[str], finder: Callable[[str], str | None]) -> str | None:
-    return _last(finder(sentence) for sentence in sentences)
+def _injection_start(low: str) -> int | None:
+    found = [_INJECTION_RE.search(low), _ASSIGNMENT_RE.search(low) if "=" in low else None]
+    return min((match.start() for match in found if match is not None), default=None)
 
 
 def _last(values: Iterable[_T | None]) -> _T | None:
@@ -485,6 +637,15 @@ def _last(values: Iterable[_T | None]) -> _T | None:
         if value is not None:
             found = value
     return found
+
+
+def _original(text: str, match: re.Match[str], *groups: str) -> str:
+    """The first of `groups` that took part in `match` (found in lower-cased text), as written."""
+    for group in groups:
+        start, end = match.span(group)
+        if start >= 0:
+            return text[start:end]
+    return ""
 
 
 def _fold(text: str) -> str:
@@ -498,6 +659,8 @@ def _words(text: str) -> list[str]:
 
 def _name(turns: Sequence[_Turn], assistant_names: frozenset[str]) -> str | None:
     found = (name for turn in turns for name in _turn_names(turn))
+    if not assistant_names:
+        return _last(found)
     return _last(name if _fold(name) not in assistant_names else None for name in found)
 
 
@@ -507,16 +670,17 @@ def _turn_names(turn: _Turn) -> Iterator[str]:
         if bare is not None:
             yield bare
     for sentence in turn.sentences:
-        named = _sentence_name(sentence)
+        named = _sentence_name(sentence.text, sentence.low)
         if named is not None:
             yield named
 
 
-def _sentence_name(sentence: str) -> str | None:
+def _sentence_name(text: str, low: str) -> str | None:
     found = [
-        (match.start(), _trim_name(match["name"], capitalised=capitalised))
-        for pattern, capitalised in _NAME_PATTERNS
-        for match in pattern.finditer(sentence)
+        (match.start(), _trim_name(_original(text, match, "name"), capitalised=capitalised))
+        for pattern, capitalised, cue, lowered in _NAME_PATTERNS
+        if cue.search(low)
+        for match in pattern.finditer(low if lowered else text)
     ]
     return _last(name for _, name in sorted(found, key=lambda item: item[0]))
 
@@ -525,7 +689,7 @@ def _trim_name(raw: str, *, capitalised: bool) -> str | None:
     tokens = _name_tokens(raw.split(), capitalised=capitalised)
     while tokens and tokens[-1].lower() in _NAME_PARTICLES:
         tokens.pop()
-    if not tokens or tokens[0].lower() in _NOT_NAMES | _NAME_PARTICLES:
+    if not tokens or tokens[0].lower() in _NOT_FIRST_NAME_WORDS:
         return None
     name = " ".join(tokens)
     return name.title() if name.islower() else name
@@ -548,11 +712,11 @@ def _name_tokens(tokens: Sequence[str], *, capitalised: bool) -> list[str]:
     return kept
 
 
-def _bare_name(sentences: Sequence[str]) -> str | None:
+def _bare_name(sentences: Sequence[_Sentence]) -> str | None:
     """A reply that is just a name, right after the assistant asked for it."""
-    text = " ".join(sentences)
-    if _THIRD_PARTY_RE.search(text):
+    if _THIRD_PARTY_RE.search(" ".join(sentence.low for sentence in sentences)):
         return None
+    text = " ".join(sentence.text for sentence in sentences)
     segments = [segment for segment in _SEGMENT_RE.split(text) if segment.strip()]
     for segment in segments:
         name = _name_segment(segment, alone=len(segments) == 1)
@@ -579,33 +743,35 @@ def _name_segment(segment: str, *, alone: bool) -> str | None:
     return name if name is not None and len(name.split()) == len(tokens) else None
 
 
-def _assistant_names(messages: Sequence[ChatMessage]) -> frozenset[str]:
+def _assistant_names(read: Sequence[tuple[str, str]]) -> frozenset[str]:
     names = (
-        _sentence_name(sentence)
-        for message in messages
-        if message.role == "assistant"
-        for sentence in _SENTENCE_END_RE.split(message.content)
+        _sentence_name(sentence, _lower(sentence))
+        for role, content in read
+        if role == "assistant"
+        for sentence in _SENTENCE_END_RE.split(content)
     )
     return frozenset(_fold(name) for name in names if name is not None)
 
 
-def _email(sentence: str) -> str | None:
-    found = [(m.start(), m.group().lower()) for m in _EMAIL_RE.finditer(sentence)]
-    found += [
-        (m.start(), email)
-        for m in _OBFUSCATED_EMAIL_RE.finditer(sentence)
-        if (email := _deobfuscate(m))
-    ]
-    return _last(email for start, email in sorted(found) if not _negated(sentence, start))
+def _email(sentence: _Sentence) -> str | None:
+    low = sentence.low
+    found = [(m.start(), m.group()) for m in _EMAIL_RE.finditer(low)] if "@" in low else []
+    if _AT_CUE_RE.search(low):
+        found += [
+            (m.start(), email)
+            for m in _OBFUSCATED_EMAIL_RE.finditer(low)
+            if (email := _deobfuscate(m))
+        ]
+    return _last(email for start, email in sorted(found) if not _negated(low, start))
 
 
-def _negated(sentence: str, start: int) -> bool:
-    return bool(_NEGATED_RE.search(_before(sentence, start)))
+def _negated(low: str, start: int) -> bool:
+    return bool(_NEGATED_RE.search(_before(low, start)))
 
 
-def _before(sentence: str, start: int) -> str:
+def _before(text: str, start: int) -> str:
     # The few words before a match decide; looking further back only costs time.
-    return sentence[max(0, start - _LOOKBEHIND_CHARS) : start]
+    return text[max(0, start - _LOOKBEHIND_CHARS) : start]
 
 
 def _deobfuscate(match: re.Match[str]) -> str | None:
@@ -613,9 +779,9 @@ def _deobfuscate(match: re.Match[str]) -> str | None:
     domain = _OBFUSCATED_DOT_RE.sub(".", match["domain"])
     spelled_dot = domain != match["domain"] or "." not in match["domain"]
     # A plain " at " is everyday English ("I work at acme.com"); only trust it with a spelled dot.
-    if match["at"].strip().lower() == "at" and not spelled_dot:
+    if match["at"].strip() == "at" and not spelled_dot:
         return None
-    email = f"{user}@{domain}".lower()
+    email = f"{user}@{domain}"
     return email if _TLD_RE.search(email) else None
 
 
@@ -624,16 +790,19 @@ def _phone(turns: Sequence[_Turn]) -> str | None:
         _sentence_phone(sentence, "telefono" in turn.asked)
         for turn in turns
         for sentence in turn.sentences
-        if not _THIRD_PARTY_RE.search(sentence)
+        if sentence.own and sentence.digits
     )
 
 
-def _sentence_phone(sentence: str, asked: bool) -> str | None:
-    likely = asked or bool(_PHONE_CONTEXT_RE.search(sentence))
-    return _last(_phone_value(sentence, match, likely) for match in _PHONE_RE.finditer(sentence))
+def _sentence_phone(sentence: _Sentence, asked: bool) -> str | None:
+    matches = list(_PHONE_RE.finditer(sentence.text))
+    if not matches:
+        return None
+    likely = asked or bool(_PHONE_CONTEXT_RE.search(sentence.low))
+    return _last(_phone_value(sentence.low, match, likely) for match in matches)
 
 
-def _phone_value(sentence: str, match: re.Match[str], likely: bool) -> str | None:
+def _phone_value(low: str, match: re.Match[str], likely: bool) -> str | None:
     raw = match.group()
     digits = re.sub(r"\D", "", raw)
     international = raw.startswith("+") or digits.startswith("00")
@@ -642,39 +811,45 @@ def _phone_value(sentence: str, match: re.Match[str], likely: bool) -> str | Non
         return None
     if len(digits) < _SURE_PHONE_DIGITS and not likely:
         return None
-    if _NOT_PHONE_AFTER_RE.match(sentence, match.end()) or _negated(sentence, match.start()):
+    if _NOT_PHONE_AFTER_RE.match(low, match.end()) or _negated(low, match.start()):
         return None
     return f"+{digits}" if international else digits
 
 
 def _company(turns: Sequence[_Turn]) -> str | None:
     return _last(
-        _bare_value(turn, "empresa") or _scan(turn.sentences, _sentence_company) for turn in turns
+        _bare_value(turn, "empresa") or _last(_sentence_company(s) for s in turn.sentences)
+        for turn in turns
     )
 
 
-def _sentence_company(sentence: str) -> str | None:
+def _sentence_company(sentence: _Sentence) -> str | None:
+    text, low = sentence.text, sentence.low
+    matches = [
+        m for pattern, cue in _COMPANY_PATTERNS if cue.search(low) for m in pattern.finditer(text)
+    ]
+    if _INTRO_CUE_RE.search(low) and _FIRM_AFTER_CUE_RE.search(low):
+        matches += _NAME_ORG_RE.finditer(text)
     found = [
         (m.start("org"), _clean_org(m["org"]))
-        for pattern in (*_COMPANY_RES, _ROLE_RE)
-        for m in pattern.finditer(sentence)
-        if m["org"] and not _place_at(sentence, m.start("org"))
+        for m in (*matches, *sentence.roles)
+        if m["org"] and not _place_at(low, m.start("org"))
     ]
-    return _last(org for _, org in sorted(found))
+    return _last(org for _, org in sorted(found, key=lambda item: (item[0], item[1] or "")))
 
 
 def _clean_org(raw: str) -> str | None:
     org = raw[:-1] if raw.endswith(".") and raw.count(".") == 1 else raw
-    return None if org.lower() in _STOPWORDS | _NOT_NAMES else org
+    return None if org.lower() in _NOT_ORGS else org
 
 
-def _role(sentence: str) -> str | None:
-    return _last(_clean_role(m["role"]) for m in _ROLE_RE.finditer(sentence))
+def _role(sentence: _Sentence) -> str | None:
+    return _last(_clean_role(m["role"]) for m in sentence.roles)
 
 
 def _clean_role(raw: str) -> str | None:
     tokens = raw.split()
-    while tokens and tokens[-1].lower() in _STOPWORDS | _NAME_PARTICLES:
+    while tokens and tokens[-1].lower() in _NOT_ROLE_ENDINGS:
         tokens.pop()
     # Modifiers before an English head noun must be words like "sales", not "the" or "and".
     if tokens and tokens[0].lower() in _STOPWORDS:
@@ -684,32 +859,36 @@ def _clean_role(raw: str) -> str | None:
 
 def _location(turns: Sequence[_Turn]) -> str | None:
     return _last(
-        _bare_value(turn, "ubicacion") or _scan(turn.sentences, _sentence_location)
+        _bare_value(turn, "ubicacion") or _last(_sentence_location(s) for s in turn.sentences)
         for turn in turns
     )
 
 
-def _sentence_location(sentence: str) -> str | None:
-    found = [(m.start("place"), m["place"]) for m in _LOCATION_RE.finditer(sentence)]
-    found += [
-        (m.start(), m.group())
-        for m in _PLACE_RE.finditer(sentence)
-        if m.group()[0].isupper() and _PREPOSITION_RE.search(_before(sentence, m.start()))
-    ]
+def _sentence_location(sentence: _Sentence) -> str | None:
+    text, low = sentence.text, sentence.low
+    found: list[tuple[int, str]] = []
+    if _LOCATION_CUE_RE.search(low):
+        found += [(m.start("place"), m["place"]) for m in _LOCATION_RE.finditer(text)]
+    if _PLACE_CUE_RE.search(text):
+        found += [
+            (m.start(), text[m.start() : m.end()])
+            for m in _PLACE_RE.finditer(low)
+            if text[m.start()].isupper() and _PREPOSITION_RE.search(_before(low, m.start()))
+        ]
     # At one position the longer reading ("Austin, Texas" over "Austin") is the better one.
     ordered = sorted(found, key=lambda item: (item[0], len(item[1])))
     return _last(" ".join(place.split()) for _, place in ordered)
 
 
-def _place_at(sentence: str, start: int) -> bool:
-    return _PLACE_RE.match(sentence, start) is not None
+def _place_at(low: str, start: int) -> bool:
+    return _PLACE_RE.match(low, start) is not None
 
 
 def _bare_value(turn: _Turn, field: str) -> str | None:
     """A short capitalised reply right after the assistant asked for `field`."""
     if field not in turn.asked or len(turn.sentences) != 1:
         return None
-    tokens = [t for t in turn.sentences[0].strip(" .!").split() if t.lower() not in _FILLERS]
+    tokens = [t for t in turn.sentences[0].text.strip(" .!").split() if t.lower() not in _FILLERS]
     answer = " ".join(tokens)
     if not answer or len(tokens) > _MAX_NAME_WORDS or not re.fullmatch(_ORG, answer):
         return None
@@ -721,21 +900,23 @@ def _budget(turns: Sequence[_Turn]) -> str | None:
         _sentence_budget(sentence, "presupuesto" in turn.asked)
         for turn in turns
         for sentence in turn.sentences
+        if sentence.digits  # every budget has an amount in figures
     )
 
 
-def _sentence_budget(sentence: str, asked: bool) -> str | None:
+def _sentence_budget(sentence: _Sentence, asked: bool) -> str | None:
     # A bare amount may be a price being complained about; it is a budget only in context.
-    if not (asked or _BUDGET_CONTEXT_RE.search(sentence)):
+    low = sentence.low
+    if not (asked or _BUDGET_CONTEXT_RE.search(low)):
         return None
-    matches = [*_BUDGET_RE.finditer(sentence), *_BARE_BUDGET_RE.finditer(sentence)]
+    matches = [*_BUDGET_RE.finditer(low), *_BARE_BUDGET_RE.finditer(low)]
     return _last(_format_budget(m) for m in sorted(matches, key=lambda m: m.start()))
 
 
 def _format_budget(match: re.Match[str]) -> str:
     groups = match.groupdict()
     amount = _parse_amount(groups.get("amount1") or groups["amount2"])
-    multiplier = (groups.get("mult1") or groups.get("mult2") or "").lower()
+    multiplier = groups.get("mult1") or groups.get("mult2") or ""
     value = amount * _MULTIPLIERS.get(multiplier, 1.0)
     currency_word = _fold(groups.get("symbol") or groups.get("currency") or "")
     currency = _CURRENCIES.get(currency_word)
@@ -752,11 +933,16 @@ def _parse_amount(raw: str) -> float:
     return float(compact.replace(",", "."))
 
 
-def _timeframe(sentence: str) -> str | None:
-    return _last(" ".join((m["t"] or m["month"]).split()) for m in _TIMEFRAME_RE.finditer(sentence))
+def _timeframe(sentence: _Sentence) -> str | None:
+    if not _TIMEFRAME_CUE_RE.search(sentence.low):
+        return None
+    return _last(
+        " ".join(_original(sentence.text, m, "t", "month").split())
+        for m in _TIMEFRAME_RE.finditer(sentence.low)
+    )
 
 
-def _products(sentences: Sequence[str]) -> list[str]:
+def _products(sentences: Sequence[_Sentence]) -> list[str]:
     found: dict[str, str] = {}
     for sentence in sentences:
         for product in _sentence_products(sentence):
@@ -764,35 +950,42 @@ def _products(sentences: Sequence[str]) -> list[str]:
     return list(found.values())
 
 
-def _sentence_products(sentence: str) -> list[str]:
+def _sentence_products(sentence: _Sentence) -> list[str]:
+    text, low = sentence.text, sentence.low
+    if not _PRODUCT_CUE_RE.search(low):
+        return []
     products = [
-        " ".join((m["tier"] or m["product"] or m["container"]).split())
-        for m in _PRODUCT_RE.finditer(sentence)
+        " ".join(_original(text, m, "tier", "product", "container").split())
+        for m in _PRODUCT_RE.finditer(low)
     ]
     if products:
         return products
-    return [thing for m in _INTEREST_RE.finditer(sentence) if (thing := _interest_thing(m))]
+    return [
+        thing
+        for m in _INTEREST_RE.finditer(low)
+        if (thing := _interest_thing(_original(text, m, "thing")))
+    ]
 
 
-def _interest_thing(match: re.Match[str]) -> str | None:
-    tokens = match["thing"].split()
+def _interest_thing(raw: str) -> str | None:
+    tokens = raw.split()
     while tokens and tokens[-1].lower() in _STOPWORDS:
         tokens.pop()
     if not tokens or tokens[0].lower() in _STOPWORDS or tokens[0].lower().endswith("ing"):
         return None
-    if _INFO_RE.fullmatch(tokens[0]):
+    if _INFO_RE.fullmatch(tokens[0].lower()):
         return None
     return " ".join(tokens)
 
 
-def _intent(text: str) -> Intent | None:
+def _intent(text: str, browsing: bool) -> Intent | None:
     if _COMPLAINT_RE.search(text):
         return "queja"
     if _SUPPORT_RE.search(text):
         return "soporte"
     if _OTHER_RE.search(text):
         return "otro"
-    if _is_browsing(text):
+    if browsing:
         return "informacion"
     if _BUY_RE.search(text):
         return "compra"
@@ -811,11 +1004,16 @@ def _is_browsing(text: str) -> bool:
 
 
 def _interest_level(
-    text: str, intent: Intent | None, has_products: bool, plazo: str | None, budget: str | None
+    text: str,
+    intent: Intent | None,
+    browsing: bool,
+    has_products: bool,
+    plazo: str | None,
+    budget: str | None,
 ) -> int | None:
     if intent in ("soporte", "queja", "otro"):
         return None
-    if _is_browsing(text):
+    if browsing:
         return _BROWSING_LEVEL
     contact = bool(_CONTACT_RE.search(text))
     if intent is None and not (has_products or contact):
@@ -830,8 +1028,8 @@ def _interest_level(
 
 def _language(texts: Iterable[str]) -> str | None:
     words = [word for text in texts for word in _words(text)]
-    spanish = sum(word in _ES_WORDS for word in words)
-    english = sum(word in _EN_WORDS for word in words)
+    spanish = sum(map(_ES_WORDS.__contains__, words))
+    english = sum(map(_EN_WORDS.__contains__, words))
     if spanish == english:
         return None
     return "es" if spanish > english else "en"

@@ -3,8 +3,12 @@
 -- (replay, purge) go through queue.py's dead-letter functions.
 
 -- name: dashboard_throughput
--- Per-minute counts over the last hour: snapshots received (still queued or archived),
--- extractions recorded, and messages dead-lettered (waiting or already replayed).
+-- Per-minute counts over the last hour: snapshots received, extractions recorded, and messages
+-- dead-lettered (waiting or already replayed). Handled messages are deleted by default, so a
+-- snapshot counts as received wherever a trace of it is left: the queue, its archive, the
+-- extraction history, the message events (superseded, retried, dead-lettered) or the
+-- dead-letter queue. It counts once, at the earliest time known: the traces of one message id
+-- are one, and so are a dead letter's original and its replay (one session, one number).
 WITH bounds AS (
     SELECT date_trunc('minute', now()) - interval '59 minutes' AS since
 ),
@@ -12,32 +16,66 @@ minutes AS (
     SELECT generate_series(b.since, date_trunc('minute', now()), interval '1 minute') AS minute
     FROM bounds b
 ),
+extractions AS (
+    SELECT e.msg_id, e.session_id, e.seq, e.enqueued_at, e.created_at
+    FROM public.prospect_extractions e, bounds b
+    WHERE e.created_at >= b.since
+),
+dead_letters AS (
+    SELECT d.message, d.headers, d.enqueued_at
+    FROM pgmq.q_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
+    UNION ALL
+    SELECT d.message, d.headers, d.enqueued_at
+    FROM pgmq.a_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
+),
+traces AS (
+    SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'seq' AS seq,
+           q.enqueued_at AS at
+    FROM pgmq.q_nexus_prospect_ingestion q, bounds b
+    WHERE q.enqueued_at >= b.since
+    UNION ALL
+    SELECT a.msg_id, a.headers ->> 'x-pgmq-group', a.message ->> 'seq', a.enqueued_at
+    FROM pgmq.a_nexus_prospect_ingestion a, bounds b
+    WHERE a.enqueued_at >= b.since
+    UNION ALL
+    SELECT x.msg_id, x.session_id, x.seq::text, COALESCE(x.enqueued_at, x.created_at)
+    FROM extractions x
+    WHERE x.msg_id IS NOT NULL
+    UNION ALL
+    SELECT m.msg_id, m.session_id, NULL, m.at
+    FROM nexus.message_events m, bounds b
+    WHERE m.at >= b.since
+    UNION ALL
+    SELECT (d.message ->> 'originalMsgId')::bigint, d.headers ->> 'x-pgmq-group',
+           d.message -> 'original' ->> 'seq', d.enqueued_at
+    FROM dead_letters d
+    WHERE (d.message ->> 'originalMsgId') ~ '^[0-9]{1,18}$'
+),
+messages AS (
+    SELECT t.msg_id, max(t.session_id) AS session_id, max(t.seq) AS seq, min(t.at) AS at
+    FROM traces t
+    GROUP BY t.msg_id
+),
+snapshots AS (
+    SELECT min(m.at) AS at
+    FROM messages m
+    GROUP BY CASE WHEN m.session_id IS NOT NULL AND m.seq ~ '^[0-9]{1,9}$'
+                  THEN ARRAY[m.session_id, m.seq]
+                  ELSE ARRAY['', m.msg_id::text] END
+),
 received AS (
-    SELECT date_trunc('minute', r.enqueued_at) AS minute, count(*) AS n
-    FROM (
-        SELECT q.enqueued_at FROM pgmq.q_nexus_prospect_ingestion q, bounds b
-        WHERE q.enqueued_at >= b.since
-        UNION ALL
-        SELECT a.enqueued_at FROM pgmq.a_nexus_prospect_ingestion a, bounds b
-        WHERE a.enqueued_at >= b.since
-    ) r
+    SELECT date_trunc('minute', s.at) AS minute, count(*) AS n
+    FROM snapshots s
     GROUP BY 1
 ),
 extracted AS (
-    SELECT date_trunc('minute', e.created_at) AS minute, count(*) AS n
-    FROM public.prospect_extractions e, bounds b
-    WHERE e.created_at >= b.since
+    SELECT date_trunc('minute', x.created_at) AS minute, count(*) AS n
+    FROM extractions x
     GROUP BY 1
 ),
 dead AS (
     SELECT date_trunc('minute', d.enqueued_at) AS minute, count(*) AS n
-    FROM (
-        SELECT q.enqueued_at FROM pgmq.q_nexus_prospect_ingestion_dlq q, bounds b
-        WHERE q.enqueued_at >= b.since
-        UNION ALL
-        SELECT a.enqueued_at FROM pgmq.a_nexus_prospect_ingestion_dlq a, bounds b
-        WHERE a.enqueued_at >= b.since
-    ) d
+    FROM dead_letters d
     GROUP BY 1
 )
 SELECT m.minute,
