@@ -17,6 +17,7 @@ from nexus_ingest.db import bounded_count, connection, storable
 from nexus_ingest.errors import SaveFailed, SaveRejected
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.queries import query
+from nexus_ingest.spend import SpendRow
 
 SaveOutcome = Literal["applied", "stale", "duplicate", "forgotten"]
 
@@ -33,6 +34,8 @@ class SaveRequest:
     enqueued_at: datetime | None = None
     lease: UUID | None = None
     received_at: datetime | None = None  # when the producer received the snapshot
+    cost_usd: float | None = None  # None: the model has no price (or there is no model)
+    turns: int | None = None  # how many turns the extraction read
 
     def as_item(self) -> dict[str, Any]:
         """The request as one item of `nexus.save_extractions`; absent keys read as null or 0.
@@ -57,11 +60,16 @@ class SaveRequest:
             ("input_tokens", bounded_count(extraction.input_tokens)),
             ("output_tokens", bounded_count(extraction.output_tokens)),
             ("cached_tokens", bounded_count(extraction.cached_tokens)),
+            ("cache_write_tokens", bounded_count(extraction.cache_write_tokens)),
+            ("batch", extraction.batch),
+            ("turns", self.turns),
             ("enqueued_at", self.enqueued_at),
             ("received_at", self.received_at),
         ):
             if value:
                 item[key] = value
+        if self.cost_usd is not None:  # a free model costs 0, which is not unknown
+            item["cost_usd"] = self.cost_usd
         return item
 
 
@@ -90,6 +98,14 @@ async def save_extractions(
         ) from exc
     outcomes = {msg_id: cast(SaveOutcome, outcome) for msg_id, outcome in rows}
     return [outcomes[r.msg_id] for r in requests]
+
+
+async def spend_by_day(pool: AsyncConnectionPool, days: int) -> list[SpendRow]:
+    """What LLM extractions cost per day (UTC) and model over the last `days` days, newest
+    day first."""
+    async with connection(pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("spend_by_day"), {"days": max(1, days)})
+        return [SpendRow(**row) for row in await cur.fetchall()]
 
 
 async def fetch_prospect(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import anthropic
@@ -28,8 +27,8 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from anthropic.types.messages import MessageBatchIndividualResponse
 from anthropic.types.messages.batch_create_params import Request
 
-from nexus_ingest.errors import ExtractionError, Permanent, RetryLater
-from nexus_ingest.extract.base import Extraction
+from nexus_ingest.errors import Permanent, RetryLater
+from nexus_ingest.extract.base import BatchProgress, BatchResult, Extraction
 from nexus_ingest.extract.caching import (
     estimate_tokens,
     examples_to_reach,
@@ -67,7 +66,6 @@ _BATCH_ERROR_STATUS = {
     "overloaded_error": 529,
 }
 
-BatchResult = Extraction | ExtractionError
 T = TypeVar("T")
 
 
@@ -108,16 +106,6 @@ def transcript_content(messages: Sequence[ChatMessage]) -> list[TextBlockParam]:
     for index in transcript_breakpoints(len(blocks)):
         blocks[index]["cache_control"] = _BREAKPOINT
     return [*blocks, {"type": "text", "text": CONVERSATION_CLOSE}]
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    """Where a submitted batch stands."""
-
-    ended: bool
-    succeeded: int
-    errored: int
-    processing: int
 
 
 class AnthropicExtractor:
