@@ -56,21 +56,44 @@ class SaveRequest:
         for key, value in (
             ("seq", self.seq),
             ("lease", self.lease),
-            ("model", storable(extraction.model)),
-            ("input_tokens", bounded_count(extraction.input_tokens)),
-            ("output_tokens", bounded_count(extraction.output_tokens)),
-            ("cached_tokens", bounded_count(extraction.cached_tokens)),
-            ("cache_write_tokens", bounded_count(extraction.cache_write_tokens)),
-            ("batch", extraction.batch),
             ("turns", self.turns),
             ("enqueued_at", self.enqueued_at),
             ("received_at", self.received_at),
         ):
             if value:
                 item[key] = value
-        if self.cost_usd is not None:  # a free model costs 0, which is not unknown
-            item["cost_usd"] = self.cost_usd
+        if extraction.model is not None or _counts_tokens(extraction):  # not the offline ones
+            item.update(_bill(extraction, self.cost_usd))
         return item
+
+
+def _counts_tokens(extraction: Extraction) -> bool:
+    return bool(
+        extraction.input_tokens
+        or extraction.output_tokens
+        or extraction.cached_tokens
+        or extraction.cache_write_tokens
+    )
+
+
+def _bill(extraction: Extraction, cost_usd: float | None) -> dict[str, Any]:
+    """An LLM extraction's model, tokens (within an integer column) and cost, for a save item."""
+    bill: dict[str, Any] = {}
+    if extraction.model:
+        bill["model"] = storable(extraction.model)
+    for key, count in (
+        ("input_tokens", extraction.input_tokens),
+        ("output_tokens", extraction.output_tokens),
+        ("cached_tokens", extraction.cached_tokens),
+        ("cache_write_tokens", extraction.cache_write_tokens),
+    ):
+        if bounded := bounded_count(count):
+            bill[key] = bounded
+    if extraction.batch:
+        bill["batch"] = True
+    if cost_usd is not None:  # a free model costs 0, which is not unknown
+        bill["cost_usd"] = cost_usd
+    return bill
 
 
 async def save_extractions(
