@@ -6,51 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
-from nexus_ingest.extract.anthropic import AnthropicExtractor
-from nexus_ingest.extract.metered import MeteredExtractor, metered
+from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.policy import ExtractionPolicy
 from nexus_ingest.worker import Worker
+from tests.fakes.fixtures import ManualClock
 from tests.fakes.llm_server import ANTHROPIC_PATH, BATCHES_PATH, Error, FakeLLMServer, Text
 from tests.worker_kit import FAST, fetch, queue_length, until
 
-MODEL = "claude-haiku-5-5"
+# stand_in: the billing stand-in, whose batches end 60 s after their creation on `clock`, a
+# clock moved by hand; claude: Claude on it.
+pytest_plugins = ["tests.fakes.fixtures"]
 # Every snapshot is backlog: it goes in a batch, polled every 0.2 s.
 BATCHING = dataclasses.replace(FAST, policy=ExtractionPolicy(batch_min_age_s=0), batch_poll_s=0.2)
-
-
-class Clock:
-    """The stand-in's clock, moved by hand: a batch ends when it passes `batch_delay_s`."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def stand_in(clock: Clock) -> Iterator[FakeLLMServer]:
-    with FakeLLMServer("anthropic", clock=clock, batch_delay_s=60.0) as server:
-        yield server
-
-
-@pytest.fixture
-async def claude(stand_in: FakeLLMServer) -> AsyncIterator[MeteredExtractor]:
-    extractor = metered(AnthropicExtractor("test-key", stand_in.base_url, MODEL, 5.0, 512))
-    yield extractor
-    await extractor.aclose()
 
 
 async def post(pool: AsyncConnectionPool, session: str, text: str) -> int:
@@ -87,7 +60,7 @@ async def test_backlog_goes_in_one_batch_and_comes_back_at_half_price(
     running: Any,
     claude: MeteredExtractor,
     stand_in: FakeLLMServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """Three backlog snapshots go in one batch, stay hidden with their sessions free while it
     runs, and are saved as batch answers at half the direct price once it ends."""
@@ -124,7 +97,7 @@ async def test_a_restarted_worker_collects_the_batch_instead_of_resubmitting_it(
     db_url: str,
     claude: MeteredExtractor,
     stand_in: FakeLLMServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """A worker stopped while its batch runs leaves it recorded; the next worker takes it
     over and saves its answers, and the stand-in never sees a second batch."""
@@ -155,7 +128,7 @@ async def test_an_unusable_batch_answer_is_asked_again_directly(
     running: Any,
     claude: MeteredExtractor,
     stand_in: FakeLLMServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """A batch answer without the tool call is asked again with a direct call (and its
     re-ask), whose answer is saved at the direct price."""

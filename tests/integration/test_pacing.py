@@ -5,36 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
-from nexus_ingest.extract.anthropic import AnthropicExtractor
-from nexus_ingest.extract.metered import MeteredExtractor, metered
+from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.policy import ExtractionPolicy
 from nexus_ingest.worker import WorkerConfig
 from tests.fakes.llm_server import ANTHROPIC_PATH, FakeLLMServer
 from tests.worker_kit import FAST, fetch, queue_length, until
 
-MODEL = "claude-haiku-5-5"
+pytest_plugins = ["tests.fakes.fixtures"]  # stand_in: the billing stand-in; claude: on it
+
 CALM = ["Hola, buenas tardes", "Estoy mirando vuestro CRM", "Somos una inmobiliaria"]
-
-
-@pytest.fixture
-def stand_in() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer("anthropic") as server:
-        yield server
-
-
-@pytest.fixture
-async def claude(stand_in: FakeLLMServer) -> AsyncIterator[MeteredExtractor]:
-    extractor = metered(AnthropicExtractor("test-key", stand_in.base_url, MODEL, 5.0, 512))
-    yield extractor
-    await extractor.aclose()
 
 
 def paced(**policy: Any) -> WorkerConfig:

@@ -5,7 +5,6 @@ stand-in's own invoice."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -14,27 +13,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue, store
 from nexus_ingest.dashboard import data
-from nexus_ingest.extract.anthropic import AnthropicExtractor
-from nexus_ingest.extract.metered import MeteredExtractor, metered
+from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.spend import TOKEN_KINDS
+from tests.fakes.fixtures import CLAUDE_MODEL
 from tests.fakes.llm_server import FakeLLMServer
 from tests.worker_kit import FAST, fetch, until
 
-MODEL = "claude-haiku-5-5"
+pytest_plugins = ["tests.fakes.fixtures"]  # stand_in: the billing stand-in; claude: on it
+
+MODEL = CLAUDE_MODEL
 SAID = ["Hola", "Me llamo Ana Gil", "Mi email es ana@inmo.example", "¿Precio del plan Pro?"]
-
-
-@pytest.fixture
-def stand_in() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer("anthropic") as server:
-        yield server
-
-
-@pytest.fixture
-async def claude(stand_in: FakeLLMServer) -> AsyncIterator[MeteredExtractor]:
-    extractor = metered(AnthropicExtractor("test-key", stand_in.base_url, MODEL, 5.0, 512))
-    yield extractor
-    await extractor.aclose()
 
 
 async def post(pool: AsyncConnectionPool, session: str, turns: int) -> int:
