@@ -292,7 +292,7 @@ _SPEND_DAYS = 7
 async def _spend_rows(pool: Any) -> Any:
     from nexus_ingest import store
 
-    return await store.spend_by_day(pool, _SPEND_DAYS)
+    return await store.spend(pool, days=_SPEND_DAYS)
 
 
 def _metrics_view(m: Any, spend: Any) -> Any:

@@ -123,11 +123,14 @@ async def save_extractions(
     return [outcomes[r.msg_id] for r in requests]
 
 
-async def spend_by_day(pool: AsyncConnectionPool, days: int) -> list[SpendRow]:
-    """What LLM extractions cost per day (UTC) and model over the last `days` days, newest
-    day first."""
+async def spend(
+    pool: AsyncConnectionPool, *, days: int, fingerprint_id: str | None = None
+) -> list[SpendRow]:
+    """What LLM extractions cost over the last `days` days (UTC): per day and model, newest day
+    first; or, for one visitor, per session and model, oldest session first."""
+    params = {"days": max(1, days), "fingerprint_id": fingerprint_id}
     async with connection(pool) as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("spend_by_day"), {"days": max(1, days)})
+        await cur.execute(query("llm_spend"), params)
         return [SpendRow(**row) for row in await cur.fetchall()]
 
 

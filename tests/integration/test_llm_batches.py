@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -15,9 +15,11 @@ from nexus_ingest import queue
 from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.policy import ExtractionPolicy
 from nexus_ingest.worker import Worker
-from tests.fakes.fixtures import ManualClock
 from tests.fakes.llm_server import ANTHROPIC_PATH, BATCHES_PATH, Error, FakeLLMServer, Text
 from tests.worker_kit import FAST, fetch, queue_length, until
+
+if TYPE_CHECKING:
+    from tests.fakes.fixtures import ManualClock
 
 # stand_in: the billing stand-in, whose batches end 60 s after their creation on `clock`, a
 # clock moved by hand; claude: Claude on it.

@@ -15,13 +15,12 @@ from nexus_ingest import queue, store
 from nexus_ingest.dashboard import data
 from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.spend import TOKEN_KINDS
-from tests.fakes.fixtures import CLAUDE_MODEL
 from tests.fakes.llm_server import FakeLLMServer
 from tests.worker_kit import FAST, fetch, until
 
 pytest_plugins = ["tests.fakes.fixtures"]  # stand_in: the billing stand-in; claude: on it
 
-MODEL = CLAUDE_MODEL
+MODEL = "claude-haiku-5-5"  # the `claude` fixture's
 SAID = ["Hola", "Me llamo Ana Gil", "Mi email es ana@inmo.example", "¿Precio del plan Pro?"]
 
 
@@ -101,7 +100,7 @@ async def test_spend_is_summed_per_day_model_and_session(
 ) -> None:
     """Today's row for the model, and each session's row on its visitor's page, add up to the
     stand-in's invoice, token kind by token kind."""
-    [today] = await store.spend_by_day(pool, 7)
+    [today] = await store.spend(pool, days=7)
     expected = invoice(stand_in)
     assert (today.model, today.extractions, today.batched) == (MODEL, 5, 0)
     for kind in TOKEN_KINDS:

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ingest.db import connection
 from nexus_ingest.queries import query
 from nexus_ingest.spend import SpendRow
-from nexus_ingest.store import fetch_prospect, spend_by_day
+from nexus_ingest.store import fetch_prospect, spend
 from nexus_ingest.timeline import Moment
 
 Sort = Literal["interest", "recent", "name"]
@@ -23,6 +23,7 @@ _HISTORY_LIMIT = 200
 _TRACE_LIMIT = 500
 _TIMELINE_SESSIONS = 10
 SPEND_DAYS = 14
+_ALL_DAYS = 100_000  # every day the extraction history holds
 
 
 @dataclass(frozen=True)
@@ -140,9 +141,9 @@ async def totals(pool: AsyncConnectionPool) -> Totals:
     return Totals(**row)
 
 
-async def spend(pool: AsyncConnectionPool, days: int = SPEND_DAYS) -> list[SpendRow]:
+async def spend_by_day(pool: AsyncConnectionPool, days: int = SPEND_DAYS) -> list[SpendRow]:
     """What LLM extractions cost per day and model over the last `days` days."""
-    return await spend_by_day(pool, days)
+    return await spend(pool, days=days)
 
 
 async def prospects(pool: AsyncConnectionPool, search: ProspectFilter) -> list[ProspectSummary]:
@@ -164,12 +165,12 @@ async def prospect_detail(pool: AsyncConnectionPool, fingerprint_id: str) -> Pro
     by_visitor = {"fingerprint_id": fingerprint_id}
     sessions = [r["session_id"] for r in await _rows(pool, "dashboard_sessions", by_visitor)]
     history = await _rows(pool, "dashboard_extractions", {**by_visitor, "limit": _HISTORY_LIMIT})
-    spend = await _rows(pool, "dashboard_prospect_spend", by_visitor)
+    by_session = await spend(pool, days=_ALL_DAYS, fingerprint_id=fingerprint_id)
     return ProspectDetail(
         row=row,
         sessions=sessions,
         extractions=[ExtractionRow(**r) for r in history],
-        spend=[SpendRow(**r) for r in spend],
+        spend=by_session,
         trace=await trace(pool, sessions),
         timelines={s: await timeline(pool, s) for s in sessions[-_TIMELINE_SESSIONS:]},
     )

@@ -261,7 +261,7 @@ async def _prospects_context(
 
 async def _spend_context(pool: AsyncConnectionPool) -> dict[str, Any]:
     try:
-        rows = await data.spend(pool)
+        rows = await data.spend_by_day(pool)
     except DatabaseUnavailable:
         return {"spend": None}
     return {"spend": views.spend_panel(rows, datetime.now(UTC).date(), data.SPEND_DAYS)}

@@ -83,22 +83,6 @@ WHERE e.fingerprint_id = %(fingerprint_id)s
 ORDER BY e.created_at DESC, e.id DESC
 LIMIT %(limit)s;
 
--- name: dashboard_prospect_spend
--- What a visitor's LLM extractions cost, per session and model, oldest session first.
-SELECT e.session_id, e.model,
-       count(*)::integer AS extractions,
-       count(*) FILTER (WHERE e.batch)::integer AS batched,
-       sum(GREATEST(e.input_tokens - e.cached_tokens - e.cache_write_tokens, 0))::bigint AS input,
-       sum(e.cache_write_tokens)::bigint AS cache_write,
-       sum(e.cached_tokens)::bigint AS cache_read,
-       sum(e.output_tokens)::bigint AS output,
-       COALESCE(sum(e.cost_usd), 0)::float8 AS cost_usd,
-       count(*) FILTER (WHERE e.cost_usd IS NULL)::integer AS unpriced
-FROM public.prospect_extractions e
-WHERE e.fingerprint_id = %(fingerprint_id)s AND e.model IS NOT NULL
-GROUP BY e.session_id, e.model
-ORDER BY min(e.created_at), e.session_id, e.model;
-
 -- name: dashboard_sessions
 -- Every session of a visitor, least recently active first: those the producer numbered and
 -- those only the extraction history knows.

@@ -93,12 +93,14 @@ WHERE owner = %(owner)s::uuid;
 -- name: forget_llm_batch
 DELETE FROM nexus.llm_batches WHERE batch_id = %(batch_id)s;
 
--- name: spend_by_day
--- What LLM extraction cost per day (UTC) and model over the last `days` days: tokens billed
--- by kind (plain input, cache writes, cache reads, output) and the money they took at the
--- prices configured when each was saved. `unpriced` counts extractions of a model without a
--- price, whose cost is unknown (not zero).
-SELECT (e.created_at AT TIME ZONE 'UTC')::date AS day,
+-- name: llm_spend
+-- What LLM extractions cost, per model and either per day (UTC) over the last `days` days, or,
+-- for one visitor (`fingerprint_id`), per session: tokens billed by kind (plain input, cache
+-- writes, cache reads, output) and the money they took at the prices configured when each was
+-- saved. `unpriced` counts extractions of a model without a price, whose cost is unknown.
+SELECT CASE WHEN %(fingerprint_id)s::text IS NULL
+            THEN (e.created_at AT TIME ZONE 'UTC')::date END AS day,
+       CASE WHEN %(fingerprint_id)s::text IS NOT NULL THEN e.session_id END AS session_id,
        e.model,
        count(*)::integer AS extractions,
        count(*) FILTER (WHERE e.batch)::integer AS batched,
@@ -110,10 +112,11 @@ SELECT (e.created_at AT TIME ZONE 'UTC')::date AS day,
        count(*) FILTER (WHERE e.cost_usd IS NULL)::integer AS unpriced
 FROM public.prospect_extractions e
 WHERE e.model IS NOT NULL
+  AND (%(fingerprint_id)s::text IS NULL OR e.fingerprint_id = %(fingerprint_id)s::text)
   AND e.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC')
-                       - make_interval(days => %(days)s - 1)) AT TIME ZONE 'UTC'
-GROUP BY 1, 2
-ORDER BY 1 DESC, 2;
+                       - make_interval(days => %(days)s::integer - 1)) AT TIME ZONE 'UTC'
+GROUP BY 1, 2, 3
+ORDER BY 1 DESC, min(e.created_at), 2, 3;
 
 -- name: dead_letter
 -- Built from the queued rows themselves, so any body is kept exactly (see 012).
