@@ -8,9 +8,11 @@ call on the whole transcript per snapshot (the system prompt and tool, no breakp
 by a second stand-in.
 
 Rows:
-- `pipeline`: `nexus serve` and `nexus worker` on the Anthropic extractor, as built. Whatever
-  the worker decides (today: every snapshot not superseded within its coalescing window) is
-  what is measured; the extraction policy's settings are passed along for when it applies them.
+- `pipeline`: `nexus serve` and one `nexus worker` on the Anthropic extractor, as built: the
+  worker paces its calls by the extraction policy (worker/pace.py) at its default settings. The
+  paced chats are posted in real time; so are bursts (every session's snapshot 1, then every
+  session's snapshot 2, ... 200 sessions x 5). First and final rows are measured in the
+  database: the prospect row's creation and the last snapshot's history row.
 - `simulated`: the extraction policy (`nexus_ingest.policy`) replayed over the same schedule on
   a simulated clock; each extraction it decides is a real request of the Anthropic extractor
   (its cached prompt layout) to the stand-in. First and final rows are counted from the call
@@ -27,6 +29,7 @@ import json
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -75,6 +78,8 @@ PIPELINE_LATENCY_S = 0.5
 API_KEY = "sk-ant-bench"
 POLICY_CASE = "paced, policy"
 BURST_CASE = "bursts, policy"
+PIPELINE = "pipeline"
+POSTERS = 16  # as many chats posting at once as tests/acceptance/test_end_to_end.py has
 
 Row = dict[str, object]
 
@@ -510,14 +515,40 @@ def _simulated(
 
 
 def _pipeline_rows(plan: SpendPlan) -> list[Row]:
+    """The paced chats and the bursts through `nexus serve` and `nexus worker`, in real time."""
+    scale = plan.spacing_s / SPACING_S
     paced = paced_schedule(plan.sessions, plan.turns, plan.spacing_s)
-    seed = seed_design_spend(paced)
-    spend, first, final = run_pipeline(paced, plan.spacing_s / SPACING_S)
-    extra: Row = {"mode": "pipeline", "first_row_max_s": first, "final_row_max_s": final}
-    return [spend_row("worker as built", paced, spend, seed, **extra)]
+    bursts = burst_schedule(plan.burst_sessions, BURST_SNAPSHOTS)
+    return [
+        _pipeline_row(POLICY_CASE, paced, scale, late_fixes=True),
+        _pipeline_row(BURST_CASE, bursts, 1.0, late_fixes=False),
+    ]
 
 
-def run_pipeline(posts: Sequence[Post], time_scale: float) -> tuple[Spend, float, float]:
+def _pipeline_row(case: str, posts: Sequence[Post], scale: float, *, late_fixes: bool) -> Row:
+    seed = seed_design_spend(posts)
+    run = run_pipeline(posts, scale)
+    extra: Row = {
+        "mode": PIPELINE,
+        "first_row_max_s": run.first_row_max_s,
+        "final_row_max_s": run.final_row_max_s,
+    }
+    if late_fixes:
+        extra["late_fix_kept"] = run.late_fixes_kept
+    return spend_row(case, posts, run.spend, seed, **extra)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What one real run cost and how fresh its rows were."""
+
+    spend: Spend
+    first_row_max_s: float
+    final_row_max_s: float
+    late_fixes_kept: str
+
+
+def run_pipeline(posts: Sequence[Post], time_scale: float) -> PipelineRun:
     """Post the schedule in real time to `nexus serve`, one `nexus worker` extracting with the
     Anthropic extractor against the stand-in; the spend and the worst first and final rows."""
     with (
@@ -537,7 +568,7 @@ def run_pipeline(posts: Sequence[Post], time_scale: float) -> tuple[Spend, float
         posted = _post_on_schedule(base, posts)
         _wait_for_final_rows(url, posted, timeout=90.0 + 60.0 * time_scale)
         first, final = _row_latencies(url, posted)
-        return Spend.of(fake.ledger), first, final
+        return PipelineRun(Spend.of(fake.ledger), first, final, _late_fixes_kept(url, posts))
 
 
 def _policy_env(scale: float) -> dict[str, str]:
@@ -562,23 +593,26 @@ class Posted:
 
 
 def _post_on_schedule(base: str, posts: Sequence[Post]) -> list[Posted]:
-    posted: list[Posted] = []
-    with httpx.Client(base_url=base, timeout=30) as client:
+    """Post each snapshot at its time, from `POSTERS` threads: one client alone falls behind a
+    burst, and a burst spread over more than the coalescing window is no burst any more."""
+    with httpx.Client(base_url=base, timeout=30) as client, ThreadPoolExecutor(POSTERS) as pool:
         begin = time.monotonic()
-        for post in posts:
-            pause = begin + post.at - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            session = f"paced-{post.session}"
-            body = {
-                "messages": [m.model_dump() for m in post.messages],
-                "fingerprint": f"fp-{session}",
-                "sessionId": session,
-            }
-            answer = client.post("/api/nexus/producer", json=body)
-            answer.raise_for_status()
-            posted.append(Posted(session, post.seq, int(answer.json()["messageId"]), time.time()))
-    return posted
+        return list(pool.map(lambda post: _post_at(client, begin, post), posts))
+
+
+def _post_at(client: httpx.Client, begin: float, post: Post) -> Posted:
+    pause = begin + post.at - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
+    session = f"chat-{post.session}"
+    body = {
+        "messages": [m.model_dump() for m in post.messages],
+        "fingerprint": f"fp-{session}",
+        "sessionId": session,
+    }
+    answer = client.post("/api/nexus/producer", json=body)
+    answer.raise_for_status()
+    return Posted(session, post.seq, int(answer.json()["messageId"]), time.time())
 
 
 def _last_posts(posted: Sequence[Posted]) -> dict[str, Posted]:
@@ -598,6 +632,15 @@ def _wait_for_final_rows(url: str, posted: Sequence[Posted], timeout: float) -> 
                 return
             time.sleep(0.2)
     raise RuntimeError(f"the final snapshots were not all extracted within {timeout}s")
+
+
+def _late_fixes_kept(url: str, posts: Sequence[Post]) -> str:
+    """How many sessions' merged rows hold the email their visitor corrected late."""
+    sessions = sorted({post.session for post in posts})
+    with psycopg.connect(url) as conn:
+        emails = dict(conn.execute("SELECT fingerprint_id, email FROM prospect_data").fetchall())
+    kept = sum(emails.get(f"fp-chat-{s}") == corrected_email(s) for s in sessions)
+    return f"{kept}/{len(sessions)}"
 
 
 def _row_latencies(url: str, posted: Sequence[Posted]) -> tuple[float, float]:

@@ -357,20 +357,20 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
 
     async def watch_json(pool: Any) -> None:
         while True:
-            _print_json(_metrics_json(await queue.metrics(pool, timeout=5)))
+            m, spend = await queue.metrics(pool, timeout=5), await _spend_rows(pool)
+            _print_json({**_metrics_json(m), "spend": [_spend_json(r) for r in spend]})
             if not args.watch:
                 return
             await asyncio.sleep(args.interval)
 
+    async def view(pool: Any) -> Any:
+        return _metrics_view(await queue.metrics(pool, timeout=5), await _spend_rows(pool))
+
     async def watch(pool: Any) -> None:
-        with Live(
-            _metrics_table(await queue.metrics(pool, timeout=5)),
-            console=Console(),
-            auto_refresh=False,
-        ) as live:
+        with Live(await view(pool), console=Console(), auto_refresh=False) as live:
             while args.watch:
                 await asyncio.sleep(args.interval)
-                live.update(_metrics_table(await queue.metrics(pool, timeout=5)), refresh=True)
+                live.update(await view(pool), refresh=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         _with_pool(settings, watch_json if args.json else watch)
@@ -393,6 +393,55 @@ def _metrics_table(m: Any) -> Any:
     table.add_row(
         *(str(getattr(m, c)) if getattr(m, c) is not None else "-" for c in _METRIC_COLUMNS)
     )
+    return table
+
+
+_SPEND_DAYS = 7
+
+
+async def _spend_rows(pool: Any) -> Any:
+    from nexus_ingest import store
+
+    return await store.spend(pool, days=_SPEND_DAYS)
+
+
+def _spend_json(row: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(row).items() if k != "session_id"}
+
+
+def _metrics_view(m: Any, spend: Any) -> Any:
+    """The queue's figures, then what LLM extraction cost per day and model."""
+    from rich.console import Group
+
+    return Group(_metrics_table(m), _spend_table(spend))
+
+
+def _spend_table(rows: Any) -> Any:
+    """Tokens by kind (writes and reads: the prompt cache's) and cost, per day and model."""
+    from rich import box
+    from rich.table import Table
+
+    from nexus_ingest.spend import total_spend, usd
+
+    table = Table(
+        title=f"LLM spend, last {_SPEND_DAYS} days (UTC)",
+        caption="tokens: plain input, cache writes, cache reads, output"
+        if rows
+        else "no LLM extractions",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    table.add_column("day", no_wrap=True)
+    table.add_column("model", overflow="fold")
+    for column in ("calls", "input", "writes", "reads", "output", "cost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in [*rows, total_spend(rows, "total")] if rows else []:
+        cost = usd(r.cost_usd) + (f" +{r.unpriced} unpriced" if r.unpriced else "")
+        counts = (r.extractions, r.input, r.cache_write, r.cache_read, r.output)
+        table.add_row(str(r.day or ""), r.model, *(f"{n:,}" for n in counts), cost)
     return table
 
 

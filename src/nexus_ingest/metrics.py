@@ -34,6 +34,11 @@ EXTRACTION_SECONDS = Histogram(
     ["extractor"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DEFERRED = Counter(
+    "nexus_messages_deferred",
+    "Snapshots the extraction policy held back for later, by the rule that timed them.",
+    ["reason"],
+)
 LLM_CALLS = Counter("nexus_llm_calls", "Extractor calls.", ["extractor", "result"])
 LLM_TOKENS = Counter("nexus_llm_tokens", "Tokens used by extractors.", ["extractor", "kind"])
 QUEUE_LENGTH = Gauge("nexus_queue_length", "Messages in the ingestion queue.")

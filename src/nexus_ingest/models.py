@@ -89,6 +89,8 @@ class KeptExtraction(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    batch: bool = False
 
 
 class QueuedSnapshot(BaseModel):

@@ -252,6 +252,90 @@ async def retry_later(conn: psycopg.AsyncConnection[Any], msg_id: int, delay_s: 
     )
 
 
+@dataclass(frozen=True)
+class SessionProgress:
+    """What the extraction policy needs to know of a session (see `nexus_ingest.policy`)."""
+
+    created_at: datetime | None
+    extracted_at: datetime | None
+    extracted_turns: int | None
+
+
+async def session_progress(
+    conn: psycopg.AsyncConnection[Any], session_ids: Sequence[str]
+) -> tuple[datetime, dict[str, SessionProgress]]:
+    """The database's time now, and when each session began and was last extracted."""
+    cursor = await conn.execute(query("session_progress"), {"session_ids": list(session_ids)})
+    rows = await cursor.fetchall()
+    now = rows[0][4]
+    return now, {
+        session_id: SessionProgress(created_at, extracted_at, extracted_turns)
+        for session_id, created_at, extracted_at, extracted_turns, _ in rows
+    }
+
+
+async def defer(
+    conn: psycopg.AsyncConnection[Any], deferrals: Sequence[tuple[int, datetime]]
+) -> None:
+    """Hide messages until their time, without counting the read that found them."""
+    if deferrals:
+        await conn.execute(
+            query("defer_messages"),
+            {"msg_ids": [m for m, _ in deferrals], "until": [u for _, u in deferrals]},
+        )
+
+
+async def queued_messages(
+    conn: psycopg.AsyncConnection[Any], msg_ids: Sequence[int]
+) -> list[QueuedMessage]:
+    """Messages still queued, by id, left as they are (hidden or not, their reads uncounted)."""
+    cursor = await conn.execute(query("queued_messages"), {"msg_ids": list(msg_ids)})
+    return [
+        QueuedMessage(MsgId(msg_id), read_ct, enqueued_at, body, headers or {})
+        for msg_id, read_ct, enqueued_at, body, headers in await cursor.fetchall()
+    ]
+
+
+@dataclass(frozen=True)
+class OpenBatch:
+    """A Message Batch submitted and not yet settled, and the messages it answers."""
+
+    batch_id: str
+    msg_ids: list[int]
+    submitted_at: datetime
+
+
+async def record_batch(
+    conn: psycopg.AsyncConnection[Any],
+    batch_id: str,
+    msg_ids: Sequence[int],
+    *,
+    owner: UUID,
+    claim_s: float,
+) -> None:
+    """Remember a submitted batch, claimed by `owner` for `claim_s`; its messages stay hidden."""
+    params = {"batch_id": batch_id, "msg_ids": list(msg_ids), "owner": owner, "claim_s": claim_s}
+    await conn.execute(query("record_llm_batch"), params)
+
+
+async def claim_batches(
+    conn: psycopg.AsyncConnection[Any], *, owner: UUID, claim_s: float
+) -> list[OpenBatch]:
+    """Renew `owner`'s claim on its batches and take over those nobody claims any more."""
+    cursor = await conn.execute(query("claim_llm_batches"), {"owner": owner, "claim_s": claim_s})
+    return [OpenBatch(b, list(ids), at) for b, ids, at in await cursor.fetchall()]
+
+
+async def release_batches(conn: psycopg.AsyncConnection[Any], *, owner: UUID) -> None:
+    """Let any worker take over `owner`'s batches at once."""
+    await conn.execute(query("release_llm_batches"), {"owner": owner})
+
+
+async def forget_batch(conn: psycopg.AsyncConnection[Any], batch_id: str) -> None:
+    """A batch whose every result is settled."""
+    await conn.execute(query("forget_llm_batch"), {"batch_id": batch_id})
+
+
 async def dead_letter(
     conn: psycopg.AsyncConnection[Any], letters: Sequence[tuple[int, Mapping[str, Any]]]
 ) -> None:

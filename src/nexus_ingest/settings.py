@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     """send backlog snapshots through Anthropic's Message Batches API, at half price"""
     llm_batch_min_age_s: float = Field(default=600.0, ge=0)
     """a snapshot waiting this long is backlog, sent in a batch when `NEXUS_LLM_BATCH` is on, seconds"""
+    llm_batch_poll_s: float = Field(default=30.0, gt=0)
+    """how often a worker asks whether its Message Batches have ended, seconds"""
 
     extract_first_within_s: float = Field(default=5.0, ge=0)
     """a new session's first LLM extraction waits for more turns at most this long after its first snapshot, seconds"""

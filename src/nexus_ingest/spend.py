@@ -7,8 +7,10 @@ sum, `prices_for` finds a model's prices in a table whose keys are model ids or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal, Protocol
 
 TokenKind = Literal["input", "cache_write", "cache_read", "output"]
@@ -143,3 +145,64 @@ def extraction_cost(
     return cost_of(
         token_counts(extraction), prices, batch=extraction.batch, batch_discount=batch_discount
     )
+
+
+def extraction_cost_usd(
+    extraction: Billed,
+    table: Mapping[str, ModelPrices],
+    batch_discount: float = DEFAULT_BATCH_DISCOUNT,
+) -> float | None:
+    """What one extraction cost in all, as a history row records it; None when its model has
+    no price (or a configured price is not a finite number)."""
+    cost = extraction_cost(extraction, table, batch_discount)
+    if cost is None or not math.isfinite(cost.total):
+        return None
+    return cost.total
+
+
+@dataclass(frozen=True)
+class SpendRow:
+    """Tokens billed by kind and their cost for a group of extractions: one model on one day,
+    or in one session. `unpriced` counts extractions of a model without a price."""
+
+    model: str
+    extractions: int = 0
+    batched: int = 0
+    input: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+    output: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    day: date | None = None
+    session_id: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        """Every billed token, whatever its kind."""
+        return self.input + self.cache_write + self.cache_read + self.output
+
+
+def total_spend(rows: Sequence[SpendRow], label: str = "all models") -> SpendRow:
+    """The sum of several groups, as one row named `label`."""
+    return SpendRow(
+        model=label,
+        extractions=sum(r.extractions for r in rows),
+        batched=sum(r.batched for r in rows),
+        input=sum(r.input for r in rows),
+        cache_write=sum(r.cache_write for r in rows),
+        cache_read=sum(r.cache_read for r in rows),
+        output=sum(r.output for r in rows),
+        cost_usd=sum(r.cost_usd for r in rows),
+        unpriced=sum(r.unpriced for r in rows),
+    )
+
+
+def usd(amount: float) -> str:
+    """Money in US dollars: to the cent from a dollar up, else to a ten-thousandth, or a
+    millionth below a cent (one extraction costs a fraction of a cent)."""
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    if amount >= 0.01:
+        return f"${amount:.4f}"
+    return f"${amount:.6f}" if amount else "$0"

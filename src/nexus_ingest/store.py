@@ -17,6 +17,7 @@ from nexus_ingest.db import bounded_count, connection, storable
 from nexus_ingest.errors import SaveFailed, SaveRejected
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.queries import query
+from nexus_ingest.spend import SpendRow
 
 SaveOutcome = Literal["applied", "stale", "duplicate", "forgotten"]
 
@@ -33,6 +34,8 @@ class SaveRequest:
     enqueued_at: datetime | None = None
     lease: UUID | None = None
     received_at: datetime | None = None  # when the producer received the snapshot
+    cost_usd: float | None = None  # None: the model has no price (or there is no model)
+    turns: int | None = None  # how many turns the extraction read
 
     def as_item(self) -> dict[str, Any]:
         """The request as one item of `nexus.save_extractions`; absent keys read as null or 0.
@@ -53,16 +56,44 @@ class SaveRequest:
         for key, value in (
             ("seq", self.seq),
             ("lease", self.lease),
-            ("model", storable(extraction.model)),
-            ("input_tokens", bounded_count(extraction.input_tokens)),
-            ("output_tokens", bounded_count(extraction.output_tokens)),
-            ("cached_tokens", bounded_count(extraction.cached_tokens)),
+            ("turns", self.turns),
             ("enqueued_at", self.enqueued_at),
             ("received_at", self.received_at),
         ):
             if value:
                 item[key] = value
+        if extraction.model is not None or _counts_tokens(extraction):  # not the offline ones
+            item.update(_bill(extraction, self.cost_usd))
         return item
+
+
+def _counts_tokens(extraction: Extraction) -> bool:
+    return bool(
+        extraction.input_tokens
+        or extraction.output_tokens
+        or extraction.cached_tokens
+        or extraction.cache_write_tokens
+    )
+
+
+def _bill(extraction: Extraction, cost_usd: float | None) -> dict[str, Any]:
+    """An LLM extraction's model, tokens (within an integer column) and cost, for a save item."""
+    bill: dict[str, Any] = {}
+    if extraction.model:
+        bill["model"] = storable(extraction.model)
+    for key, count in (
+        ("input_tokens", extraction.input_tokens),
+        ("output_tokens", extraction.output_tokens),
+        ("cached_tokens", extraction.cached_tokens),
+        ("cache_write_tokens", extraction.cache_write_tokens),
+    ):
+        if bounded := bounded_count(count):
+            bill[key] = bounded
+    if extraction.batch:
+        bill["batch"] = True
+    if cost_usd is not None:  # a free model costs 0, which is not unknown
+        bill["cost_usd"] = cost_usd
+    return bill
 
 
 async def save_extractions(
@@ -90,6 +121,17 @@ async def save_extractions(
         ) from exc
     outcomes = {msg_id: cast(SaveOutcome, outcome) for msg_id, outcome in rows}
     return [outcomes[r.msg_id] for r in requests]
+
+
+async def spend(
+    pool: AsyncConnectionPool, *, days: int, fingerprint_id: str | None = None
+) -> list[SpendRow]:
+    """What LLM extractions cost over the last `days` days (UTC): per day and model, newest day
+    first; or, for one visitor, per session and model, oldest session first."""
+    params = {"days": max(1, days), "fingerprint_id": fingerprint_id}
+    async with connection(pool) as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query("llm_spend"), params)
+        return [SpendRow(**row) for row in await cur.fetchall()]
 
 
 async def fetch_prospect(

@@ -56,6 +56,26 @@ def test_send_extract_and_metrics(db_url: str, tmp_path: Path) -> None:
     )
 
 
+def test_metrics_show_llm_spend_per_day_and_model(db_url: str) -> None:
+    """`nexus metrics` prints what LLM extractions cost today per model, and their total."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for msg_id, model, cost in (
+            (1, "claude-haiku-5-5", 0.0012),
+            (2, "claude-haiku-5-5", 0.0008),
+        ):
+            conn.execute(
+                "SELECT update_prospect_data('fp-m', 's-m', '{}', %s, NULL, 'anthropic', %s,"
+                " 5000, 200, 4000, 900.0, NULL, 600, false, %s::numeric)",
+                (msg_id, model, cost),
+            )
+    result = nexus("metrics", env=nexus_env(db_url))
+    assert result.returncode == 0, result.stderr
+    assert "LLM spend, last 7 days" in result.stdout
+    haiku = [line for line in result.stdout.splitlines() if "claude-haiku-5-5" in line]
+    assert len(haiku) == 1 and "$0.002000" in haiku[0] and "1,200" in haiku[0]
+    assert any("total" in line and "$0.002000" in line for line in result.stdout.splitlines())
+
+
 def test_extract_prints_the_prospect_json(db_url: str) -> None:
     """`nexus extract -` reads a conversation on stdin and prints the extracted JSON."""
     result = nexus(

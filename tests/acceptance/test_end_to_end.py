@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -48,7 +49,8 @@ def query(database_url: str, statement: str) -> list[tuple[Any, ...]]:
 
 
 def test_seed_conversation_through_claude(db_url: str, tmp_path: Path) -> None:
-    """Seed Test 2 through `nexus up` with the Anthropic extractor gives nombre = Carlos, tokens recorded."""
+    """Seed Test 2 through `nexus up` with the Anthropic extractor gives nombre = Carlos, its
+    tokens and cost recorded in the history and counted on /metrics."""
     with FakeLLMServer("anthropic") as fake:
         port = free_port()
         with nexus_process(
@@ -63,14 +65,22 @@ def test_seed_conversation_through_claude(db_url: str, tmp_path: Path) -> None:
                 "SELECT nombre FROM prospect_data WHERE fingerprint_id = 'test-fingerprint-123'"
             )
             wait_for(lambda: query(db_url, select), timeout=15, what="the prospect row")
+            metrics = httpx.get(f"{base}/metrics").text
         assert query(db_url, select) == [("Carlos",)]
         assert len(fake.calls) == 1
     history = query(
-        db_url, "SELECT extractor, model, input_tokens, output_tokens FROM prospect_extractions"
+        db_url,
+        "SELECT extractor, model, input_tokens, output_tokens, cache_write_tokens,"
+        " cost_usd::float8 FROM prospect_extractions",
     )
-    assert (
-        history[0][0] == "anthropic" and history[0][1] and history[0][2] > 0 and history[0][3] > 0
+    extractor, model, prompt, output, written, cost = history[0]
+    assert (extractor, model) == ("anthropic", "claude-haiku-5-5")
+    assert prompt > written > 0 and output > 0  # the first call writes the prompt to the cache
+    assert cost == pytest.approx(fake.spent_usd())
+    counted = re.search(
+        r'nexus_llm_cost_usd_total\{kind="output",model="claude-haiku-5-5"\} ([0-9.e-]+)', metrics
     )
+    assert counted is not None and float(counted[1]) > 0
 
 
 def conversation(session: int, turns: int) -> list[dict[str, str]]:

@@ -89,6 +89,7 @@ def test_trace_shows_every_attempt_of_a_retried_then_saved_message(
             ANTHROPIC_API_KEY="sk-ant-test",
             ANTHROPIC_BASE_URL=fake.base_url,
             NEXUS_COALESCE_WINDOW_S="0",
+            NEXUS_EXTRACT_FIRST_WITHIN_S="0",  # extracted at once: no deferral in the trace
             NEXUS_RETRY_BASE_S="1",
             NEXUS_RETRY_CAP_S="1",
         )

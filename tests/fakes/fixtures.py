@@ -1,4 +1,5 @@
-"""Pytest fixtures: running fake LLM servers, and a guard that keeps sockets on loopback.
+"""Pytest fixtures: running fake LLM servers, the billing stand-in on a clock moved by hand,
+Claude on it as the worker builds it, and a guard that keeps sockets on loopback.
 
 Use from a test module or conftest with `pytest_plugins = ["tests.fakes.fixtures"]`.
 """
@@ -8,12 +9,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from nexus_ingest.extract.anthropic import AnthropicExtractor
+from nexus_ingest.extract.metered import MeteredExtractor, metered
 from tests.fakes.llm_server import FakeLLMServer, running
+
+CLAUDE_MODEL = "claude-haiku-5-5"
 
 
 class NonLoopbackConnectionError(ConnectionRefusedError):
@@ -95,3 +100,34 @@ def anthropic_server() -> Iterator[FakeLLMServer]:
 def openai_server() -> Iterator[FakeLLMServer]:
     """A running fake OpenAI chat-completions API."""
     yield from running("openai")
+
+
+class ManualClock:
+    """A fake server's clock (cache lifetimes, batch completion), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def stand_in(clock: ManualClock) -> Iterator[FakeLLMServer]:
+    """The fake Anthropic API as a billing stand-in on `clock`: a batch ends 60 s after it is
+    created, and nothing cached expires until the clock is moved."""
+    with FakeLLMServer("anthropic", clock=clock, batch_delay_s=60.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def claude(stand_in: FakeLLMServer) -> AsyncIterator[MeteredExtractor]:
+    """Claude on the stand-in, metered (its batches too) as `nexus worker` builds it."""
+    extractor = metered(AnthropicExtractor("test-key", stand_in.base_url, CLAUDE_MODEL, 5.0, 512))
+    yield extractor
+    await extractor.aclose()

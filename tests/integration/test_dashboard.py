@@ -283,6 +283,54 @@ def test_pages_render_metrics_prospects_detail_and_trace(server: Server) -> None
     assert "permanent after 5 attempts: undecodable payload" in letters.text
 
 
+def bill(db_url: str, msg_id: int, session: str, model: str, cost: float | None, **kw: Any) -> None:
+    """Record an LLM extraction of visitor fp-cleo with its tokens and cost."""
+    sql(
+        db_url,
+        "SELECT public.update_prospect_data('fp-cleo', %s, '{\"nombre\": \"Cleo\"}', %s, NULL,"
+        " 'anthropic', %s, %s, 200, %s, 1500, NULL, %s, %s, %s::numeric)",
+        (
+            session,
+            msg_id,
+            model,
+            kw.get("prompt", 5000),
+            kw.get("read", 4000),
+            kw.get("write", 600),
+            kw.get("batch", False),
+            cost,
+        ),
+    )
+
+
+def test_spend_shows_today_by_day_model_and_session(server: Server) -> None:
+    """The overview's spend panel sums today's LLM extractions per model (an unpriced model
+    counted apart); the prospect's page shows each session's tokens and cost."""
+    bill(server.db_url, 201, "cleo-1", "claude-haiku-5-5", 0.0012)
+    bill(server.db_url, 202, "cleo-1", "claude-haiku-5-5", 0.0005, batch=True)
+    bill(server.db_url, 203, "cleo-2", "claude-haiku-5-5", 0.0010)
+    bill(server.db_url, 204, "cleo-2", "house-model", None)
+    save(server.db_url, "fp-rules", {"nombre": "Ruth"}, 205)  # the rules cost nothing
+
+    page = server.client.get("/dashboard", headers=BEARER).text
+    haiku = re.search(r'<tr data-day="[^"]+" data-model="claude-haiku-5-5">(.*?)</tr>', page, re.S)
+    assert haiku is not None
+    assert 'data-cost="0.002700"' in haiku[1] and "$0.002700" in haiku[1]
+    assert "<td>3</td>" in haiku[1] and "<td>1,800</td>" in haiku[1]  # 3 x 600 written
+    house = re.search(r'data-model="house-model">(.*?)</tr>', page, re.S)
+    assert house is not None and "+ 1 unpriced" in house[1]
+    assert re.search(r'data-spend="today">\$0\.002700<', page)
+    partial = server.client.get("/dashboard/partials/spend", headers=BEARER)
+    assert partial.status_code == 200 and 'data-spend="week"' in partial.text
+
+    detail = server.client.get("/dashboard/prospect?fingerprint=fp-cleo", headers=BEARER).text
+    first = re.search(
+        r'<tr data-session="cleo-1" data-model="claude-haiku-5-5">(.*?)</tr>', detail, re.S
+    )
+    assert first is not None and 'data-cost="0.001700"' in first[1] and "(1 batched)" in first[1]
+    assert "5,000 in · 200 out · 4,000 cached · 600 to cache" in detail
+    assert "$0.001200" in detail and "batch</span>" in detail
+
+
 def test_search_sort_and_filter_prospects(server: Server) -> None:
     """The prospects table searches any field, filters by intent and sorts by interest."""
     seed_prospects(server.db_url)

@@ -3,7 +3,7 @@ against the billing stand-in on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -17,7 +17,7 @@ from nexus_ingest.spend import DEFAULT_PRICES, extraction_cost
 from tests.fakes.llm_server import Error, FakeLLMServer, Text
 
 if TYPE_CHECKING:
-    from tests.fakes.fixtures import LoopbackGuard
+    from tests.fakes.fixtures import LoopbackGuard, ManualClock
 
 pytest_plugins = ["tests.fakes.fixtures"]
 
@@ -28,27 +28,6 @@ MINIMUM = 4096
 @pytest.fixture(autouse=True)
 def _stay_on_loopback(loopback_only: LoopbackGuard) -> LoopbackGuard:
     return loopback_only
-
-
-class Clock:
-    """The stand-in's clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def stand_in(clock: Clock) -> Iterator[FakeLLMServer]:
-    with FakeLLMServer("anthropic", clock=clock, batch_delay_s=60.0) as server:
-        yield server
 
 
 def claude_on(server: FakeLLMServer, *, examples: bool = True) -> AnthropicExtractor:
@@ -124,7 +103,7 @@ async def test_nothing_is_cached_under_the_minimum(stand_in: FakeLLMServer) -> N
 
 
 async def test_the_cache_expires_after_five_idle_minutes(
-    claude: AnthropicExtractor, clock: Clock
+    claude: AnthropicExtractor, clock: ManualClock
 ) -> None:
     """A snapshot 4 minutes later reads the cache; 6 idle minutes after that it writes again."""
     await claude.extract(chat(3))
@@ -161,7 +140,7 @@ async def test_a_fifth_breakpoint_is_a_400_through_the_sdk(stand_in: FakeLLMServ
 
 
 async def test_a_batch_comes_back_as_extractions_at_half_price(
-    claude: AnthropicExtractor, stand_in: FakeLLMServer, clock: Clock
+    claude: AnthropicExtractor, stand_in: FakeLLMServer, clock: ManualClock
 ) -> None:
     """Snapshots keyed by message id go in one batch; once it ends each comes back as a
     batch Extraction, billed at half the price of the same direct call."""
@@ -186,7 +165,7 @@ async def test_a_batch_comes_back_as_extractions_at_half_price(
 
 
 async def test_batch_failures_become_retry_later_or_permanent(
-    claude: AnthropicExtractor, stand_in: FakeLLMServer, clock: Clock
+    claude: AnthropicExtractor, stand_in: FakeLLMServer, clock: ManualClock
 ) -> None:
     """An overloaded entry retries later; a refused one or an unusable answer is Permanent."""
     stand_in.script(Error(529), Error(400, message="bad"), Text("no tool call"))

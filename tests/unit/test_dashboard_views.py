@@ -9,6 +9,7 @@ import pytest
 from nexus_ingest.dashboard import views
 from nexus_ingest.dashboard.data import MinuteCount
 from nexus_ingest.dashboard.routes import admin_session, session_is_valid
+from nexus_ingest.spend import SpendRow
 
 T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
 
@@ -206,3 +207,30 @@ def test_prospect_links_carry_the_fingerprint_encoded_in_the_query() -> None:
     assert views.prospect_url("../a b?#&+%") == (
         "/dashboard/prospect?fingerprint=..%2Fa+b%3F%23%26%2B%25"
     )
+
+
+def test_spend_panel_totals_today_and_the_last_seven_days() -> None:
+    """Today's card sums today's models; the week's card leaves out days before the last 7."""
+    today = T0.date()
+
+    def row(days_ago: int, model: str, cost: float) -> SpendRow:
+        return SpendRow(
+            model, extractions=1, output=10, cost_usd=cost, day=today - timedelta(days=days_ago)
+        )
+
+    rows = [row(0, "a", 0.25), row(0, "b", 0.5), row(6, "a", 1.0), row(7, "a", 2.0)]
+    panel = views.spend_panel(rows, today, 14)
+    assert (panel.today.cost_usd, panel.today.extractions) == (0.75, 2)
+    assert (panel.week.cost_usd, panel.week.extractions) == (1.75, 3)
+    assert len(panel.rows) == 4 and panel.days == 14
+
+
+def test_tokens_and_money_read_as_a_person_reads_them() -> None:
+    """Token usage says the cache's share apart; unknown money is a dash."""
+    assert (
+        views.format_tokens(5000, 200, 4000, 600)
+        == "5,000 in · 200 out · 4,000 cached · 600 to cache"
+    )
+    assert views.format_tokens(0, 0) == views.DASH
+    assert views.format_usd(None) == views.DASH and views.format_usd(0.0012) == "$0.001200"
+    assert views.format_count(12345) == "12,345"

@@ -12,12 +12,16 @@ from nexus_ingest.settings import Settings
 from nexus_ingest.spend import (
     DEFAULT_PRICES,
     ModelPrices,
+    SpendRow,
     TokenCounts,
     cost_of,
     extraction_cost,
+    extraction_cost_usd,
     price_table,
     prices_for,
     token_counts,
+    total_spend,
+    usd,
 )
 
 HAIKU_5_5 = DEFAULT_PRICES["claude-haiku-5-5"]
@@ -123,3 +127,33 @@ def test_record_spend_counts_tokens_and_dollars_by_model_and_kind() -> None:
         for kind in ("input", "cache_write", "cache_read", "output")
     )
     assert spent == pytest.approx(full.total * 1.5)
+
+
+def test_an_extraction_costs_its_total_or_nothing_known() -> None:
+    """A history row records the total cost; a model without a price records none (unknown,
+    not zero), and so does a configured price that is not a number."""
+    assert extraction_cost_usd(claude(), DEFAULT_PRICES) == pytest.approx(
+        (400 * 0.10 + 600 * 0.125 + 4000 * 0.01 + 200 * 0.50) / 1_000_000
+    )
+    assert extraction_cost_usd(claude("house-model"), DEFAULT_PRICES) is None
+    broken = {"claude-haiku-5-5": ModelPrices(float("inf"), 0, 0, 0)}
+    assert extraction_cost_usd(claude(), broken) is None
+
+
+def test_spend_rows_add_up_and_dollars_read_well() -> None:
+    """Groups of extractions sum kind by kind; money shows cents from a dollar up and
+    millionths below a cent."""
+    day = SpendRow(
+        "m", extractions=2, input=10, cache_write=20, cache_read=30, output=5, cost_usd=0.5
+    )
+    other = SpendRow("n", extractions=1, batched=1, output=7, cost_usd=0.25, unpriced=1)
+    total = total_spend([day, other], "total")
+    assert (total.model, total.extractions, total.batched, total.output) == ("total", 3, 1, 12)
+    assert (total.cost_usd, total.unpriced, day.tokens) == (0.75, 1, 65)
+    assert [usd(v) for v in (1234.5, 0.75, 0.0123456, 0.000412, 0.0)] == [
+        "$1,234.50",
+        "$0.7500",
+        "$0.0123",
+        "$0.000412",
+        "$0",
+    ]

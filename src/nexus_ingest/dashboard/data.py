@@ -12,7 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest.db import connection
 from nexus_ingest.queries import query
-from nexus_ingest.store import fetch_prospect
+from nexus_ingest.spend import SpendRow
+from nexus_ingest.store import fetch_prospect, spend
 from nexus_ingest.timeline import Moment
 
 Sort = Literal["interest", "recent", "name"]
@@ -21,6 +22,8 @@ _PROSPECT_LIMIT = 200
 _HISTORY_LIMIT = 200
 _TRACE_LIMIT = 500
 _TIMELINE_SESSIONS = 10
+SPEND_DAYS = 14
+_ALL_DAYS = 100_000  # every day the extraction history holds
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class ExtractionRow:
     input_tokens: int
     output_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
+    batch: bool
+    cost_usd: float | None
     latency_ms: float | None
     result: Mapping[str, Any]
     created_at: datetime
@@ -111,6 +117,7 @@ class ProspectDetail:
     row: Mapping[str, Any]
     sessions: list[str]
     extractions: list[ExtractionRow]
+    spend: list[SpendRow]  # per session and model
     trace: list[TraceRow]
     timelines: dict[str, list[Moment]]
 
@@ -134,6 +141,11 @@ async def totals(pool: AsyncConnectionPool) -> Totals:
     return Totals(**row)
 
 
+async def spend_by_day(pool: AsyncConnectionPool, days: int = SPEND_DAYS) -> list[SpendRow]:
+    """What LLM extractions cost per day and model over the last `days` days."""
+    return await spend(pool, days=days)
+
+
 async def prospects(pool: AsyncConnectionPool, search: ProspectFilter) -> list[ProspectSummary]:
     """The prospects matching `search`, in its order."""
     params = {
@@ -153,10 +165,12 @@ async def prospect_detail(pool: AsyncConnectionPool, fingerprint_id: str) -> Pro
     by_visitor = {"fingerprint_id": fingerprint_id}
     sessions = [r["session_id"] for r in await _rows(pool, "dashboard_sessions", by_visitor)]
     history = await _rows(pool, "dashboard_extractions", {**by_visitor, "limit": _HISTORY_LIMIT})
+    by_session = await spend(pool, days=_ALL_DAYS, fingerprint_id=fingerprint_id)
     return ProspectDetail(
         row=row,
         sessions=sessions,
         extractions=[ExtractionRow(**r) for r in history],
+        spend=by_session,
         trace=await trace(pool, sessions),
         timelines={s: await timeline(pool, s) for s in sessions[-_TIMELINE_SESSIONS:]},
     )

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -321,14 +322,30 @@ async def _prospects_context(
     }
 
 
+async def _spend_context(pool: AsyncConnectionPool) -> dict[str, Any]:
+    try:
+        rows = await data.spend_by_day(pool)
+    except DatabaseUnavailable:
+        return {"spend": None}
+    return {"spend": views.spend_panel(rows, datetime.now(UTC).date(), data.SPEND_DAYS)}
+
+
 @router.get("")
 async def overview(
     request: Request, q: str | None = None, sort: str | None = None, intent: str | None = None
 ) -> Response:
-    """Queue health, throughput over the last hour, and the prospects table."""
+    """Queue health, throughput over the last hour, LLM spend, and the prospects table."""
     metrics = await _metrics_context(request)
+    spend = await _spend_context(_pool(request))
     prospects = await _prospects_context(_pool(request), q, sort, intent)
-    return _render(request, "overview.html", {**metrics, **prospects, "page": "overview"})
+    context = {**metrics, **spend, **prospects, "page": "overview"}
+    return _render(request, "overview.html", context)
+
+
+@router.get("/partials/spend")
+async def spend_partial(request: Request) -> Response:
+    """The LLM spend panel, refreshed by the overview page now and then."""
+    return _render(request, "_spend.html", await _spend_context(_pool(request)))
 
 
 @router.get("/partials/metrics")

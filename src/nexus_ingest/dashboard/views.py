@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, get_args
 from urllib.parse import urlencode
 
 from nexus_ingest.dashboard.data import MinuteCount, Sort
 from nexus_ingest.models import Intent
+from nexus_ingest.spend import SpendRow, total_spend, usd
 
 INTENTS: tuple[str, ...] = get_args(Intent)
 SORTS: tuple[Sort, ...] = get_args(Sort)
@@ -94,14 +95,50 @@ def format_latency(ms: float | None) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
-def format_tokens(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> str:
-    """Token usage of one extraction; a dash when the extractor used none."""
-    if not (input_tokens or output_tokens or cached_tokens):
+def format_tokens(
+    input_tokens: int, output_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+) -> str:
+    """Token usage of one extraction (`input_tokens` is the whole prompt, the cache's share
+    said apart); a dash when the extractor used none."""
+    if not (input_tokens or output_tokens or cached_tokens or cache_write_tokens):
         return DASH
     parts = [f"{input_tokens:,} in", f"{output_tokens:,} out"]
     if cached_tokens:
         parts.append(f"{cached_tokens:,} cached")
+    if cache_write_tokens:
+        parts.append(f"{cache_write_tokens:,} to cache")
     return " · ".join(parts)
+
+
+def format_usd(amount: float | None) -> str:
+    """Money as `usd` writes it; a dash when unknown."""
+    return DASH if amount is None else usd(amount)
+
+
+def format_count(count: int | None) -> str:
+    """A count with thousands separators."""
+    return DASH if count is None else f"{count:,}"
+
+
+@dataclass(frozen=True)
+class SpendPanel:
+    """LLM spend for the overview: today, the last 7 days, and every day and model shown."""
+
+    today: SpendRow
+    week: SpendRow
+    rows: tuple[SpendRow, ...]
+    days: int
+
+
+def spend_panel(rows: Sequence[SpendRow], today: date, days: int) -> SpendPanel:
+    """Totals for today and the last 7 days (UTC) over per-day, per-model rows."""
+    week_start = today - timedelta(days=6)
+    return SpendPanel(
+        today=total_spend([r for r in rows if r.day == today], "today"),
+        week=total_spend([r for r in rows if r.day is not None and r.day >= week_start], "7 days"),
+        rows=tuple(rows),
+        days=days,
+    )
 
 
 def interest_label(level: int | None) -> str:
@@ -260,6 +297,8 @@ FILTERS = {
     "iso": iso_time,
     "latency": format_latency,
     "tokens": format_tokens,
+    "usd": format_usd,
+    "thousands": format_count,
     "interest": interest_label,
     "interest_class": interest_class,
     "error_summary": error_summary,

@@ -6,14 +6,16 @@ from typing import assert_never
 
 from nexus_ingest.errors import ConfigError
 from nexus_ingest.extract.base import Extraction, Extractor
-from nexus_ingest.extract.metered import MeteredExtractor
+from nexus_ingest.extract.metered import metered
 from nexus_ingest.settings import Settings
+from nexus_ingest.spend import price_table
 
 __all__ = ["Extraction", "Extractor", "build_extractor"]
 
 
 def build_extractor(settings: Settings) -> Extractor:
-    """The extractor `settings` ask for, with its client built once for the process, metered.
+    """The extractor `settings` ask for, with its client built once for the process, metered
+    (calls, tokens, and their cost at the configured prices).
 
     With `NEXUS_FAULT_RATE` above zero it is wrapped to fail on purpose, and says so loudly;
     the simulated failures are counted like real ones.
@@ -31,7 +33,7 @@ def build_extractor(settings: Settings) -> Extractor:
             fault_mode=settings.fault_mode,
         )
         extractor = FaultyExtractor(extractor, rate=settings.fault_rate, mode=settings.fault_mode)
-    return MeteredExtractor(extractor)
+    return metered(extractor, price_table(settings.llm_prices), settings.llm_batch_discount)
 
 
 def _build(settings: Settings) -> Extractor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -29,8 +28,8 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from anthropic.types.messages import MessageBatchIndividualResponse
 from anthropic.types.messages.batch_create_params import Request
 
-from nexus_ingest.errors import ExtractionError, Permanent, RetryLater
-from nexus_ingest.extract.base import Extraction
+from nexus_ingest.errors import Permanent, RetryLater
+from nexus_ingest.extract.base import BatchProgress, BatchResult, Extraction
 from nexus_ingest.extract.caching import (
     estimate_tokens,
     examples_to_reach,
@@ -68,7 +67,6 @@ _BATCH_ERROR_STATUS = {
     "overloaded_error": 529,
 }
 
-BatchResult = Extraction | ExtractionError
 T = TypeVar("T")
 
 
@@ -111,16 +109,6 @@ def transcript_content(messages: Sequence[ChatMessage]) -> list[TextBlockParam]:
     for index in transcript_breakpoints(len(blocks)):
         blocks[index]["cache_control"] = _BREAKPOINT
     return [*blocks, {"type": "text", "text": CONVERSATION_CLOSE}]
-
-
-@dataclass(frozen=True)
-class BatchProgress:
-    """Where a submitted batch stands."""
-
-    ended: bool
-    succeeded: int
-    errored: int
-    processing: int
 
 
 class AnthropicExtractor:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from nexus_ingest.errors import ExtractionError
 from nexus_ingest.models import ChatMessage, Prospect
 
 
@@ -54,3 +55,35 @@ class Extractor(Protocol):
     async def extract(self, messages: Sequence[ChatMessage]) -> Extraction: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a submitted Message Batch stands."""
+
+    ended: bool
+    succeeded: int
+    errored: int
+    processing: int
+
+
+BatchResult = Extraction | ExtractionError
+
+
+@runtime_checkable
+class BatchExtractor(Extractor, Protocol):
+    """An extractor that can also answer many snapshots in one Message Batch, at a discount.
+
+    `submit_batch` takes snapshots by key (a message id) and returns the batch's id;
+    `batch_results`, once `batch_progress` says it ended, gives each key its Extraction (marked
+    `batch`) or the error that settles it: `RetryLater` for a passing failure, `Permanent` for
+    a refused request or an unusable answer, which a direct `extract` may still rescue.
+    """
+
+    async def submit_batch(self, snapshots: Mapping[str, Sequence[ChatMessage]]) -> str: ...
+
+    async def batch_progress(self, batch_id: str) -> BatchProgress: ...
+
+    async def batch_results(self, batch_id: str) -> dict[str, BatchResult]: ...
+
+    async def cancel_batch(self, batch_id: str) -> None: ...

@@ -114,7 +114,8 @@ LIMIT %(limit)s;
 
 -- name: dashboard_extractions
 SELECT e.id, e.msg_id, e.session_id, e.seq, e.outcome, e.extractor, e.model,
-       e.input_tokens, e.output_tokens, e.cached_tokens, e.latency_ms, e.result, e.created_at
+       e.input_tokens, e.output_tokens, e.cached_tokens, e.cache_write_tokens, e.batch,
+       e.cost_usd::float8 AS cost_usd, e.latency_ms, e.result, e.created_at
 FROM public.prospect_extractions e
 WHERE e.fingerprint_id = %(fingerprint_id)s
 ORDER BY e.created_at DESC, e.id DESC

@@ -30,6 +30,94 @@ SELECT pgmq.archive(%(queue)s::text, %(msg_ids)s::bigint[]);
 -- name: set_visibility
 SELECT msg_id FROM pgmq.set_vt(%(queue)s::text, %(msg_id)s::bigint, %(delay)s::integer);
 
+-- name: session_progress
+-- What the extraction policy weighs for each session (see worker/pace.py), and the
+-- database's time to weigh it at: the producer's clock stamped the snapshots.
+SELECT i.session_id, s.created_at, s.extracted_at, s.extracted_turns, clock_timestamp() AS now
+FROM unnest(%(session_ids)s::text[]) AS i(session_id)
+LEFT JOIN nexus.sessions s ON s.session_id = i.session_id;
+
+-- name: defer_messages
+-- Hide messages until the extraction policy's time for them, giving back the read that found
+-- them: a deferral is no failed attempt, so it must not bring a message nearer to the
+-- dead-letter queue (see worker/plan.py).
+UPDATE pgmq.q_nexus_prospect_ingestion q
+SET vt = d.until, read_ct = GREATEST(q.read_ct - 1, 0)
+FROM unnest(%(msg_ids)s::bigint[], %(until)s::timestamptz[]) AS d(msg_id, until)
+WHERE q.msg_id = d.msg_id;
+
+-- name: queued_messages
+-- Messages by id, as a read returns them but without reading them (no read is counted).
+SELECT msg_id, read_ct, enqueued_at, message, headers
+FROM pgmq.q_nexus_prospect_ingestion
+WHERE msg_id = ANY(%(msg_ids)s::bigint[]);
+
+-- name: record_llm_batch
+-- A submitted Message Batch, kept until its results are saved (see worker/batches.py). Its
+-- messages stay hidden twice as long as the claim lasts, so that another worker takes the
+-- batch over before they could be read and paid for again.
+WITH recorded AS (
+    INSERT INTO nexus.llm_batches (batch_id, msg_ids, owner, claimed_until)
+    VALUES (%(batch_id)s, %(msg_ids)s::bigint[], %(owner)s::uuid,
+            clock_timestamp() + make_interval(secs => %(claim_s)s))
+    ON CONFLICT (batch_id) DO NOTHING
+)
+UPDATE pgmq.q_nexus_prospect_ingestion q
+SET vt = GREATEST(q.vt, clock_timestamp() + make_interval(secs => 2 * %(claim_s)s))
+WHERE q.msg_id = ANY(%(msg_ids)s::bigint[]);
+
+-- name: claim_llm_batches
+-- The batches this worker polls now: its own, and any whose claim ran out (its worker
+-- stopped). Their messages are hidden for longer again.
+WITH claimed AS (
+    UPDATE nexus.llm_batches b
+    SET owner = %(owner)s::uuid,
+        claimed_until = clock_timestamp() + make_interval(secs => %(claim_s)s)
+    WHERE b.owner = %(owner)s::uuid OR b.claimed_until <= clock_timestamp()
+    RETURNING b.batch_id, b.msg_ids, b.submitted_at
+),
+hidden AS (
+    UPDATE pgmq.q_nexus_prospect_ingestion q
+    SET vt = GREATEST(q.vt, clock_timestamp() + make_interval(secs => 2 * %(claim_s)s))
+    FROM claimed c
+    WHERE q.msg_id = ANY(c.msg_ids)
+)
+SELECT batch_id, msg_ids, submitted_at FROM claimed ORDER BY submitted_at;
+
+-- name: release_llm_batches
+-- A stopping worker lets any other take its batches over at once.
+UPDATE nexus.llm_batches
+SET owner = NULL, claimed_until = clock_timestamp()
+WHERE owner = %(owner)s::uuid;
+
+-- name: forget_llm_batch
+DELETE FROM nexus.llm_batches WHERE batch_id = %(batch_id)s;
+
+-- name: llm_spend
+-- What LLM extractions cost, per model and either per day (UTC) over the last `days` days, or,
+-- for one visitor (`fingerprint_id`), per session: tokens billed by kind (plain input, cache
+-- writes, cache reads, output) and the money they took at the prices configured when each was
+-- saved. `unpriced` counts extractions of a model without a price, whose cost is unknown.
+SELECT CASE WHEN %(fingerprint_id)s::text IS NULL
+            THEN (e.created_at AT TIME ZONE 'UTC')::date END AS day,
+       CASE WHEN %(fingerprint_id)s::text IS NOT NULL THEN e.session_id END AS session_id,
+       e.model,
+       count(*)::integer AS extractions,
+       count(*) FILTER (WHERE e.batch)::integer AS batched,
+       sum(GREATEST(e.input_tokens - e.cached_tokens - e.cache_write_tokens, 0))::bigint AS input,
+       sum(e.cache_write_tokens)::bigint AS cache_write,
+       sum(e.cached_tokens)::bigint AS cache_read,
+       sum(e.output_tokens)::bigint AS output,
+       COALESCE(sum(e.cost_usd), 0)::float8 AS cost_usd,
+       count(*) FILTER (WHERE e.cost_usd IS NULL)::integer AS unpriced
+FROM public.prospect_extractions e
+WHERE e.model IS NOT NULL
+  AND (%(fingerprint_id)s::text IS NULL OR e.fingerprint_id = %(fingerprint_id)s::text)
+  AND e.created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC')
+                       - make_interval(days => %(days)s::integer - 1)) AT TIME ZONE 'UTC'
+GROUP BY 1, 2, 3
+ORDER BY 1 DESC, min(e.created_at), 2, 3;
+
 -- name: dead_letter
 -- Built from the queued rows themselves, so any body is kept exactly (see 012).
 SELECT msg_id, dead_letter_id
@@ -123,7 +211,9 @@ WHERE e.session_id = %(session_id)s AND e.enqueued_at IS NOT NULL
 UNION ALL
 SELECT created_at, msg_id, CASE outcome WHEN 'applied' THEN 'saved' ELSE 'stale' END,
        jsonb_build_object('seq', seq, 'extractor', extractor, 'model', model, 'input_tokens', input_tokens,
-                          'output_tokens', output_tokens, 'cached_tokens', cached_tokens, 'latency_ms', latency_ms)
+                          'output_tokens', output_tokens, 'cached_tokens', cached_tokens,
+                          'cache_write_tokens', NULLIF(cache_write_tokens, 0),
+                          'batch', NULLIF(batch, false), 'cost_usd', cost_usd, 'latency_ms', latency_ms)
 FROM public.prospect_extractions WHERE session_id = %(session_id)s
 UNION ALL
 SELECT at, msg_id, event, detail || jsonb_build_object('attempt', attempt)

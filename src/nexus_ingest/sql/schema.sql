@@ -333,7 +333,8 @@ BEGIN
             msg_id bigint, fingerprint_id text, session_id text, seq integer, lease uuid,
             data jsonb, extractor text, model text, input_tokens integer, output_tokens integer,
             cached_tokens integer, latency_ms real, enqueued_at timestamptz,
-            received_at timestamptz)
+            received_at timestamptz, cache_write_tokens integer, batch boolean,
+            cost_usd numeric, turns integer)
     ),
     -- One INSERT ... ON CONFLICT may touch a row only once: a batch with two items of one
     -- session or one visitor merges nothing here, and save_extractions merges it in rounds.
@@ -360,11 +361,14 @@ BEGIN
           AND s.fingerprint_id IN (SELECT f.fingerprint_id FROM nexus.forgotten f)
     ),
     -- The row lock serialises concurrent merges of one session, and an older snapshot
-    -- advances nothing. The lease is given back in the same write.
+    -- advances nothing. The lease is given back in the same write, and the extraction policy
+    -- learns when the session was extracted and how many turns that read.
     advanced AS (
         UPDATE nexus.sessions s
         SET applied_seq = i.seq,
             updated_at = now(),
+            extracted_at = now(),
+            extracted_turns = i.turns,
             leased_until = CASE WHEN s.lease_token = i.lease THEN NULL ELSE s.leased_until END,
             lease_token = CASE WHEN s.lease_token = i.lease THEN NULL ELSE s.lease_token END
         FROM todo i
@@ -373,8 +377,9 @@ BEGIN
     ),
     -- A session the producer never numbered (a direct caller's) starts at this snapshot.
     created AS (
-        INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq)
-        SELECT i.session_id, i.fingerprint_id, i.seq, i.seq
+        INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq, applied_seq,
+                                    extracted_at, extracted_turns)
+        SELECT i.session_id, i.fingerprint_id, i.seq, i.seq, now(), i.turns
         FROM todo i
         WHERE i.seq IS NOT NULL AND i.session_id NOT IN (SELECT a.session_id FROM advanced a)
         ON CONFLICT (session_id) DO NOTHING
@@ -400,10 +405,12 @@ BEGIN
     recorded AS (
         INSERT INTO public.prospect_extractions AS e (
             msg_id, fingerprint_id, session_id, seq, outcome, extractor, model,
-            input_tokens, output_tokens, cached_tokens, latency_ms, result, enqueued_at)
+            input_tokens, output_tokens, cached_tokens, latency_ms, result, enqueued_at,
+            cache_write_tokens, batch, cost_usd)
         SELECT j.msg_id, j.fingerprint_id, j.session_id, j.seq, j.verdict, j.extractor, j.model,
                COALESCE(j.input_tokens, 0), COALESCE(j.output_tokens, 0),
-               COALESCE(j.cached_tokens, 0), j.latency_ms, COALESCE(j.data, '{}'), j.enqueued_at
+               COALESCE(j.cached_tokens, 0), j.latency_ms, COALESCE(j.data, '{}'), j.enqueued_at,
+               COALESCE(j.cache_write_tokens, 0), COALESCE(j.batch, false), j.cost_usd
         FROM judged j
         ON CONFLICT (msg_id) WHERE msg_id IS NOT NULL DO NOTHING
         RETURNING e.msg_id, e.outcome
@@ -926,10 +933,10 @@ $$;
 
 
 --
--- Name: update_prospect_data(text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+-- Name: update_prospect_data(text, text, jsonb, bigint, integer, text, text, integer, integer, integer, real, timestamp with time zone, integer, boolean, numeric); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint DEFAULT NULL::bigint, p_seq integer DEFAULT NULL::integer, p_extractor text DEFAULT NULL::text, p_model text DEFAULT NULL::text, p_input_tokens integer DEFAULT 0, p_output_tokens integer DEFAULT 0, p_cached_tokens integer DEFAULT 0, p_latency_ms real DEFAULT NULL::real, p_enqueued_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
+CREATE FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint DEFAULT NULL::bigint, p_seq integer DEFAULT NULL::integer, p_extractor text DEFAULT NULL::text, p_model text DEFAULT NULL::text, p_input_tokens integer DEFAULT 0, p_output_tokens integer DEFAULT 0, p_cached_tokens integer DEFAULT 0, p_latency_ms real DEFAULT NULL::real, p_enqueued_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_cache_write_tokens integer DEFAULT 0, p_batch boolean DEFAULT false, p_cost_usd numeric DEFAULT NULL::numeric) RETURNS text
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO ''
     AS $$
@@ -939,7 +946,8 @@ CREATE FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id 
         'seq', p_seq, 'data', p_data, 'extractor', p_extractor, 'model', p_model,
         'input_tokens', p_input_tokens, 'output_tokens', p_output_tokens,
         'cached_tokens', p_cached_tokens, 'latency_ms', p_latency_ms,
-        'enqueued_at', p_enqueued_at))) AS m
+        'enqueued_at', p_enqueued_at, 'cache_write_tokens', p_cache_write_tokens,
+        'batch', p_batch, 'cost_usd', p_cost_usd))) AS m
 $$;
 
 
@@ -969,6 +977,19 @@ CREATE TABLE nexus.idempotency_keys (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     fingerprint_id text DEFAULT ''::text NOT NULL,
     session_id text DEFAULT ''::text NOT NULL
+);
+
+
+--
+-- Name: llm_batches; Type: TABLE; Schema: nexus; Owner: -
+--
+
+CREATE TABLE nexus.llm_batches (
+    batch_id text NOT NULL,
+    msg_ids bigint[] NOT NULL,
+    owner uuid,
+    claimed_until timestamp with time zone NOT NULL,
+    submitted_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 
@@ -1025,7 +1046,9 @@ CREATE TABLE nexus.sessions (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     leased_until timestamp with time zone,
-    lease_token uuid
+    lease_token uuid,
+    extracted_at timestamp with time zone,
+    extracted_turns integer
 )
 WITH (fillfactor='70');
 
@@ -1095,6 +1118,9 @@ CREATE TABLE public.prospect_extractions (
     result jsonb NOT NULL,
     enqueued_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    cache_write_tokens integer DEFAULT 0 NOT NULL,
+    batch boolean DEFAULT false NOT NULL,
+    cost_usd numeric,
     CONSTRAINT prospect_extractions_outcome_check CHECK ((outcome = ANY (ARRAY['applied'::text, 'stale'::text])))
 );
 
@@ -1127,6 +1153,14 @@ ALTER TABLE ONLY nexus.forgotten
 
 ALTER TABLE ONLY nexus.idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (session_id, fingerprint_id, key);
+
+
+--
+-- Name: llm_batches llm_batches_pkey; Type: CONSTRAINT; Schema: nexus; Owner: -
+--
+
+ALTER TABLE ONLY nexus.llm_batches
+    ADD CONSTRAINT llm_batches_pkey PRIMARY KEY (batch_id);
 
 
 --
@@ -1473,11 +1507,11 @@ GRANT ALL ON FUNCTION public.pgmq_send(queue_name text, message jsonb, delay int
 
 
 --
--- Name: FUNCTION update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone, p_cache_write_tokens integer, p_batch boolean, p_cost_usd numeric); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone) TO service_role;
+REVOKE ALL ON FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone, p_cache_write_tokens integer, p_batch boolean, p_cost_usd numeric) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint, p_seq integer, p_extractor text, p_model text, p_input_tokens integer, p_output_tokens integer, p_cached_tokens integer, p_latency_ms real, p_enqueued_at timestamp with time zone, p_cache_write_tokens integer, p_batch boolean, p_cost_usd numeric) TO service_role;
 
 
 --

@@ -1,9 +1,10 @@
 """The consumer: reads snapshots, extracts prospects, merges them, acknowledges the messages.
 
 One stage a module: `config` (settings), `plan` (which messages of a read need the extractor;
-pure), `process` (one extraction, traced), `settle` (the database side of every outcome),
-`buffer` (saves in batches), `loop` (the long-running worker), `once` (the seed's one-shot
-consumer).
+pure), `pace` (when an LLM extractor is called: now, later, or in a Message Batch), `process`
+(one extraction, traced), `batches` (Message Batches submitted, polled and collected),
+`settle` (the database side of every outcome), `buffer` (saves in batches), `loop` (the
+long-running worker), `once` (the seed's one-shot consumer).
 """
 
 from nexus_ingest.worker.config import WorkerConfig, read_size, worker_config

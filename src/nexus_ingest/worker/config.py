@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from nexus_ingest.extract.base import Extractor
+from nexus_ingest.policy import ExtractionPolicy, policy_for
 from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.settings import Settings
+from nexus_ingest.spend import DEFAULT_BATCH_DISCOUNT, DEFAULT_PRICES, ModelPrices, price_table
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,13 @@ class WorkerConfig:
     shutdown_grace_s: float = 10.0
     archive: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # When an LLM extractor is called on a snapshot (now, later, in a batch); None: at once.
+    policy: ExtractionPolicy | None = None
+    prices: Mapping[str, ModelPrices] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    batch_discount: float = DEFAULT_BATCH_DISCOUNT
+    batch_poll_s: float = 30.0
+    # The time the policy judges by; None: the database's (tests move it by hand).
+    policy_clock: Callable[[], datetime] | None = None
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -36,6 +47,10 @@ def worker_config(settings: Settings) -> WorkerConfig:
             base_s=settings.retry_base_s,
             cap_s=settings.retry_cap_s,
         ),
+        policy=policy_for(settings),
+        prices=price_table(settings.llm_prices),
+        batch_discount=settings.llm_batch_discount,
+        batch_poll_s=settings.llm_batch_poll_s,
     )
 
 

@@ -1,10 +1,12 @@
 """The worker's loop: read (one batch ahead), dispatch to the extractor, wake on notifications,
-stop cleanly. Database work is the settler's; saving is the save buffer's."""
+stop cleanly. Database work is the settler's; saving is the save buffer's; when an LLM call is
+made is the pacer's, and Message Batches are the batch tracker's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import psycopg
@@ -14,9 +16,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
 from nexus_ingest.errors import DatabaseUnavailable
-from nexus_ingest.extract.base import Extractor
+from nexus_ingest.extract.base import BatchExtractor, Extractor
+from nexus_ingest.worker.batches import BatchTracker
 from nexus_ingest.worker.buffer import SaveBuffer
 from nexus_ingest.worker.config import WorkerConfig, read_size
+from nexus_ingest.worker.pace import Pacer
 from nexus_ingest.worker.plan import BatchPlan, WorkItem
 from nexus_ingest.worker.process import Extracted, extract_item
 from nexus_ingest.worker.settle import Settler
@@ -45,6 +49,8 @@ class Worker:
         self.listen_url = listen_url
         self.settler = Settler(pool, config)
         self.saves = SaveBuffer(self.settler.save, batch_size=config.batch_size)
+        self.batches = _batch_tracker(extractor, self.settler, config)
+        self.pacer = _pacer(extractor, self.settler, config, batching=self.batches is not None)
         self.pausing_for: float | None = None  # how long the reader is waiting now, if it is
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -55,6 +61,12 @@ class Worker:
         background = [asyncio.create_task(self.saves.run())]
         if self.listen_url:
             background.append(asyncio.create_task(self._listen(self.listen_url)))
+        if self.batches is not None:
+            # Batches left by a stopped worker are claimed (their messages hidden) before the
+            # first read, so none of their snapshots is read and paid for twice.
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.batches.claim()
+            background.append(asyncio.create_task(self.batches.run()))
         log.info(
             "worker.started", extractor=self.extractor.name, concurrency=self.config.concurrency
         )
@@ -65,6 +77,8 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            if self.batches is not None:
+                await self.batches.close()
             log.info("worker.stopped")
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
@@ -139,12 +153,21 @@ class Worker:
             if done:
                 await self.saves.put(done)
         else:
-            for item in plan.work:
+            for item in await self._now(plan.work):
                 await self._slots.acquire()
                 task = asyncio.create_task(self._extract_in_slot(item))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         return plan.size
+
+    async def _now(self, work: list[WorkItem]) -> list[WorkItem]:
+        """The items to extract now: the pacer defers some and gives some to the batch tracker."""
+        if self.pacer is None or not work:
+            return work
+        paced = await self.pacer.pace(work)
+        if self.batches is not None:
+            self.batches.add(paced.batch)
+        return paced.now
 
     async def _extract_in_slot(self, item: WorkItem) -> None:
         try:
@@ -185,6 +208,29 @@ class Worker:
             for task in late:
                 task.cancel()
         await self.saves.drain(timeout=max(1.0, self.config.shutdown_grace_s))
+
+
+def _batch_tracker(
+    extractor: Extractor, settler: Settler, config: WorkerConfig
+) -> BatchTracker | None:
+    """A tracker for an extractor that has Message Batches, even with batching off: it still
+    collects a batch submitted before a restart."""
+    if not isinstance(extractor, BatchExtractor):
+        return None
+    return BatchTracker(extractor, settler, poll_s=config.batch_poll_s, vt_s=config.vt_s)
+
+
+def _pacer(
+    extractor: Extractor, settler: Settler, config: WorkerConfig, *, batching: bool
+) -> Pacer | None:
+    """The extraction policy for an LLM extractor; None for the offline ones, which cost
+    nothing and keep their path (and its speed) exactly."""
+    policy = config.policy
+    if policy is None or extractor.in_process:
+        return None
+    if not batching:
+        policy = dataclasses.replace(policy, batch_min_age_s=None)
+    return Pacer(settler, policy, config.policy_clock)
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -17,6 +18,15 @@ class WorkItem:
 
     message: QueuedMessage
     snapshot: QueuedSnapshot
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """A snapshot the extraction policy holds back until `until`, and why (`policy.Reason`)."""
+
+    item: WorkItem
+    until: datetime
+    reason: str
 
 
 @dataclass(frozen=True)

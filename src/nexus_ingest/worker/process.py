@@ -74,11 +74,14 @@ def kept(extraction: KeptExtraction) -> Extraction:
         input_tokens=extraction.input_tokens,
         output_tokens=extraction.output_tokens,
         cached_tokens=extraction.cached_tokens,
+        cache_write_tokens=extraction.cache_write_tokens,
+        batch=extraction.batch,
     )
 
 
 def to_keep(extraction: Extraction) -> dict[str, Any]:
-    """An extraction as a dead letter keeps it, for `kept` to restore on replay."""
+    """An extraction as a dead letter keeps it, for `kept` to restore on replay (its bill
+    too: it was paid for but never recorded)."""
     return KeptExtraction(
         prospect=extraction.prospect,
         extractor=extraction.extractor,
@@ -86,6 +89,8 @@ def to_keep(extraction: Extraction) -> dict[str, Any]:
         input_tokens=extraction.input_tokens,
         output_tokens=extraction.output_tokens,
         cached_tokens=extraction.cached_tokens,
+        cache_write_tokens=extraction.cache_write_tokens,
+        batch=extraction.batch,
     ).model_dump(mode="json", exclude_none=True)
 
 

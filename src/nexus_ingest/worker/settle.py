@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -21,12 +22,13 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ingest import queue
 from nexus_ingest.db import connection
 from nexus_ingest.errors import DatabaseUnavailable, Permanent, RetryLater, SaveFailed, SaveRejected
-from nexus_ingest.metrics import PROCESSED, PROCESSING_SECONDS
-from nexus_ingest.queue import QueuedMessage
+from nexus_ingest.metrics import DEFERRED, PROCESSED, PROCESSING_SECONDS
+from nexus_ingest.queue import OpenBatch, QueuedMessage, SessionProgress
 from nexus_ingest.retry import RetryPolicy
+from nexus_ingest.spend import extraction_cost_usd
 from nexus_ingest.store import SaveOutcome, SaveRequest, save_extractions
 from nexus_ingest.worker.config import WorkerConfig
-from nexus_ingest.worker.plan import BatchPlan, plan_batch
+from nexus_ingest.worker.plan import BatchPlan, Deferral, WorkItem, decode, plan_batch
 from nexus_ingest.worker.process import Extracted, Failed, log_ids, to_keep
 
 log = structlog.get_logger("nexus.worker")
@@ -79,7 +81,7 @@ class Settler:
         return [*await self.save(done[:middle]), *await self.save(done[middle:])]
 
     async def _save_batch(self, done: Sequence[Extracted]) -> list[Outcome]:
-        requests = [_save_request(d) for d in done]
+        requests = [_save_request(d, self.config) for d in done]
         async with connection(self.pool) as conn:
             results = await save_extractions(
                 conn, requests, queue=queue.QUEUE, archive=self.config.archive
@@ -129,18 +131,96 @@ class Settler:
         async with connection(self.pool) as conn:
             return await queue.seconds_until_visible(conn)
 
+    async def session_progress(
+        self, session_ids: Sequence[str]
+    ) -> tuple[datetime, dict[str, SessionProgress]]:
+        """The database's time, and when each session began and was last extracted."""
+        async with connection(self.pool) as conn:
+            return await queue.session_progress(conn, session_ids)
 
-def _save_request(done: Extracted) -> SaveRequest:
-    item = done.item
+    async def defer(self, deferrals: Sequence[Deferral]) -> None:
+        """Hide snapshots the extraction policy holds back until their time and release their
+        sessions; the read that found them is given back, as a deferral is no attempt."""
+        messages = [d.item.message for d in deferrals]
+        events = [
+            queue.Event(
+                d.item.message.msg_id,
+                d.item.message.session_id,
+                "deferred",
+                None,
+                {"reason": d.reason, "until": d.until.isoformat()},
+            )
+            for d in deferrals
+        ]
+        async with connection(self.pool) as conn, conn.transaction():
+            await queue.defer(conn, [(d.item.message.msg_id, d.until) for d in deferrals])
+            await queue.release_sessions(conn, _leases(messages))
+            await queue.record_events(conn, events)
+        for deferral in deferrals:
+            DEFERRED.labels(reason=deferral.reason).inc()
+            if log.is_enabled_for(logging.INFO):
+                log.info(
+                    "message.deferred",
+                    **log_ids(deferral.item.message),
+                    reason=deferral.reason,
+                    until=deferral.until.isoformat(),
+                )
+
+    async def batched(
+        self, batch_id: str, items: Sequence[WorkItem], *, owner: UUID, claim_s: float
+    ) -> None:
+        """Remember a submitted Message Batch and keep its messages hidden while it runs. Their
+        sessions are released: a newer snapshot need not wait for the batch's answer."""
+        messages = [item.message for item in items]
+        events = [
+            queue.Event(m.msg_id, m.session_id, "batched", m.read_ct, {"batch_id": batch_id})
+            for m in messages
+        ]
+        async with connection(self.pool) as conn, conn.transaction():
+            ids = [m.msg_id for m in messages]
+            await queue.record_batch(conn, batch_id, ids, owner=owner, claim_s=claim_s)
+            await queue.release_sessions(conn, _leases(messages))
+            await queue.record_events(conn, events)
+
+    async def claim_batches(self, owner: UUID, claim_s: float) -> list[OpenBatch]:
+        """The batches `owner` is to poll now: its own, and those whose worker stopped."""
+        async with connection(self.pool) as conn:
+            return await queue.claim_batches(conn, owner=owner, claim_s=claim_s)
+
+    async def release_batches(self, owner: UUID) -> None:
+        """Let any other worker take `owner`'s batches over at once."""
+        async with connection(self.pool) as conn:
+            await queue.release_batches(conn, owner=owner)
+
+    async def batch_settled(self, batch_id: str) -> None:
+        """Forget a batch whose every result is saved or settled otherwise."""
+        async with connection(self.pool) as conn:
+            await queue.forget_batch(conn, batch_id)
+
+    async def queued_items(self, msg_ids: Sequence[int]) -> list[WorkItem]:
+        """The snapshots still queued among `msg_ids`, decoded, as a read would give them."""
+        async with connection(self.pool) as conn:
+            messages = await queue.queued_messages(conn, msg_ids)
+        decoded = [(m, decode(m)) for m in messages]
+        return [WorkItem(m, s) for m, s in decoded if not isinstance(s, str)]
+
+
+def _save_request(done: Extracted, config: WorkerConfig) -> SaveRequest:
+    item, extraction = done.item, done.extraction
+    cost = None
+    if extraction.model is not None:
+        cost = extraction_cost_usd(extraction, config.prices, config.batch_discount)
     return SaveRequest(
         item.message.msg_id,
         item.snapshot.fingerprint,
         item.snapshot.session_id,
         item.snapshot.seq,
-        done.extraction,
+        extraction,
         item.message.enqueued_at,
         item.message.lease,
         item.snapshot.received_at,
+        cost,
+        len(item.snapshot.messages),
     )
 
 
