@@ -115,12 +115,19 @@ def _floor_drain(row: Row, round_no: int) -> Row:
     return {"round": round_no, "work": "read 200 + delete", "workers": 1, **row}
 
 
-def run_all(names: Sequence[str], plan: Plan) -> tuple[Results, dict[str, str]]:
-    """Run the named benchmarks one at a time; a failure is recorded and the rest still run."""
+def run_all(
+    names: Sequence[str], plan: Plan, loads: dict[str, float] | None = None
+) -> tuple[Results, dict[str, str]]:
+    """Run the named benchmarks one at a time; a failure is recorded and the rest still run.
+
+    `loads` gets the machine's 1-minute load average as each benchmark begins.
+    """
     results: Results = {}
     errors: dict[str, str] = {}
     for name in names:
         print(f"== {name} ==", file=sys.stderr, flush=True)
+        if loads is not None:
+            loads[name] = os.getloadavg()[0]
         try:
             results[name] = run_section(name, plan)
         except Exception as exc:
@@ -129,9 +136,10 @@ def run_all(names: Sequence[str], plan: Plan) -> tuple[Results, dict[str, str]]:
     return results, errors
 
 
-def _load_note(before: float) -> str:
-    """The machine's load when the run began: other work on its cores skews the figures."""
-    return f"1-minute load average when the run began: {before:.2f} (on {os.cpu_count()} cores)."
+def _load_note(loads: dict[str, float]) -> str:
+    """The machine's load as each benchmark began: other work on its cores skews the figures."""
+    each = ", ".join(f"{name} {load:.2f}" for name, load in loads.items())
+    return f"1-minute load average as each benchmark began ({os.cpu_count()} cores): {each}."
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -152,8 +160,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     names = [n for n in SECTIONS if not args.only or n in args.only]
-    load = _load_note(os.getloadavg()[0])
-    results, errors = run_all(names, QUICK if args.quick else FULL)
+    loads: dict[str, float] = {}
+    results, errors = run_all(names, QUICK if args.quick else FULL, loads)
+    load = _load_note(loads)
+    print(load)
     print(table(summary_rows(results), SUMMARY_COLUMNS))
     print()
     print(table(targets(results), TARGET_COLUMNS))
