@@ -206,21 +206,33 @@ def held_tables(results: Results) -> list[str]:
     return sorted((t for t, n in peaks.items() if n >= SHOWN_FROM_DEAD), key=lambda t: -peaks[t])
 
 
+HELD_FIGURES = (("p99_ms", "producer p99"), ("e2r_p50_ms", "enqueue → row p50"))
+
+
+def best_without(phases: list[Row], phase: str, key: str) -> Row | None:
+    """Of the runs without the transaction, the one with the lowest `key` in window `phase`:
+    the reference a noisy machine can only make stricter."""
+    runs = [r for r in phases if r.get("variant") == "without" and r.get("phase") == phase]
+    return min(runs, key=lambda r: num(r, key), default=None)
+
+
 def held_ratios(results: Results) -> list[Row]:
-    """Each window of the held run over the same window of the run without the transaction."""
+    """Each window of the held run over the same window of the best run without it."""
     phases = held_phases(results)
     rows = []
     for phase in WINDOWS:
-        held, without = (_first(phases, variant=v, phase=phase) for v in ("held", "without"))
-        if held is None or without is None:
-            continue
-        for key, name in (("p99_ms", "producer p99"), ("e2r_p50_ms", "enqueue → row p50")):
+        held = _first(phases, variant="held", phase=phase)
+        for key, name in HELD_FIGURES:
+            without = best_without(phases, phase, key)
+            if held is None or without is None:
+                continue
             rows.append(
                 {
                     "window": _window_name(phase),
                     "figure": name,
                     "held_ms": held[key],
                     "without_ms": without[key],
+                    "without_run": without["run"],
                     "ratio": _times(ratio(num(held, key), num(without, key))),
                 }
             )
@@ -365,10 +377,15 @@ def _drain_checks(results: Results) -> list[Check]:
 def _held_checks(results: Results) -> list[Check]:
     phases = held_phases(results)
     held = _first(phases, variant="held", phase="first")
-    without = _first(phases, variant="without", phase="first")
     checks = [
-        _ratio_check(f"held transaction: {name} ≤ 1.5x without", held, without, key, 1.5)
-        for name, key in (("producer p99", "p99_ms"), ("enqueue → row p50", "e2r_p50_ms"))
+        _ratio_check(
+            f"held transaction: {name} ≤ 1.5x without",
+            held,
+            best_without(phases, "first", key),
+            key,
+            1.5,
+        )
+        for key, name in HELD_FIGURES
     ]
     dead = dead_tuples_after_release(results)
     grown = [r for r in dead if num(r, "at_release") > 0]
@@ -452,7 +469,7 @@ def _held_summary(r: Row) -> Row:
     if r["variant"] == "held":
         case = f"held transaction, {_window_name(str(r['phase']))}"
     else:
-        case = f"no held transaction, {r['phase']} window"
+        case = f"no held transaction (run {r['run']}), {r['phase']} window"
     return {
         "benchmark": "producer + enqueue → row",
         "case": f"nexus up, {num(r, 'target_rps'):.0f} req/s, {case}",
@@ -516,7 +533,9 @@ HELD_TEXT = (
     "A held transaction: `nexus up` (rules extractor) under a steady open-loop load, first "
     "while another session sits idle in `BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1` "
     "(pinning the xmin horizon, checked in `pg_stat_activity`), then for as long again after it "
-    "commits. The reference is the same run without that session. Enqueue → row is each "
+    "commits. The reference is the same run without that session, right before and right "
+    "after it; each ratio is taken against the better of the two, so the machine's noise "
+    "cannot make the held run look better than it is. Enqueue → row is each "
     "message's `enqueued_at` to its extraction's `created_at` (server clock), for the messages "
     "enqueued in the window. Dead row versions are `pg_stat_user_tables.n_dead_tup`, sampled "
     "throughout; tables shown are those that reached 100."
@@ -535,7 +554,7 @@ PRODUCER_COLUMNS = ["round", "server", "target_rps", "achieved_rps", "requests",
 PRODUCER_COLUMNS += ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
 DRAIN_COLUMNS = ["round", "queue", "work", "workers", "messages", "drain_s", "msgs_per_s"]
 DRAIN_COLUMNS += ["startup_s", "steady_msgs_per_s", "peak_rss_mb"]
-HELD_COLUMNS = ["variant", "phase", "target_rps", "achieved_rps", "requests", "errors"]
+HELD_COLUMNS = ["run", "variant", "phase", "target_rps", "achieved_rps", "requests", "errors"]
 HELD_COLUMNS += ["p50_ms", "p95_ms", "p99_ms", "saved", "e2r_p50_ms", "e2r_p95_ms"]
 HELD_COLUMNS += ["e2r_p99_ms"]
 LATENCY_COLUMNS = ["extractor", "snapshots", "rate_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
@@ -640,7 +659,7 @@ def _dead_series(results: Results) -> str:
     samples = [r for r in results.get("held", []) if r.get("kind") == "dead"]
     vacuums = [r for r in results.get("held", []) if r.get("kind") == "vacuums"]
     rows = [*samples, *({**v, "phase": "vacuums, by the end"} for v in vacuums)]
-    return table(rows, ["variant", "t_s", "phase", *shown])
+    return table(rows, ["run", "variant", "t_s", "phase", *shown])
 
 
 def _error_section(errors: dict[str, str]) -> list[str]:
