@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -21,6 +24,8 @@ from psycopg import sql
 from nexus_ingest.migrate import migrate
 
 NEXUS = str(Path(sys.executable).with_name("nexus"))
+QUEUE_TABLE = "pgmq.q_nexus_prospect_ingestion"
+PRODUCER_PATH = "/api/nexus/producer"
 
 
 def admin_url() -> str:
@@ -88,9 +93,15 @@ def bench_env(database_url: str, port: int | None = None, **extra: str) -> dict[
 
 @contextmanager
 def nexus(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [NEXUS, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    """`nexus ARGS...` as a child process, terminated on exit."""
+    with process([NEXUS, *args], env) as proc:
+        yield proc
+
+
+@contextmanager
+def process(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process with its output discarded, terminated (killed after 20 s) on exit."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield proc
     finally:
@@ -99,6 +110,7 @@ def nexus(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[byt
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 def wait_until_serving(url: str, timeout: float = 30.0) -> None:
@@ -110,6 +122,79 @@ def wait_until_serving(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def run_loadgen(url: str, rate: float, duration: float, warmup: float = 1.0) -> dict[str, object]:
+    """Drive `url` at `rate` requests a second for `duration` seconds from a separate process."""
+    argv = [sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(rate)]
+    argv += ["--duration", str(duration), "--warmup", str(warmup)]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, check=True, timeout=duration + warmup + 120
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
+
+
+@dataclass(frozen=True)
+class Drained:
+    """How one drain went, timed from the consumers' spawn."""
+
+    seconds: float  # spawn to an empty queue
+    startup_s: float  # spawn to the first message gone
+    steady_msgs_per_s: float  # while 95% to 5% of the backlog was left: start-up and tail apart
+    peak_rss: int  # bytes, the largest of the consumer processes
+
+    def figures(self, count: int) -> dict[str, object]:
+        """The columns every drain reports, whoever the consumer."""
+        return {
+            "drain_s": round(self.seconds, 2),
+            "msgs_per_s": round(count / self.seconds),
+            "startup_s": round(self.startup_s, 2),
+            "steady_msgs_per_s": round(self.steady_msgs_per_s),
+            "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+        }
+
+
+POLL_S = 0.025
+
+
+def watch_drain(
+    url: str,
+    procs: Sequence[subprocess.Popen[bytes]],
+    count: int,
+    remaining_sql: str = f"SELECT count(*) FROM {QUEUE_TABLE}",
+    timeout: float = 600.0,
+) -> Drained:
+    """Poll until nothing is left, sampling what remains and the consumers' resident memory."""
+    import psutil
+
+    started = time.perf_counter()
+    watched = [psutil.Process(p.pid) for p in procs]
+    peak = 0
+    samples: list[tuple[float, int]] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.perf_counter() - started < timeout:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a consumer exited before the queue was empty")
+            peak = max(peak, *(p.memory_info().rss for p in watched))
+            row = conn.execute(remaining_sql).fetchone()  # type: ignore[arg-type]
+            samples.append((time.perf_counter() - started, int(row[0]) if row else 0))
+            if samples[-1][1] == 0:
+                return _drained(samples, count, peak)
+            time.sleep(POLL_S)
+    raise RuntimeError(f"the backlog was not drained within {timeout}s")
+
+
+def _drained(samples: list[tuple[float, int]], count: int, peak: int) -> Drained:
+    seconds = samples[-1][0]
+    startup = next((t for t, left in samples if left < count), seconds)
+    middle = [(t, left) for t, left in samples if 0.05 * count < left < 0.95 * count]
+    if len(middle) >= 3:
+        slope = statistics.linear_regression([t for t, _ in middle], [n for _, n in middle]).slope
+        steady = -slope if slope < 0 else 0.0
+    else:  # too quick to sample: the rate after start-up is the best estimate
+        steady = count / (seconds - startup if seconds > startup else seconds)
+    return Drained(seconds, startup, steady, peak)
 
 
 def machine() -> str:

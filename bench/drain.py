@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import ExitStack
 
-import psutil
 import psycopg
 
-from bench.common import bench_env, fresh_database, nexus
+from bench.common import bench_env, fresh_database, nexus, watch_drain
 from nexus_ingest import queue
 from nexus_ingest.db import open_pool
 
@@ -44,27 +44,26 @@ def run(
     extractor: str = "noop",
     count: int = BACKLOG,
     sessions: int | None = None,
+    workers: int = 1,
     pgmq: str | None = None,
     **settings: str,
 ) -> dict[str, object]:
-    """Fill a backlog, then time one worker process draining it (on PGMQ `pgmq`, see
+    """Fill a backlog, then time `workers` worker processes draining it (on PGMQ `pgmq`, see
     common.fresh_database)."""
     with fresh_database(pgmq) as url:
         fill_s = asyncio.run(fill(url, count, sessions or count))
         env = bench_env(url, NEXUS_EXTRACTOR=extractor, **settings)
-        with nexus(["worker"], env) as proc:
-            started = time.perf_counter()
-            peak_rss = _wait_until_drained(url, proc.pid)
-            elapsed = time.perf_counter() - started
+        with ExitStack() as stack:
+            procs = [stack.enter_context(nexus(["worker"], env)) for _ in range(workers)]
+            drained = watch_drain(url, procs, count)
         saved = _count(url, "SELECT count(*) FROM prospect_data")
     return {
         "extractor": extractor,
+        "workers": workers,
         "messages": count,
         "sessions": sessions or count,
-        "drain_s": round(elapsed, 2),
-        "msgs_per_s": round(count / elapsed),
+        **drained.figures(count),
         "rows": saved,
-        "peak_rss_mb": round(peak_rss / 2**20, 1),
         "fill_msgs_per_s": round(count / fill_s),
     }
 
@@ -73,21 +72,6 @@ def _count(url: str, statement: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(statement).fetchone()  # type: ignore[arg-type]
     return int(row[0]) if row else 0
-
-
-def _wait_until_drained(url: str, pid: int, timeout: float = 600.0) -> int:
-    """Poll until the queue is empty; returns the worker's peak resident memory in bytes."""
-    process = psutil.Process(pid)
-    peak = 0
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            peak = max(peak, process.memory_info().rss)
-            row = conn.execute("SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion").fetchone()
-            if row and row[0] == 0:
-                return peak
-            time.sleep(0.05)
-    raise RuntimeError("the backlog was not drained in time")
 
 
 if __name__ == "__main__":

@@ -64,22 +64,18 @@ PEERS = {
 
 def run(name: str, count: int = BACKLOG) -> dict[str, object]:
     """Fill a fresh database with `count` no-op jobs for peer `name`; time one worker draining it."""
-    from bench.common import fresh_database
+    from bench.common import fresh_database, watch_drain
 
     peer = PEERS[name]
     with fresh_database() as url:
         enqueue_s = asyncio.run(_prepare(name, url, count))
-        started = time.perf_counter()
         with _worker_process(name, url) as proc:
-            peak_rss = _wait_until_empty(url, proc, peer.remaining_sql)
-            elapsed = time.perf_counter() - started
+            drained = watch_drain(url, [proc], count, peer.remaining_sql)
     return {
         "queue": name,
         "messages": count,
         "enqueue_s": round(enqueue_s, 2),
-        "drain_s": round(elapsed, 2),
-        "msgs_per_s": round(count / elapsed),
-        "peak_rss_mb": round(peak_rss / 2**20, 1),
+        **drained.figures(count),
         "settings": peer.settings,
     }
 
@@ -112,28 +108,6 @@ def _worker_process(name: str, url: str) -> Iterator[subprocess.Popen[bytes]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_until_empty(
-    url: str, proc: subprocess.Popen[bytes], statement: str, timeout: float = 600.0
-) -> int:
-    """Poll until no job is left; returns the worker's peak resident memory in bytes."""
-    import psutil
-    import psycopg
-
-    process = psutil.Process(proc.pid)
-    peak = 0
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited early with code {proc.returncode}")
-            peak = max(peak, process.memory_info().rss)
-            row = conn.execute(statement).fetchone()  # type: ignore[arg-type]
-            if row and row[0] == 0:
-                return peak
-            time.sleep(0.05)
-    raise RuntimeError("the backlog was not drained in time")
 
 
 def _asyncpg_params(url: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The benchmark harness's pure parts: its Markdown tables and its met/missed verdicts."""
+"""The benchmark harness: its tables and verdicts on made-up figures, and every reference
+benchmark run for real in a tiny mode (seconds), so the harness cannot rot unnoticed."""
 
 from __future__ import annotations
 
@@ -6,38 +7,76 @@ import bench.bursty
 import bench.peers
 import bench.pgmq_versions
 import bench.spend
-from bench.__main__ import drain_medians, ratios, render, summary_rows, targets
+import pytest
+from bench import drain, held, pgmqfloor, producer
 from bench.common import table
+from bench.report import (
+    drain_medians,
+    drain_ratios,
+    floor_ratios,
+    held_ratios,
+    render,
+    summary_rows,
+    targets,
+)
 from bench.spend import SpendPlan, simulated_rows
+
+
+def _run(server: str, rate: float, round_no: int, p99: float, errors: int = 0) -> dict[str, object]:
+    return {"server": server, "round": round_no, "target_rps": rate, "achieved_rps": rate,
+            "requests": 1000, "errors": errors, "p50_ms": p99 / 4, "p95_ms": p99 / 2,
+            "p99_ms": p99, "max_ms": p99 * 2}  # fmt: skip
+
+
+def _drain(queue: str, work: str, workers: int, steady: int, round_no: int) -> dict[str, object]:
+    return {"round": round_no, "queue": queue, "work": work, "workers": workers,
+            "messages": 20000, "drain_s": 20000 / steady + 0.4, "msgs_per_s": steady * 3 // 4,
+            "startup_s": 0.4, "steady_msgs_per_s": steady, "peak_rss_mb": 50.0 + round_no}  # fmt: skip
+
+
+def _phase(run: int, variant: str, phase: str, p99: float, e2r_p50: float) -> dict[str, object]:
+    return {"kind": "phase", "run": run, "variant": variant, "phase": phase, "held": variant == "held"
+            and phase == "first", "target_rps": 300.0, "achieved_rps": 300.0, "requests": 900,
+            "errors": 0, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "saved": 900,
+            "e2r_p50_ms": e2r_p50, "e2r_p95_ms": 2 * e2r_p50, "e2r_p99_ms": 3 * e2r_p50}  # fmt: skip
+
+
+def _dead(
+    run: int, variant: str, t_s: float, phase: str, queue: int, sessions: int
+) -> dict[str, object]:
+    return {"kind": "dead", "run": run, "variant": variant, "t_s": t_s, "phase": phase,
+            "pgmq.q_nexus_prospect_ingestion": queue, "nexus.sessions": sessions,
+            "nexus.schema_migrations": 0}  # fmt: skip
+
 
 RESULTS: dict[str, list[dict[str, object]]] = {
     "producer": [
-        {"target_rps": 500.0, "achieved_rps": 499.8, "requests": 5000, "errors": 0, "p50_ms": 2.1,
-         "p95_ms": 4.0, "p99_ms": 8.5, "max_ms": 20.0},
-        {"target_rps": 1000.0, "achieved_rps": 990.0, "requests": 10000, "errors": 3,
-         "p50_ms": 3.0, "p95_ms": 9.0, "p99_ms": 30.0, "max_ms": 90.0},
+        _run("floor", 500.0, 1, 3.0), _run("serve", 500.0, 1, 8.0), _run("up", 500.0, 1, 12.0),
+        _run("floor", 500.0, 2, 5.0), _run("serve", 500.0, 2, 12.0), _run("up", 500.0, 2, 30.0),
+        _run("floor", 500.0, 3, 4.0), _run("serve", 500.0, 3, 10.0), _run("up", 500.0, 3, 20.0),
+        _run("floor", 1000.0, 1, 6.0), _run("serve", 1000.0, 1, 20.0),
+        _run("up", 1000.0, 1, 90.0, errors=2),
     ],
     "latency": [
         {"extractor": "rules", "snapshots": 500, "rate_per_s": 50.0, "p50_ms": 40.0,
          "p95_ms": 120.0, "p99_ms": 300.0, "max_ms": 400.0},
     ],
     "drain": [
-        {"round": 1, "queue": "nexus", "work": "noop extractor", "messages": 20000,
-         "drain_s": 10.0, "msgs_per_s": 2000, "peak_rss_mb": 90.0},
-        {"round": 1, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
-         "drain_s": 2.5, "msgs_per_s": 8000, "peak_rss_mb": 58.0},
-        {"round": 2, "queue": "nexus", "work": "noop extractor", "messages": 20000,
-         "drain_s": 8.0, "msgs_per_s": 2500, "peak_rss_mb": 91.0},
-        {"round": 2, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
-         "drain_s": 2.0, "msgs_per_s": 10000, "peak_rss_mb": 58.0},
-        {"round": 3, "queue": "nexus", "work": "noop extractor", "messages": 20000,
-         "drain_s": 20.0, "msgs_per_s": 1000, "peak_rss_mb": 92.0},
-        {"round": 3, "queue": "pgqueuer", "work": "no-op job", "messages": 20000,
-         "drain_s": 2.2, "msgs_per_s": 9000, "peak_rss_mb": 58.0},
-        {"round": 1, "queue": "nexus", "work": "rules extractor", "messages": 20000,
-         "drain_s": 12.5, "msgs_per_s": 1600, "peak_rss_mb": 95.5},
-        {"round": 1, "queue": "procrastinate", "work": "no-op job", "messages": 20000,
-         "drain_s": 50.0, "msgs_per_s": 400, "peak_rss_mb": 40.0},
+        *(_drain("nexus", "noop extractor", 1, rate, n) for n, rate in enumerate((9000, 10000, 5000), 1)),
+        *(_drain("pgmq floor", "read 200 + delete", 1, rate, n) for n, rate in enumerate((30000, 20000, 25000), 1)),
+        *(_drain("pgqueuer", "no-op job", 1, rate, n) for n, rate in enumerate((8000, 6000, 7000), 1)),
+        *(_drain("nexus", "noop extractor", 2, rate, n) for n, rate in enumerate((15000, 18000, 17000), 1)),
+        *(_drain("nexus", "rules extractor", 1, rate, n) for n, rate in enumerate((3000, 2000, 2500), 1)),
+        _drain("procrastinate", "no-op job", 1, 500, 1),
+    ],
+    "held": [
+        _phase(1, "without", "first", 10.0, 20.0), _phase(1, "without", "second", 10.0, 20.0),
+        _dead(1, "without", 0.0, "first", 0, 0), _dead(1, "without", 5.0, "second", 900, 800),
+        _phase(2, "held", "first", 20.0, 25.0), _phase(2, "held", "second", 12.0, 20.0),
+        _dead(2, "held", 0.0, "first (held)", 0, 0), _dead(2, "held", 5.0, "first (held)", 3000, 2000),
+        _dead(2, "held", 10.0, "second", 3500, 2500), _dead(2, "held", 15.0, "drained", 100, 2600),
+        {"kind": "vacuums", "run": 2, "variant": "held", "pgmq.q_nexus_prospect_ingestion": 2},
+        _phase(3, "without", "first", 40.0, 15.0), _phase(3, "without", "second", 8.0, 30.0),
     ],
     "bursty": [
         {"sessions": 200, "snapshots": 1000, "workers": 4, "llm_calls": 210,
@@ -66,44 +105,114 @@ def test_table_is_markdown() -> None:
     assert expected == table([{"a": 1, "b": "x"}, {"a": 2}], ["a", "b"])
 
 
-def test_targets_say_met_missed_or_not_run() -> None:
-    """Each target is judged on the made-up figures; a benchmark that did not run is 'not run'."""
-    verdicts = {row["target"]: row["result"] for row in targets(RESULTS)}
+def test_targets_are_ratios_to_their_references() -> None:
+    """Each target is judged on medians over rounds, against the reference of the same run."""
+    verdicts = {row["target"]: (row["ratio"], row["result"]) for row in targets(RESULTS)}
     assert verdicts == {
-        "producer p99 < 10 ms at 500 req/s": "met",
-        "no errors at 1,000 req/s": "missed",
-        "enqueue → row p50 < 50 ms (rules)": "met",
-        "enqueue → row p99 < 250 ms (rules)": "missed",
-        "no-op drain ≥ 1.0x pgqueuer": "missed",
-        "no-op drain ≥ 1.0x procrastinate": "met",
-        "worker peak RSS < 150 MB": "met",
-        "paced spend ≤ 0.33x seed design (pipeline)": "met",
-        "first row ≤ 10 s after a session's first turn (pipeline)": "met",
-        "final row ≤ 60 s after a session's last turn (pipeline)": "missed",
-        "bursts: about one call per session (pipeline)": "missed",
+        "nexus serve: p99 ≤ 3x the HTTP floor's at 500 req/s": ("2.50x", "met"),
+        "nexus serve: no errors at 1,000 req/s": ("", "met"),
+        "nexus up (worker busy): p99 ≤ 3x the HTTP floor's at 500 req/s": ("5.00x", "missed"),
+        "nexus up (worker busy): no errors at 1,000 req/s": ("", "missed"),
+        "enqueue → row p50 < 50 ms (rules, 50/s)": ("", "met"),
+        "enqueue → row p99 < 250 ms (rules, 50/s)": ("", "missed"),
+        "no-op drain over the PGMQ floor ≥ 0.4x": ("0.36x", "missed"),
+        "no-op drain over pgqueuer ≥ 1.5x": ("1.29x", "missed"),
+        "no-op drain over procrastinate ≥ 1.0x": ("18.00x", "met"),
+        "two worker processes over one (no-op) ≥ 1.6x": ("1.89x", "met"),
+        "rules drain over the no-op drain ≥ 0.5x": ("0.28x", "missed"),
+        "held transaction: producer p99 ≤ 1.5x without": ("2.00x", "missed"),
+        "held transaction: enqueue → row p50 ≤ 1.5x without": ("1.67x", "missed"),
+        "held transaction: dead tuples stop growing once it ends": ("", "missed"),
+        "worker peak RSS < 150 MB": ("", "met"),
+        "paced spend ≤ 0.33x the seed design (pipeline)": ("", "met"),
+        "first row ≤ 10 s after a session's first turn (pipeline)": ("", "met"),
+        "final row ≤ 60 s after a session's last turn (pipeline)": ("", "missed"),
+        "bursts: about one call per session (pipeline)": ("", "missed"),
     }
     assert {"not run"} == {row["result"] for row in targets({})}
 
 
-def test_summary_ratios_and_report() -> None:
-    """One summary row per figure, median-to-median ratios, and a report holding every section."""
-    assert len(summary_rows(RESULTS)) == 12
-    medians = {(r["queue"], r["work"]): r for r in drain_medians(RESULTS)}
-    noop = medians[("nexus", "noop extractor")]
-    assert (noop["msgs_per_s"], noop["slowest"], noop["fastest"], noop["runs"]) == (
-        2000,
-        1000,
-        2500,
+def test_ratio_tables_summary_and_report() -> None:
+    """Medians and ratios per reference, one summary row per figure, a section per reference."""
+    noop = next(
+        r for r in drain_medians(RESULTS) if r["work"] == "noop extractor" and r["workers"] == 1
+    )
+    assert (noop["steady_msgs_per_s"], noop["slowest"], noop["fastest"], noop["runs"]) == (
+        9000,
+        5000,
+        10000,
         3,
     )
-    assert noop["peak_rss_mb"] == 92.0
-    assert [row["nexus_over_peer"] for row in ratios(RESULTS)] == ["0.22x", "5.00x"]
+    assert noop["peak_rss_mb"] == 53.0
+    assert [r["ratio"] for r in drain_ratios(RESULTS)] == [
+        "0.36x",
+        "1.29x",
+        "18.00x",
+        "1.89x",
+        "0.28x",
+    ]
+    assert [(r["server"], r["rate"], r["p99_over_floor"]) for r in floor_ratios(RESULTS)] == [
+        ("nexus serve", "500 req/s", "2.50x"),
+        ("nexus up (worker busy)", "500 req/s", "5.00x"),
+        ("nexus serve", "1000 req/s", "3.33x"),
+        ("nexus up (worker busy)", "1000 req/s", "15.00x"),
+    ]
+    assert [(r["ratio"], r["without_run"]) for r in held_ratios(RESULTS)] == [
+        ("2.00x", 1), ("1.67x", 3), ("1.50x", 3), ("1.00x", 1)
+    ]  # fmt: skip
+    assert len(summary_rows(RESULTS)) == 6 + 1 + 6 + 6 + 1 + 4
     report = render(RESULTS, {"bursty": "RuntimeError: boom"}, "box: 2 cores", "today")
-    for heading in ("## Summary", "## Targets", "## Drain", "## Bursty", "## Spend", "## Failed"):
+    for heading in ("## Targets", "## Summary", "## Producer against the HTTP floor",
+                    "## Drain against the PGMQ floor and the peers", "## Held transaction",
+                    "## Bursty", "## Spend", "## Failed"):  # fmt: skip
         assert heading in report
-    assert "median of 3 (1000–2500)" in report
+    assert "| pgmq.q_nexus_prospect_ingestion | 3000 | 3500 | 100 | 100 | 900 | True |" in report
+    assert "nexus.schema_migrations" not in report
+    assert "Rerun: `.venv/bin/python -m bench --only held" in report
     assert set(bench.peers.PEERS) == {"pgqueuer", "procrastinate"}
     assert bench.bursty.SESSIONS == 200
+
+
+@pytest.fixture
+def bench_server(pg_admin_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The benchmarks create their databases on the test server."""
+    monkeypatch.setenv("DATABASE_URL", pg_admin_url)
+    return pg_admin_url
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_producer_against_the_http_floor_runs() -> None:
+    """The floor, `nexus serve`, `nexus up` and the naive producer all answer 202 under load."""
+    rows = producer.run(rates=(50,), duration=0.5, rounds=1, naive_rate=50, warmup=0.2)
+    assert [r["server"] for r in rows] == ["floor", "serve", "up", "naive"]
+    for row in rows:
+        assert row["statuses"] == {"202": row["requests"]} and int(row["requests"]) >= 20, row
+    assert [r["server"] for r in floor_ratios({"producer": rows})] == [
+        "nexus serve", "nexus up (worker busy)", "naive producer"
+    ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_pgmq_floor_and_two_worker_drain_run() -> None:
+    """The PGMQ floor empties the backlog; two worker processes save every message of theirs."""
+    floor = pgmqfloor.run(400)
+    assert floor["messages"] == 400 and int(floor["steady_msgs_per_s"]) > 0
+    two = drain.run("noop", 400, workers=2)
+    assert two["rows"] == 400 and two["workers"] == 2
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_held_transaction_case_runs() -> None:
+    """Both runs measure both windows, and the held one samples dead row versions as they pile up."""
+    rows = held.run(40, 1.0, 0.5, sample_s=0.5, warmup=0.2, runs=("without", "held"))
+    phases = [(r["variant"], r["phase"], r["held"]) for r in rows if r["kind"] == "phase"]
+    assert phases == [
+        ("without", "first", False), ("without", "second", False),
+        ("held", "first", True), ("held", "second", False),
+    ]  # fmt: skip
+    assert all(int(r["saved"]) > 0 for r in rows if r["kind"] == "phase")
+    samples = [r for r in rows if r["kind"] == "dead" and r["phase"] == "first (held)"]
+    assert samples and "nexus.sessions" in samples[-1]
 
 
 def test_spend_simulation_runs_small_and_says_what_it_measured() -> None:
