@@ -23,8 +23,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import api, queue
-from nexus_ingest.settings import Settings
 from nexus_ingest.db import connection
+from nexus_ingest.settings import Settings
 
 
 class FloorBatcher:
