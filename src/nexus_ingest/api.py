@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from nexus_ingest import QUEUE_NAME, __version__, contract, queue
@@ -26,6 +26,7 @@ from nexus_ingest.metrics import (
     QUEUE_OLDEST_AGE,
     REJECTED,
     RequestTimer,
+    exposition,
 )
 from nexus_ingest.models import QueuedSnapshot, SnapshotIn
 from nexus_ingest.probes import api_readiness, liveness
@@ -338,7 +339,7 @@ async def prometheus_metrics(request: Request) -> Response:
         QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
     except DatabaseUnavailable:
         pass  # the scrape still answers; queue gauges keep their last value
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def consume(request: Request) -> Response:

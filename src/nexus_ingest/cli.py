@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -229,12 +231,34 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.runtime import run
+    with _shared_metrics():
+        from nexus_ingest.runtime import run_up
 
-    url = _migrated_database(settings)
-    _announce(settings)
-    _run(run(settings, url, api=True, worker=True))
+        url = _migrated_database(settings)
+        _announce(settings)
+        _run(run_up(settings, url))
     return 0
+
+
+# prometheus_client's own variable (nexus_ingest.metrics reads it too; importing that module
+# here would import prometheus_client before the variable is set).
+_PROMETHEUS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """A metrics folder that the API and its worker process both write to, so /metrics counts
+    both. Set before anything imports prometheus_client, which reads it then; one the user set
+    is used and kept."""
+    if os.environ.get(_PROMETHEUS_FOLDER):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="nexus-metrics-") as folder:
+        os.environ[_PROMETHEUS_FOLDER] = folder
+        try:
+            yield
+        finally:
+            del os.environ[_PROMETHEUS_FOLDER]
 
 
 def _announce(settings: Settings) -> None:

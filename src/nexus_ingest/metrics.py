@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.spend import (
@@ -41,8 +49,15 @@ DEFERRED = Counter(
 )
 LLM_CALLS = Counter("nexus_llm_calls", "Extractor calls.", ["extractor", "result"])
 LLM_TOKENS = Counter("nexus_llm_tokens", "Tokens used by extractors.", ["extractor", "kind"])
-QUEUE_LENGTH = Gauge("nexus_queue_length", "Messages in the ingestion queue.")
-QUEUE_OLDEST_AGE = Gauge("nexus_queue_oldest_age_seconds", "Age of the oldest queued message.")
+# Only the API sets these; when `nexus up` merges its processes' metrics, its figure is the one.
+QUEUE_LENGTH = Gauge(
+    "nexus_queue_length", "Messages in the ingestion queue.", multiprocess_mode="mostrecent"
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "nexus_queue_oldest_age_seconds",
+    "Age of the oldest queued message.",
+    multiprocess_mode="mostrecent",
+)
 LLM_BILLED_TOKENS = Counter(
     "nexus_llm_billed_tokens",
     "Tokens LLM providers billed, by model and kind (input, cache_write, cache_read, output).",
@@ -128,3 +143,16 @@ class RequestTimer:
         if child is None:
             child = self._children[key] = HTTP_SECONDS.labels(key[0], key[1], str(status))
         child.observe(seconds)
+
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus's text format: this process's, or, when processes share a
+    metrics folder (`nexus up` runs its worker in a process of its own), all of theirs."""
+    if not os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)

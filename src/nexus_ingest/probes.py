@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from nexus_ingest.db import schema_version
 from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.metrics import exposition
 from nexus_ingest.migrate import latest_version
 
 _RETRY_AFTER_S = "5"
@@ -95,7 +96,7 @@ def worker_app(probe: WorkerProbe) -> Starlette:
     """A standalone worker's HTTP face: /metrics, /healthz and /readyz."""
 
     def metrics(request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def readiness(request: Request) -> Response:
         return readiness_answer(probe.problems())

@@ -1,11 +1,19 @@
-"""Running the service and the worker: one event loop, clean stop on SIGINT/SIGTERM."""
+"""Running the service and the worker until SIGINT/SIGTERM, then stopping cleanly.
+
+`nexus serve` and `nexus worker` each run one event loop. `nexus up` runs the API here and the
+worker as a child process it supervises: on one event loop the worker's CPU work (decoding,
+extraction) held the API's answers back, and a worker that died would take the API with it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import sys
+import time
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +22,7 @@ import structlog
 from nexus_ingest.db import open_pool
 from nexus_ingest.extract import build_extractor
 from nexus_ingest.maintenance import maintenance_loop
+from nexus_ingest.metrics import MULTIPROCESS_DIR_VARIABLE
 from nexus_ingest.settings import Settings
 from nexus_ingest.telemetry import configure_tracing, shutdown_tracing
 from nexus_ingest.worker import Worker, worker_config
@@ -160,3 +169,85 @@ async def run(settings: Settings, database_url: str, *, api: bool, worker: bool)
     for task in done:
         if task.exception():
             raise task.exception()  # type: ignore[misc]
+
+
+# A worker that ran this long before it exited is started again at once; one that keeps
+# exiting sooner is started again after a back-off, doubled each time up to the cap.
+_HEALTHY_RUN_S = 60.0
+_RESTART_CAP_S = 30.0
+
+
+async def run_up(settings: Settings, database_url: str) -> None:
+    """The API in this process and the worker in a child process, until SIGINT/SIGTERM."""
+    stop = _stop_on_signals()
+    _tune_garbage_collector()
+    configure_tracing("nexus")
+    tasks = [
+        asyncio.create_task(serve_api(settings, database_url, stop)),
+        asyncio.create_task(supervise_worker(database_url, stop, settings.worker_shutdown_grace_s)),
+    ]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    shutdown_tracing()
+    for task in done:
+        if task.exception():
+            raise task.exception()  # type: ignore[misc]
+
+
+async def supervise_worker(database_url: str, stop: asyncio.Event, grace_s: float) -> None:
+    """Run `nexus worker` as a child process until `stop` is set, starting it again whenever
+    it exits on its own; on `stop`, give it its grace period to finish, then end it."""
+    backoff = 1.0
+    while not stop.is_set():
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nexus_ingest", "worker", env=_worker_env(database_url)
+        )
+        started = time.monotonic()
+        log.info("worker.process_started", pid=child.pid)
+        exited = asyncio.create_task(child.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop.is_set():
+            await _end_child(child, exited, grace_s)
+            return
+        _forget_metrics_of(child.pid)
+        if time.monotonic() - started > _HEALTHY_RUN_S:
+            backoff = 1.0
+        log.error(
+            "worker.process_exited", pid=child.pid, code=child.returncode, restart_in_s=backoff
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        backoff = min(backoff * 2, _RESTART_CAP_S)
+
+
+def _worker_env(database_url: str) -> dict[str, str]:
+    """The child's environment: this one's, on the database this process resolved, and without
+    a probe port of its own (the API answers for both)."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    env.pop("NEXUS_WORKER_METRICS_PORT", None)
+    return env
+
+
+async def _end_child(
+    child: asyncio.subprocess.Process, exited: asyncio.Task[int], grace_s: float
+) -> None:
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(exited), timeout=grace_s + 5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await exited
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """A dead process's gauges leave the merged metrics; its counters' totals stay."""
+    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

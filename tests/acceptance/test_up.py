@@ -1,0 +1,64 @@
+"""`nexus up`: the API in one process, the worker in a child process it supervises."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import psutil
+import psycopg
+
+from tests.acceptance.test_observability import samples
+from tests.helpers import free_port, nexus_env, nexus_process, wait_for, wait_healthy
+
+NAMES = ("Bruno", "Carla", "Diego", "Elena", "Fabio")
+
+
+def _worker_children(pid: int) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process(pid).children()
+        if "worker" in " ".join(p.cmdline()) and p.is_running()
+    ]
+
+
+def _post(base: str, session: str, name: str) -> httpx.Response:
+    body = {
+        "messages": [{"role": "user", "content": f"Me llamo {name} y quiero paquetes"}],
+        "fingerprint": f"fp-{session}",
+        "sessionId": session,
+    }
+    return httpx.post(f"{base}/api/nexus/producer", json=body, timeout=5)
+
+
+def _names(db_url: str) -> set[str]:
+    with psycopg.connect(db_url) as conn:
+        return {r[0] for r in conn.execute("SELECT nombre FROM prospect_data")}
+
+
+def test_a_dead_worker_process_is_started_again_and_the_api_never_stops(db_url: str) -> None:
+    """The worker runs in its own process; killed, it is started again while the API keeps
+    answering 202, and /metrics counts what both processes did."""
+    port = free_port()
+    env = nexus_env(db_url, port, NEXUS_EXTRACTOR="rules")
+    with nexus_process(["up"], env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        [first] = wait_for(lambda: _worker_children(proc.pid), what="the worker process")
+        assert _post(base, "before", "Ana").status_code == 202
+        wait_for(lambda: "Ana" in _names(db_url), what="Ana's row")
+
+        first.send_signal(signal.SIGKILL)
+        answers = [_post(base, f"during-{n}", name).status_code for n, name in enumerate(NAMES)]
+        [second] = wait_for(
+            lambda: [p for p in _worker_children(proc.pid) if p.pid != first.pid],
+            timeout=20,
+            what="a new worker process",
+        )
+        wait_for(lambda: set(NAMES) <= _names(db_url), timeout=20, what="every row")
+        metrics = samples(httpx.get(f"{base}/metrics").text)
+
+    assert answers == [202] * 5
+    assert second.pid != first.pid
+    assert metrics[("nexus_messages_enqueued_total", ())] == 6
+    assert metrics[("nexus_messages_processed_total", (("outcome", "saved"),))] == 6
