@@ -4,7 +4,9 @@ reach of one test database."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +24,13 @@ BUNDLED = get_embedded_sql_version()  # "1.13.0"
 
 def fixtures() -> Path:
     """The upstream extension files beside the repository (`../shared/fixtures/pgmq-supabase`,
-    never copied in), or a skip saying why the test cannot run here."""
-    candidates = [ROOT.parent / _FIXTURES, _main_checkout().parent / _FIXTURES]
+    never copied in), or a skip saying why the test cannot run here. A worktree looks beside its
+    main checkout, a local clone beside the repository it was cloned from, and
+    NEXUS_PGMQ_FIXTURES names the folder outright."""
+    named = os.environ.get("NEXUS_PGMQ_FIXTURES")
+    candidates = [Path(named)] if named else []
+    candidates += [ROOT.parent / _FIXTURES, _main_checkout().parent / _FIXTURES]
+    candidates += [origin.parent / _FIXTURES for origin in _local_origin()]
     for folder in candidates:
         if (folder / "pgmq.control").is_file():
             return folder
@@ -37,6 +44,21 @@ def _main_checkout() -> Path:
         gitdir = Path(marker.read_text().removeprefix("gitdir:").strip())
         return gitdir.parents[2]
     return ROOT
+
+
+def _local_origin() -> list[Path]:
+    """The repository this one was cloned from, when that is a folder on this machine."""
+    try:
+        url = subprocess.run(
+            ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    path = Path(url.removeprefix("file://"))
+    return [path.resolve()] if url and path.is_dir() else []
 
 
 def create_extension(url: str, version: str) -> None:
