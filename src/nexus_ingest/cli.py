@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate = _command(sub, "migrate", "apply pending database migrations", cmd_migrate)
     _json_flag(migrate, "print what was applied as one JSON object")
     _command(sub, "serve", "run the HTTP API only", cmd_serve)
-    _command(sub, "worker", "run the queue worker only", cmd_worker)
+    worker = _command(sub, "worker", "run the queue worker only", cmd_worker)
+    # `nexus up` has migrated before it starts its worker process; that process must not stop
+    # on a database that went away in between, but wait for it like the running worker does.
+    worker.add_argument("--migrated", action="store_true", help=argparse.SUPPRESS)
     send = _command(
         sub,
         "send",
@@ -296,7 +299,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from nexus_ingest.runtime import run
 
-    _run(run(settings, _migrated_database(settings), api=False, worker=True))
+    url = _database(settings) if args.migrated else _migrated_database(settings)
+    _run(run(settings, url, api=False, worker=True))
     return 0
 
 

@@ -201,7 +201,12 @@ async def supervise_worker(database_url: str, stop: asyncio.Event, grace_s: floa
     backoff = 1.0
     while not stop.is_set():
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nexus_ingest", "worker", env=_worker_env(database_url)
+            sys.executable,
+            "-m",
+            "nexus_ingest",
+            "worker",
+            "--migrated",
+            env=_worker_env(database_url),
         )
         started = time.monotonic()
         log.info("worker.process_started", pid=child.pid)

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.helpers import (
@@ -87,7 +88,9 @@ def test_the_guide_from_an_existing_project_to_a_lead(
     with nexus_process(shlex.split(block("up"))[1:], env, log_path=tmp_path / "up.log") as proc:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         assert json.loads(shell(block("send"), url, project, port))["status"] == "accepted"
-        wait_for(lambda: "Carlos" in sql_block("checks", url), timeout=20, what="Carlos's row")
+        # The checks list the queue too, where Carlos's snapshot is before any worker read it.
+        wait_for(lambda: _drained_to_carlos(url), timeout=30, what="Carlos's row, queue empty")
+        assert "Carlos" in sql_block("checks", url)
 
     env = nexus_env(url, port, NEXUS_EXTRACTOR="rules", NEXUS_CONSUMER_TOKEN=TOKEN)
     with nexus_process(
@@ -98,6 +101,16 @@ def test_the_guide_from_an_existing_project_to_a_lead(
         consumed = json.loads(shell(block("consume"), url, project, port))
     assert consumed["status"] == "success" and consumed["msgId"] == accepted["messageId"]
     assert consumed["extractedData"]["nombre"] == "Carlos"
+
+
+def _drained_to_carlos(url: str) -> bool:
+    """The worker has taken every message (the anon check's too) and saved Carlos's row."""
+    with psycopg.connect(url) as conn:
+        queued = conn.execute("SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion").fetchone()
+        name = conn.execute(
+            "SELECT nombre FROM prospect_data WHERE session_id = 'test-session-456'"
+        ).fetchone()
+    return queued == (0,) and name == ("Carlos",)
 
 
 def test_the_sql_editor_script_then_nexus_migrate(

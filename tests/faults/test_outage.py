@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -243,6 +244,43 @@ def test_every_log_line_is_json_through_a_database_outage(
     loggers = {p.get("logger") for p in parsed}
     assert {"psycopg.pool", "uvicorn.error"} <= loggers, loggers
     assert "Me llamo" not in log.read_text("utf-8")
+
+
+def _events(path: Path, name: str) -> list[dict[str, object]]:
+    return [e for e in map(json.loads, _log_lines(path)) if e.get("event") == name]
+
+
+def test_a_worker_process_started_in_an_outage_waits_for_the_database(
+    own_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The worker process `nexus up` starts again while Postgres is down waits for it, logging
+    JSON, instead of exiting on its first connection."""
+    pgdata, url = own_server
+    port = free_port()
+    log = tmp_path / "up.log"
+    env = nexus_env(url, port, NEXUS_EXTRACTOR="rules", NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="0")
+    with nexus_process(["up"], env, log_path=log) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, proc)
+        wait_for(lambda: _events(log, "worker.started"), timeout=30, what="the worker")
+        [first] = psutil.Process(proc.pid).children()
+        pg_ctl(pgdata, "-w", "-m", "fast", "stop")
+        first.kill()
+        wait_for(lambda: len(_events(log, "worker.started")) == 2, timeout=30, what="its successor")
+        [second] = psutil.Process(proc.pid).children()
+        pg_ctl(
+            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
+        )
+        wait_for(lambda: _post(base, 30) == 202, timeout=30, interval=0.2, what="recovery")
+        with psycopg.connect(url) as conn:
+            wait_for(
+                lambda: conn.execute("SELECT count(*) FROM prospect_data").fetchone() == (1,),
+                timeout=30,
+                what="the row saved by the second worker",
+            )
+        assert second.is_running() and [second] == psutil.Process(proc.pid).children()
+    assert len(_events(log, "worker.process_exited")) == 1  # the one killed, not its successor
+    assert all(isinstance(json.loads(line), dict) for line in _log_lines(log))
 
 
 def _status(url: str) -> int:
