@@ -1,0 +1,215 @@
+"""This checkout against an earlier revision, on one server, in alternation: did a change cost speed?
+
+    python -m bench.revisions 3d5ff72              # ~6 minutes: no-op and rules drains, producer
+    python -m bench.revisions 3d5ff72 --quick      # smoke run
+
+The earlier revision is checked out into a temporary git worktree and run from this environment
+(its `src/` first on PYTHONPATH), so both sides use the same libraries. Each side migrates and
+fills its own fresh database with its own code, since a queue body or a SQL function may differ
+between them; the drain is watched and the load driven by this checkout's harness, so both are
+measured alike. Every round runs: both sides' no-op drain, pgqueuer's, both sides' rules drain,
+both sides' producer at 500 req/s; which side goes first swaps every round, and medians over
+rounds are compared, as ratios to pgqueuer (the drains) and to each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench import peers
+from bench.common import (
+    admin_url,
+    bench_env,
+    free_port,
+    nexus,
+    run_loadgen,
+    table,
+    wait_until_serving,
+    watch_drain,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run in a side's own code: migrate a fresh database, then queue a backlog with its queue module.
+_PREPARE = """
+import asyncio, sys, uuid
+from nexus_ingest import queue
+from nexus_ingest.migrate import migrate
+try:
+    from nexus_ingest.db import open_pool
+except ImportError:  # before the worker became a package, the pool lived in store
+    from nexus_ingest.store import open_pool
+
+async def fill(url, count):
+    pool = await open_pool(url, min_size=1, max_size=2)
+    run = uuid.uuid4().hex[:6]
+    try:
+        for offset in range(0, count, 500):
+            batch = []
+            for i in range(offset, min(count, offset + 500)):
+                sid = f"rev-{run}-{i}"
+                text = f"Hola, me llamo Cliente{i} y quiero precios"
+                body = {"sessionId": sid, "fingerprint": sid, "messages": [{"role": "user", "content": text}]}
+                batch.append(queue.Snapshot(sid, sid, body, {}))
+            await queue.enqueue_many(pool, batch)
+    finally:
+        await pool.close()
+
+url, count = sys.argv[1], int(sys.argv[2])
+migrate(url)
+if count:
+    asyncio.run(fill(url, count))
+"""
+Row = dict[str, object]
+
+
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """`revision` checked out in a temporary folder, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="nexus-rev-") as folder:
+        tree = Path(folder) / "tree"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(tree), revision], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def side_env(tree: Path | None, env: dict[str, str]) -> dict[str, str]:
+    """`env` running the code of `tree` (None: this checkout)."""
+    if tree is None:
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([str(tree / "src"), env.get("PYTHONPATH", "")])}
+
+
+@contextmanager
+def side_database(tree: Path | None, backlog: int) -> Iterator[str]:
+    """A fresh database migrated, and filled with `backlog` snapshots, by the code of `tree`."""
+    admin = admin_url()
+    name = f"nexus_rev_{os.urandom(4).hex()}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    try:
+        env = side_env(tree, dict(os.environ))
+        argv = [sys.executable, "-c", _PREPARE, url, str(backlog)]
+        subprocess.run(argv, env=env, check=True, timeout=600)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def drain(tree: Path | None, extractor: str, backlog: int) -> float:
+    """Messages a second one worker process of `tree` drains in steady state (after start-up)."""
+    with side_database(tree, backlog) as url:
+        env = side_env(tree, bench_env(url, NEXUS_EXTRACTOR=extractor))
+        with ExitStack() as stack:
+            proc = stack.enter_context(nexus(["worker"], env))
+            drained = watch_drain(url, [proc], backlog)
+    return float(drained.figures(backlog)["steady_msgs_per_s"])  # type: ignore[arg-type]
+
+
+def producer_p99(tree: Path | None, rate: int, seconds: float) -> float:
+    """`nexus serve` of `tree`: p99 in ms at `rate` requests a second."""
+    with side_database(tree, 0) as url:
+        port = free_port()
+        env = side_env(tree, bench_env(url, port, NEXUS_EXTRACTOR="rules"))
+        with nexus(["serve"], env):
+            target = f"http://127.0.0.1:{port}/api/nexus/producer"
+            wait_until_serving(f"http://127.0.0.1:{port}/metrics")
+            result = run_loadgen(target, rate, seconds)
+    if result.get("errors"):
+        print(f"   {result['errors']} errors", file=sys.stderr)
+    return float(result["p99_ms"])  # type: ignore[arg-type]
+
+
+def run(
+    revision: str, after: str | None, rounds: int, backlog: int, seconds: float, noop_only: bool
+) -> list[Row]:
+    """One row per round: every figure of both sides, and pgqueuer's."""
+    rows = []
+    with ExitStack() as trees:
+        old = trees.enter_context(worktree(revision))
+        new = trees.enter_context(worktree(after)) if after else None
+        for round_no in range(1, rounds + 1):
+            sides: list[tuple[str, Path | None]] = [("before", old), ("after", new)]
+            if round_no % 2 == 0:
+                sides.reverse()
+            row: Row = {"round": round_no}
+            for extractor in ("noop",) if noop_only else ("noop", "rules"):
+                for name, tree in sides:
+                    _say(f"round {round_no}: {name}, {extractor} drain")
+                    row[f"{name} {extractor}"] = round(drain(tree, extractor, backlog))
+                if extractor == "noop":
+                    _say(f"round {round_no}: pgqueuer")
+                    row["pgqueuer"] = peers.run("pgqueuer", backlog)["steady_msgs_per_s"]
+            for name, tree in [] if noop_only else sides:
+                _say(f"round {round_no}: {name}, producer")
+                row[f"{name} p99 ms"] = round(producer_p99(tree, 500, seconds), 2)
+            rows.append(row)
+    return rows
+
+
+def summary(rows: list[Row]) -> list[Row]:
+    """Medians over rounds, each side's drain over pgqueuer's, and after over before."""
+
+    def median(key: str) -> float:
+        return statistics.median(float(r[key]) for r in rows)  # type: ignore[arg-type]
+
+    pgqueuer = median("pgqueuer")
+    out = []
+    for figure in ("noop", "rules", "p99 ms"):
+        if f"before {figure}" not in rows[0]:
+            continue
+        before, after = median(f"before {figure}"), median(f"after {figure}")
+        out.append(
+            {
+                "figure": f"{figure} drain, msgs/s" if figure != "p99 ms" else "producer p99, ms",
+                "before": round(before, 2),
+                "after": round(after, 2),
+                "after / before": f"{after / before:.2f}x",
+                "before / pgqueuer": f"{before / pgqueuer:.2f}x" if figure == "noop" else "",
+                "after / pgqueuer": f"{after / pgqueuer:.2f}x" if figure == "noop" else "",
+            }
+        )
+    return out
+
+
+def _say(what: str) -> None:
+    print(f"== {what} ==", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.revisions", description=__doc__)
+    parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
+    parser.add_argument("--after", help="a later revision to compare (default: this checkout)")
+    parser.add_argument("--noop-only", action="store_true", help="only the no-op drains")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backlog", type=int, default=20_000, help="messages per drain")
+    parser.add_argument("--quick", action="store_true", help="one round, small backlog")
+    args = parser.parse_args(argv)
+    rounds, backlog, seconds = (1, 2_000, 3.0) if args.quick else (args.rounds, args.backlog, 10.0)
+    rows = run(args.revision, args.after, rounds, backlog, seconds, args.noop_only)
+    print(table(rows, list(rows[0])))
+    print()
+    medians = summary(rows)
+    print(table(medians, list(medians[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
