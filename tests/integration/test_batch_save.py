@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import uuid
 from typing import Any
 
@@ -227,3 +228,54 @@ def test_a_save_reads_its_rows_by_key_however_large_the_tables(db_url: str) -> N
     merge_plans = [p for p in plans if "prospect_extractions" in p]
     assert merge_plans, "auto_explain showed the merge's plan"
     assert not [p for p in merge_plans if "Seq Scan" in p], merge_plans
+
+
+def _session_items(count: int) -> list[dict[str, Any]]:
+    return [
+        {"msg_id": n, "fingerprint_id": f"fp-{n}", "session_id": f"s-{n}", "seq": 1}
+        for n in range(1, count + 1)
+    ]
+
+
+def test_a_redelivered_batch_is_duplicate_and_merges_nothing(db_url: str) -> None:
+    """The same messages saved again (a worker that died before its commit was seen) are each
+    a duplicate: no second history row, no second merge."""
+    items = _session_items(3)
+    for item in items:
+        item["data"] = {"nombre": "Ana"}
+    save = "SELECT msg_id, outcome FROM nexus.save_extractions(%s, %s::jsonb)"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        first = dict(conn.execute(save, (QUEUE, json.dumps(items))).fetchall())
+        again = dict(conn.execute(save, (QUEUE, json.dumps(items))).fetchall())
+        counts = conn.execute(
+            "SELECT sum(extraction_count), (SELECT count(*) FROM prospect_extractions)"
+            " FROM prospect_data"
+        ).fetchone()
+    assert first == {1: "applied", 2: "applied", 3: "applied"}
+    assert again == {1: "duplicate", 2: "duplicate", 3: "duplicate"}
+    assert counts == (3, 3)
+
+
+def test_a_save_rescans_no_intermediate_result_per_item(db_url: str) -> None:
+    """A 200-item merge reads each of its intermediate results once: a plan that rescans one
+    for every item (a nested loop over two of them) costs the square of the batch."""
+    plans: list[str] = []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_analyze = on",
+            "SET auto_explain.log_timing = off",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_level = notice",
+        ):
+            conn.execute(setting)
+        rows = conn.execute(
+            "SELECT outcome FROM nexus.save_extractions(%s, %s::jsonb)",
+            (QUEUE, json.dumps(_session_items(200))),
+        ).fetchall()
+    assert rows == [("applied",)] * 200
+    [merge] = [p for p in plans if "INSERT INTO public.prospect_extractions" in p]
+    rescans = re.findall(r"CTE Scan on \w+ \w+ .*loops=([0-9]+)", merge)
+    assert rescans and all(int(loops) == 1 for loops in rescans), merge

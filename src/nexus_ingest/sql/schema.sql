@@ -475,10 +475,15 @@ BEGIN
             last_received_at  = GREATEST(p.last_received_at, EXCLUDED.last_received_at),
             updated_at        = now()
     )
-    -- Without a message id there is no redelivery to recognise.
+    -- An item's outcome is its verdict when its history row was written now; otherwise its
+    -- message was recorded before (a redelivery: a duplicate). Without a message id there is
+    -- no redelivery to recognise. The recorded ids are looked up in an array, not joined.
+    -- (An uncorrelated ARRAY(subquery): evaluated once, as an InitPlan.)
     SELECT j.msg_id,
-           CASE WHEN j.msg_id IS NULL THEN j.verdict ELSE COALESCE(r.outcome, 'duplicate') END
-    FROM judged j LEFT JOIN recorded r ON r.msg_id = j.msg_id
+           CASE WHEN j.msg_id IS NULL
+                  OR j.msg_id = ANY (ARRAY(SELECT r.msg_id FROM recorded r))
+                THEN j.verdict ELSE 'duplicate' END
+    FROM judged j
     UNION ALL
     SELECT g.msg_id, 'forgotten' FROM gone g;
 END;
