@@ -562,6 +562,7 @@ $$;
 CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid) RETURNS TABLE(msg_id bigint, read_ct integer, enqueued_at timestamp with time zone, message jsonb, headers jsonb, last_seq integer)
     LANGUAGE plpgsql
     SET search_path TO ''
+    SET enable_seqscan TO 'off'
     AS $_$
 DECLARE
     v_until timestamptz := clock_timestamp() + make_interval(secs => p_vt);
