@@ -542,6 +542,7 @@ make bench                                # installs the bench extras, runs all,
 .venv/bin/python -m bench --only drain    # one benchmark (repeatable), prints only
 DATABASE_URL=postgresql://USER@HOST/DB make bench   # on another server (default: embedded)
 DATABASE_URL=postgresql://USER@HOST/DB .venv/bin/python -m bench.pgmq_versions  # pgmq 1.5.1 vs 1.13
+.venv/bin/python -m bench.revisions 3d5ff72   # this checkout against an earlier revision
 ```"""
 
 PRODUCER_TEXT = (

@@ -263,3 +263,21 @@ def test_pgmq_versions_section_is_replaced_in_place_and_kept() -> None:
     assert bench.pgmq_versions.section_of(doc) == f"{start}\nold figures\n{end}"
     assert bench.pgmq_versions.with_section("# Benchmarks\n", new) == f"# Benchmarks\n\n{new}\n"
     assert bench.pgmq_versions.section_of("# Benchmarks\n") is None
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
+    """An earlier revision's worker drains a backlog its own code queued, and its producer
+    answers; the summary compares the two sides' medians."""
+    from bench import revisions
+
+    with revisions.worktree("HEAD") as tree:
+        assert (tree / "src" / "nexus_ingest" / "worker").is_dir()
+        assert revisions.drain(tree, "noop", 100) > 0
+        assert revisions.producer_p99(tree, 50, 0.5) > 0
+    rows = [
+        {"round": n, "before noop": 100 * n, "after noop": 120 * n, "pgqueuer": 100}
+        for n in (1, 2, 3)
+    ]
+    [noop] = revisions.summary(rows)
+    assert noop["after / before"] == "1.20x" and noop["after / pgqueuer"] == "2.40x"
