@@ -41,22 +41,28 @@ SQL_ONLY = "sql-only"
 
 
 @contextmanager
-def fresh_database(pgmq: str | None = None) -> Iterator[str]:
-    """A new, migrated database on PGMQ `pgmq` (see SQL_ONLY), dropped afterwards."""
+def empty_database() -> Iterator[str]:
+    """A new database on the benchmark server with nothing in it, dropped afterwards."""
     admin = admin_url()
     name = f"nexus_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
     try:
-        _install_pgmq(url, pgmq)
-        migrate(url)
-        yield url
+        yield psycopg.conninfo.make_conninfo(admin, dbname=name)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@contextmanager
+def fresh_database(pgmq: str | None = None) -> Iterator[str]:
+    """A new, migrated database on PGMQ `pgmq` (see SQL_ONLY), dropped afterwards."""
+    with empty_database() as url:
+        _install_pgmq(url, pgmq)
+        migrate(url)
+        yield url
 
 
 def _install_pgmq(url: str, pgmq: str | None) -> None:

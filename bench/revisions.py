@@ -24,13 +24,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from bench import peers
 from bench.common import (
-    admin_url,
     bench_env,
+    empty_database,
     free_port,
     nexus,
     run_loadgen,
@@ -96,29 +93,17 @@ def side_env(tree: Path | None, env: dict[str, str]) -> dict[str, str]:
 @contextmanager
 def side_database(tree: Path | None, backlog: int) -> Iterator[str]:
     """A fresh database migrated, and filled with `backlog` snapshots, by the code of `tree`."""
-    admin = admin_url()
-    name = f"nexus_rev_{os.urandom(4).hex()}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
-    try:
-        env = side_env(tree, dict(os.environ))
+    with empty_database() as url:
         argv = [sys.executable, "-c", _PREPARE, url, str(backlog)]
-        subprocess.run(argv, env=env, check=True, timeout=600)
+        subprocess.run(argv, env=side_env(tree, dict(os.environ)), check=True, timeout=600)
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def drain(tree: Path | None, extractor: str, backlog: int) -> float:
     """Messages a second one worker process of `tree` drains in steady state (after start-up)."""
     with side_database(tree, backlog) as url:
         env = side_env(tree, bench_env(url, NEXUS_EXTRACTOR=extractor))
-        with ExitStack() as stack:
-            proc = stack.enter_context(nexus(["worker"], env))
+        with nexus(["worker"], env) as proc:
             drained = watch_drain(url, [proc], backlog)
     return float(drained.figures(backlog)["steady_msgs_per_s"])  # type: ignore[arg-type]
 

@@ -32,6 +32,11 @@ def pg_ctl(pgdata: Path, *args: str) -> None:
     )
 
 
+def start_server(pgdata: Path) -> None:
+    """Start the stopped embedded server again, on its socket only, as it first started."""
+    pg_ctl(pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start")
+
+
 @pytest.fixture
 def own_server() -> Iterator[tuple[Path, str]]:
     """An embedded PostgreSQL that this test alone may stop and start."""
@@ -89,7 +94,7 @@ def _outage(pgdata: Path, load: Load) -> None:
     pg_ctl(pgdata, "-w", "-m", "fast", "stop")
     wait_for(lambda: len(load.unavailable) >= 10, timeout=60, what="503s during the outage")
     accepted_during = len(load.accepted)
-    pg_ctl(pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start")
+    start_server(pgdata)
     wait_for(
         lambda: len(load.accepted) >= accepted_during + 20,
         timeout=30,
@@ -179,9 +184,7 @@ def test_a_postgres_crash_mid_drain_loses_nothing_and_merges_nothing_twice(
         history = "SELECT count(*) FROM prospect_extractions"
         wait_for(lambda: _count(url, history) >= count // 4, timeout=45, what="a quarter saved")
         pg_ctl(pgdata, "-w", "-m", "immediate", "stop")
-        pg_ctl(
-            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
-        )
+        start_server(pgdata)
         queued = "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion"
         wait_for(lambda: _count(url, queued) == 0, timeout=45, interval=0.2, what="the drain")
         assert proc.poll() is None, "the worker survived the crash"
@@ -234,9 +237,7 @@ def test_every_log_line_is_json_through_a_database_outage(
         pg_ctl(pgdata, "-w", "-m", "fast", "stop")
         assert wait_for(lambda: _post(base, 10) == 503, timeout=30, what="a 503 in the outage")
         wait_for(lambda: _pool_warned(log), timeout=30, what="the pool's warning")
-        pg_ctl(
-            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
-        )
+        start_server(pgdata)
         wait_for(lambda: _post(base, 20) == 202, timeout=30, interval=0.2, what="recovery")
     lines = _log_lines(log)
     parsed = [json.loads(line) for line in lines]  # fails on the first plain line
@@ -268,9 +269,7 @@ def test_a_worker_process_started_in_an_outage_waits_for_the_database(
         first.kill()
         wait_for(lambda: len(_events(log, "worker.started")) == 2, timeout=30, what="its successor")
         [second] = psutil.Process(proc.pid).children()
-        pg_ctl(
-            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
-        )
+        start_server(pgdata)
         wait_for(lambda: _post(base, 30) == 202, timeout=30, interval=0.2, what="recovery")
         with psycopg.connect(url) as conn:
             wait_for(
@@ -311,7 +310,5 @@ def test_readiness_follows_the_database_and_liveness_does_not(
         pg_ctl(pgdata, "-w", "-m", "fast", "stop")
         wait_for(lambda: readiness() == (503, 503), timeout=30, what="both not ready")
         assert (_status(f"{api}/healthz"), _status(f"{worker}/healthz")) == (200, 200)
-        pg_ctl(
-            pgdata, "-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"
-        )
+        start_server(pgdata)
         wait_for(lambda: readiness() == (200, 200), timeout=30, what="both ready again")

@@ -200,41 +200,46 @@ def test_save_acknowledges_the_messages_and_releases_only_its_own_leases(db_url:
     assert queued == (0,)
 
 
+def _session_items(count: int) -> list[dict[str, Any]]:
+    """Extractions of `count` distinct sessions and visitors, message ids 1..count."""
+    return [
+        {"msg_id": n, "fingerprint_id": f"fp-{n}", "session_id": f"s-{n}", "seq": 1}
+        for n in range(1, count + 1)
+    ]
+
+
+def explained(conn: psycopg.Connection[Any], *, analyze: bool = False) -> list[str]:
+    """The plans of every statement `conn` runs from now on, nested ones too (auto_explain),
+    with the rows and loops of each step when `analyze`; the list fills as they run."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET auto_explain.log_level = notice")
+    if analyze:
+        conn.execute("SET auto_explain.log_analyze = on")
+        conn.execute("SET auto_explain.log_timing = off")
+    return plans
+
+
 def test_a_save_reads_its_rows_by_key_however_large_the_tables(db_url: str) -> None:
     """No statement of a save scans a whole table: its cost follows the batch, not the history."""
-    plans: list[str] = []
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO nexus.sessions (session_id, fingerprint_id, last_seq)"
             " SELECT 's-' || g, 'fp-' || g, 1 FROM generate_series(1, 5000) AS g"
         )
         conn.execute("ANALYZE nexus.sessions")
-        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_level = notice",
-        ):
-            conn.execute(setting)
-        items = [
-            {"msg_id": n, "fingerprint_id": f"fp-{n}", "session_id": f"s-{n}", "seq": 1}
-            for n in range(1, 201)
-        ]
+        plans = explained(conn)
         rows = conn.execute(
-            "SELECT outcome FROM nexus.save_extractions(%s, %s::jsonb)", (QUEUE, json.dumps(items))
+            "SELECT outcome FROM nexus.save_extractions(%s, %s::jsonb)",
+            (QUEUE, json.dumps(_session_items(200))),
         ).fetchall()
     assert rows == [("applied",)] * 200
     merge_plans = [p for p in plans if "prospect_extractions" in p]
     assert merge_plans, "auto_explain showed the merge's plan"
     assert not [p for p in merge_plans if "Seq Scan" in p], merge_plans
-
-
-def _session_items(count: int) -> list[dict[str, Any]]:
-    return [
-        {"msg_id": n, "fingerprint_id": f"fp-{n}", "session_id": f"s-{n}", "seq": 1}
-        for n in range(1, count + 1)
-    ]
 
 
 def test_a_redelivered_batch_is_duplicate_and_merges_nothing(db_url: str) -> None:
@@ -259,18 +264,8 @@ def test_a_redelivered_batch_is_duplicate_and_merges_nothing(db_url: str) -> Non
 def test_a_save_rescans_no_intermediate_result_per_item(db_url: str) -> None:
     """A 200-item merge reads each of its intermediate results once: a plan that rescans one
     for every item (a nested loop over two of them) costs the square of the batch."""
-    plans: list[str] = []
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_timing = off",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_level = notice",
-        ):
-            conn.execute(setting)
+        plans = explained(conn, analyze=True)
         rows = conn.execute(
             "SELECT outcome FROM nexus.save_extractions(%s, %s::jsonb)",
             (QUEUE, json.dumps(_session_items(200))),
@@ -284,7 +279,6 @@ def test_a_save_rescans_no_intermediate_result_per_item(db_url: str) -> None:
 def test_a_read_finds_its_messages_by_key_however_long_the_backlog(db_url: str) -> None:
     """No statement of a read scans the whole queue table: a read of 200 costs the same at a
     backlog of 5,000 as at 200."""
-    plans: list[str] = []
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "SELECT pgmq.send_batch(%s, array_agg(jsonb_build_object('fingerprint', 'fp-' || g)),"
@@ -293,14 +287,7 @@ def test_a_read_finds_its_messages_by_key_however_long_the_backlog(db_url: str) 
             (QUEUE,),
         )
         conn.execute("ANALYZE pgmq.q_nexus_prospect_ingestion")
-        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_level = notice",
-        ):
-            conn.execute(setting)
+        plans = explained(conn)
         read = conn.execute(
             query("read_snapshots"),
             {"queue": QUEUE, "vt": 30, "qty": 200, "token": uuid.uuid4()},
