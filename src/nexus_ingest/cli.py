@@ -300,6 +300,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from nexus_ingest.runtime import run
 
     url = _database(settings) if args.migrated else _migrated_database(settings)
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)
     _run(run(settings, url, api=False, worker=True))
     return 0
 

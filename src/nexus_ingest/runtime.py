@@ -228,10 +228,16 @@ async def supervise_worker(database_url: str, stop: asyncio.Event, grace_s: floa
         backoff = min(backoff * 2, _RESTART_CAP_S)
 
 
+# The API and its worker share the machine's cores; the worker yields them to requests (the
+# kernel runs a process niced 10 about a tenth as much as a competing one), so a backlog is
+# drained with what the API leaves. Measured in bench/producer.py ("nexus up").
+_UP_WORKER_NICE = "10"
+
+
 def _worker_env(database_url: str) -> dict[str, str]:
-    """The child's environment: this one's, on the database this process resolved, and without
-    a probe port of its own (the API answers for both)."""
-    env = {**os.environ, "DATABASE_URL": database_url}
+    """The child's environment: this one's, on the database this process resolved, without a
+    probe port of its own (the API answers for both), and niced unless told otherwise."""
+    env = {"NEXUS_WORKER_NICE": _UP_WORKER_NICE, **os.environ, "DATABASE_URL": database_url}
     env.pop("NEXUS_WORKER_METRICS_PORT", None)
     return env
 

@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     """polling interval when no notification arrives, seconds"""
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)
     """how long a stopping worker lets in-flight work finish, seconds"""
+    worker_nice: int = Field(default=0, ge=0, le=19)
+    """lower the worker process's CPU priority by this much (`nexus up` sets 10: the API comes first)"""
     worker_synchronous_commit: bool = False
     """wait for the disk at each worker commit (off: a crash may redo <1 s of work, never lose it)"""
     archive_processed: bool = False

@@ -62,3 +62,22 @@ def test_a_dead_worker_process_is_started_again_and_the_api_never_stops(db_url: 
     assert second.pid != first.pid
     assert metrics[("nexus_messages_enqueued_total", ())] == 6
     assert metrics[("nexus_messages_processed_total", (("outcome", "saved"),))] == 6
+
+
+def test_the_worker_process_yields_the_cores_to_the_api(db_url: str) -> None:
+    """`nexus up` runs its worker niced by 10 (the API's niceness unchanged), unless the
+    environment sets NEXUS_WORKER_NICE."""
+    port = free_port()
+    with nexus_process(["up"], nexus_env(db_url, port, NEXUS_EXTRACTOR="rules")) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        [worker] = wait_for(lambda: _worker_children(proc.pid), what="the worker process")
+        api_nice = psutil.Process(proc.pid).nice()
+        niced = wait_for(lambda: worker.nice() - api_nice or None, what="the worker's niceness")
+    port = free_port()
+    env = nexus_env(db_url, port, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_NICE="3")
+    with nexus_process(["up"], env) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        [worker] = wait_for(lambda: _worker_children(proc.pid), what="the worker process")
+        chosen = wait_for(lambda: worker.nice() - api_nice or None, what="the worker's niceness")
+    assert niced == 10
+    assert chosen == 3

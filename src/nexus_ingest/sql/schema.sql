@@ -97,54 +97,14 @@ $_$;
 --
 
 CREATE FUNCTION nexus.enqueue_snapshot(p_queue text, p_session_id text, p_fingerprint_id text, p_message jsonb, p_headers jsonb, p_idempotency_key text DEFAULT NULL::text, p_request_hash text DEFAULT NULL::text, p_delay_ms integer DEFAULT 0) RETURNS TABLE(msg_id bigint, seq integer, duplicate boolean, conflict boolean)
-    LANGUAGE plpgsql
+    LANGUAGE sql
     SET search_path TO ''
     AS $$
-DECLARE
-    v_seq integer;
-    v_msg_id bigint;
-    v_prior nexus.idempotency_keys%ROWTYPE;
-BEGIN
-    IF p_idempotency_key IS NOT NULL THEN
-        -- A concurrent request with the same key blocks here until the first one commits.
-        INSERT INTO nexus.idempotency_keys (session_id, fingerprint_id, key, request_hash)
-        VALUES (p_session_id, p_fingerprint_id, p_idempotency_key, p_request_hash)
-        ON CONFLICT (session_id, fingerprint_id, key) DO NOTHING;
-        IF NOT FOUND THEN
-            SELECT * INTO v_prior FROM nexus.idempotency_keys k
-            WHERE k.session_id = p_session_id AND k.fingerprint_id = p_fingerprint_id
-              AND k.key = p_idempotency_key;
-            RETURN QUERY SELECT v_prior.msg_id, v_prior.seq, true,
-                                v_prior.request_hash IS DISTINCT FROM p_request_hash;
-            RETURN;
-        END IF;
-    END IF;
-
-    -- A forgotten visitor's snapshot is queued (the chat gets its usual answer) but numbered in
-    -- no session: the worker drops it instead of saving it.
-    IF NOT EXISTS (SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = p_fingerprint_id) THEN
-        INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
-        VALUES (p_session_id, p_fingerprint_id, 1)
-        ON CONFLICT (session_id) DO UPDATE
-            SET last_seq = s.last_seq + 1, updated_at = now()
-        RETURNING s.last_seq INTO v_seq;
-    END IF;
-
-    SELECT pgmq.send(
-        nexus.stored_queue_name(p_queue),
-        p_message || jsonb_build_object('seq', v_seq, 'receivedAt', clock_timestamp()),
-        p_headers,
-        clock_timestamp() + make_interval(secs => COALESCE(p_delay_ms, 0) / 1000.0)
-    ) INTO v_msg_id;
-
-    IF p_idempotency_key IS NOT NULL THEN
-        UPDATE nexus.idempotency_keys k SET msg_id = v_msg_id, seq = v_seq
-        WHERE k.session_id = p_session_id AND k.fingerprint_id = p_fingerprint_id
-          AND k.key = p_idempotency_key;
-    END IF;
-
-    RETURN QUERY SELECT v_msg_id, v_seq, false, false;
-END;
+    SELECT e.msg_id, e.seq, e.duplicate, e.conflict
+    FROM nexus.enqueue_snapshots(p_queue, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+        'session_id', p_session_id, 'fingerprint_id', p_fingerprint_id, 'message', p_message,
+        'headers', p_headers, 'idempotency_key', p_idempotency_key,
+        'request_hash', p_request_hash, 'delay_ms', p_delay_ms))) AS e
 $$;
 
 
@@ -156,21 +116,89 @@ CREATE FUNCTION nexus.enqueue_snapshots(p_queue text, p_items jsonb) RETURNS TAB
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
+#variable_conflict use_column
 DECLARE
+    v_ingestion constant boolean := nexus.stored_queue_name(p_queue) = 'nexus_prospect_ingestion';
     v_idx integer;
     v_item jsonb;
+    v_session text;
+    v_fingerprint text;
+    v_key text;
+    v_hash text;
+    v_message jsonb;
+    v_visible_at timestamptz;
+    v_seq integer;
+    v_msg_id bigint;
+    v_prior nexus.idempotency_keys%ROWTYPE;
 BEGIN
+    -- Session by session, arrival order kept within a session, so concurrent batches lock
+    -- session rows in the same order.
     FOR v_idx, v_item IN
         SELECT (t.ord - 1)::integer, t.value
         FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t(value, ord)
         ORDER BY t.value ->> 'session_id', t.ord
     LOOP
-        RETURN QUERY
-        SELECT v_idx, e.msg_id, e.seq, e.duplicate, e.conflict
-        FROM nexus.enqueue_snapshot(
-            p_queue, v_item ->> 'session_id', v_item ->> 'fingerprint_id', v_item -> 'message',
-            v_item -> 'headers', v_item ->> 'idempotency_key', v_item ->> 'request_hash',
-            COALESCE((v_item ->> 'delay_ms')::integer, 0)) AS e;
+        v_session := v_item ->> 'session_id';
+        v_fingerprint := v_item ->> 'fingerprint_id';
+        v_key := v_item ->> 'idempotency_key';
+        v_hash := v_item ->> 'request_hash';
+        v_seq := NULL;
+
+        IF v_key IS NOT NULL THEN
+            -- A concurrent request with the same key blocks here until the first one commits.
+            INSERT INTO nexus.idempotency_keys (session_id, fingerprint_id, key, request_hash)
+            VALUES (v_session, v_fingerprint, v_key, v_hash)
+            ON CONFLICT (session_id, fingerprint_id, key) DO NOTHING;
+            IF NOT FOUND THEN
+                SELECT * INTO v_prior FROM nexus.idempotency_keys k
+                WHERE k.session_id = v_session AND k.fingerprint_id = v_fingerprint
+                  AND k.key = v_key;
+                idx := v_idx;
+                msg_id := v_prior.msg_id;
+                seq := v_prior.seq;
+                duplicate := true;
+                conflict := v_prior.request_hash IS DISTINCT FROM v_hash;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        -- A forgotten visitor's snapshot is queued (the chat gets its usual answer) but
+        -- numbered in no session: the worker drops it instead of saving it.
+        IF NOT EXISTS (SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = v_fingerprint) THEN
+            INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, last_seq)
+            VALUES (v_session, v_fingerprint, 1)
+            ON CONFLICT (session_id) DO UPDATE
+                SET last_seq = s.last_seq + 1, updated_at = now()
+            RETURNING s.last_seq INTO v_seq;
+        END IF;
+
+        v_message := (v_item -> 'message')
+            || jsonb_build_object('seq', v_seq, 'receivedAt', clock_timestamp());
+        v_visible_at := clock_timestamp()
+            + make_interval(secs => COALESCE((v_item ->> 'delay_ms')::integer, 0) / 1000.0);
+        IF v_ingestion THEN
+            INSERT INTO pgmq.q_nexus_prospect_ingestion AS m (vt, message, headers)
+            VALUES (v_visible_at, v_message, v_item -> 'headers')
+            RETURNING m.msg_id INTO v_msg_id;
+        ELSE
+            SELECT pgmq.send(nexus.stored_queue_name(p_queue), v_message, v_item -> 'headers',
+                             v_visible_at)
+            INTO v_msg_id;
+        END IF;
+
+        IF v_key IS NOT NULL THEN
+            UPDATE nexus.idempotency_keys k SET msg_id = v_msg_id, seq = v_seq
+            WHERE k.session_id = v_session AND k.fingerprint_id = v_fingerprint
+              AND k.key = v_key;
+        END IF;
+
+        idx := v_idx;
+        msg_id := v_msg_id;
+        seq := v_seq;
+        duplicate := false;
+        conflict := false;
+        RETURN NEXT;
     END LOOP;
 END;
 $$;
@@ -199,12 +227,16 @@ BEGIN
         END IF;
     END IF;
 
-    IF pg_catalog.to_regprocedure('pgmq.enable_notify_insert(text, integer)') IS NULL THEN
-        DROP TRIGGER IF EXISTS nexus_notify_insert ON pgmq.q_nexus_prospect_ingestion;
-        CREATE TRIGGER nexus_notify_insert
-            AFTER INSERT ON pgmq.q_nexus_prospect_ingestion
-            FOR EACH STATEMENT EXECUTE FUNCTION nexus.notify_queue_insert();
+    IF EXISTS (
+        SELECT 1 FROM pg_catalog.pg_trigger t
+        WHERE t.tgrelid = 'pgmq.q_nexus_prospect_ingestion'::regclass
+          AND t.tgname = 'trigger_notify_queue_insert_listeners') THEN
+        PERFORM pgmq.disable_notify_insert('nexus_prospect_ingestion');
     END IF;
+    DROP TRIGGER IF EXISTS nexus_notify_insert ON pgmq.q_nexus_prospect_ingestion;
+    CREATE TRIGGER nexus_notify_insert
+        AFTER INSERT ON pgmq.q_nexus_prospect_ingestion
+        FOR EACH STATEMENT EXECUTE FUNCTION nexus.notify_queue_insert();
 END;
 $$;
 

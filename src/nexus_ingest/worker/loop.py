@@ -32,6 +32,12 @@ NOTIFY_CHANNEL = f"pgmq.q_{queue.QUEUE}.INSERT"
 # snapshot the throttle stayed silent about waits milliseconds, not a whole poll interval.
 _HOT_WINDOW_S = 1.0
 _HOT_POLL_S = 0.02
+# A read that came back short found the queue empty behind it: snapshots are arriving one by
+# one. Reading again at once would take them one by one too, a read and a save each; letting
+# them gather this long first shares those round trips for a few milliseconds of latency (at
+# 500 snapshots a second under `nexus up`: the worker 41 -> 36% of a core, Postgres 60 -> 52%).
+# Offline extractors only: an LLM worker reads as slots free up.
+_GATHER_S = 0.01
 
 
 class Worker:
@@ -89,7 +95,8 @@ class Worker:
                 try:
                     pending, ahead = ahead, None  # a failed read must not be awaited again
                     plan = await (pending if pending is not None else self._read())
-                    if plan is not None and self.extractor.in_process:
+                    full = plan is not None and plan.size >= self.config.batch_size
+                    if full and self.extractor.in_process:
                         # Read the next batch while this one is extracted, so the database
                         # works on it meanwhile instead of waiting for us.
                         ahead = asyncio.create_task(self._read())
@@ -111,6 +118,8 @@ class Worker:
                 if found or self._wake.is_set():
                     hot_until = now + _HOT_WINDOW_S
                 if found:
+                    if not full and self.extractor.in_process:
+                        await _wait_any(stop, None, _GATHER_S)
                     continue
                 pause = _HOT_POLL_S if now < hot_until else await self._idle_pause()
                 self.pausing_for = pause
