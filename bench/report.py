@@ -549,7 +549,7 @@ PRODUCER_TEXT = (
     "The producer against the HTTP floor: the same `nexus serve` (settings, uvicorn "
     "configuration, app, middleware, body parsing and limits, 202 answer) with its enqueue "
     "batcher swapped for one that answers at once, without the database (`bench/httpfloor.py`). "
-    "`nexus up` runs the API and the worker in one process, the worker draining with the rules "
+    "`nexus up` runs the API with the worker in a child process (niced 10), draining with the rules "
     "extractor what the load posts. Three servers side by side, each on its own database; every "
     "round drives each at each rate for the same time from a separate open-loop process "
     "(`bench/loadgen.py`; latency from each request's scheduled start, so falling behind "

@@ -8,7 +8,7 @@ where the instruction starts, so injected text can never supply a value.
 The work is bounded whatever the size of a snapshot: a long turn is read at its start and its
 end, a long chat at its opening and its latest turns, and every pattern runs in time linear in
 what it reads. Most patterns read lower-cased text without IGNORECASE, and costlier ones run
-only where a cheap cue says they can match: an ordinary snapshot costs tens of microseconds.
+only where a cheap cue says they can match: a short chat of one to three turns costs 0.2-0.3 ms.
 """
 
 from __future__ import annotations
