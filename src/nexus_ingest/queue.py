@@ -178,20 +178,32 @@ async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) ->
     return QueueMetrics(row[0], row[1], row[2], row[3], row[4])
 
 
+@dataclass(frozen=True)
+class Read:
+    """What a read took, and the id of the oldest message it saw ready (taken or not)."""
+
+    messages: list[QueuedMessage]
+    ready_from: int | None
+
+
 async def read_snapshots(
-    conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int, lease: UUID
-) -> list[QueuedMessage]:
-    """Up to `qty` of the oldest visible messages (in no particular order) of unheld sessions.
+    conn: psycopg.AsyncConnection[Any], *, qty: int, vt: int, lease: UUID, after: int = 0
+) -> Read:
+    """Up to `qty` of the oldest visible messages with ids above `after` (in no particular
+    order), of unheld sessions.
 
     The sessions of the returned messages are leased under `lease` until released or for `vt`
     seconds, so no other worker reads them meanwhile.
     """
-    params = {"queue": QUEUE, "qty": qty, "vt": vt, "token": lease}
+    params = {"queue": QUEUE, "qty": qty, "vt": vt, "token": lease, "after": after}
     cursor = await conn.execute(query("read_snapshots"), params)
-    return [
+    rows = await cursor.fetchall()
+    messages = [
         QueuedMessage(MsgId(msg_id), read_ct, enqueued_at, body, headers or {}, lease, last_seq)
-        for msg_id, read_ct, enqueued_at, body, headers, last_seq in await cursor.fetchall()
+        for msg_id, read_ct, enqueued_at, body, headers, last_seq, _ in rows
     ]
+    # Every row carries the same figure; without a row there is nothing to learn from.
+    return Read(messages, rows[0][6] if rows else None)
 
 
 async def release_sessions(

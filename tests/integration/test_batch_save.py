@@ -290,7 +290,7 @@ def test_a_read_finds_its_messages_by_key_however_long_the_backlog(db_url: str) 
         plans = explained(conn)
         read = conn.execute(
             query("read_snapshots"),
-            {"queue": QUEUE, "vt": 30, "qty": 200, "token": uuid.uuid4()},
+            {"queue": QUEUE, "vt": 30, "qty": 200, "token": uuid.uuid4(), "after": 0},
         ).fetchall()
     assert len(read) == 200
     [plan] = [p for p in plans if "UPDATE pgmq." in p]

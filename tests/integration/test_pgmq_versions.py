@@ -144,7 +144,7 @@ def test_on_1_5_1_reads_leave_last_read_at_alone(on_1_5_1: str) -> None:
     """Where queue tables have no last_read_at (pgmq 1.5.1), the worker's read does not set it."""
     with psycopg.connect(on_1_5_1) as conn:
         definition = conn.execute(
-            "SELECT pg_get_functiondef('nexus.read_snapshots(text, integer, integer, uuid)'"
+            "SELECT pg_get_functiondef('nexus.read_snapshots(text, integer, integer, uuid, bigint)'"
             "::regprocedure)"
         ).fetchone()
     assert definition is not None and "last_read_at" not in definition[0]

@@ -10,9 +10,11 @@ SELECT queue_name, queue_length, oldest_msg_age_sec, newest_msg_age_sec, total_m
 FROM public.pgmq_metrics(%(queue)s);
 
 -- name: read_snapshots
--- FIFO within each session, and never a session that another worker holds (see 006, 010).
-SELECT msg_id, read_ct, enqueued_at, message, headers, last_seq
-FROM nexus.read_snapshots(%(queue)s::text, %(vt)s::integer, %(qty)s::integer, %(token)s::uuid);
+-- FIFO within each session, and never a session that another worker holds (see 006, 010);
+-- only ids above %(after)s (see 016).
+SELECT msg_id, read_ct, enqueued_at, message, headers, last_seq, ready_from
+FROM nexus.read_snapshots(%(queue)s::text, %(vt)s::integer, %(qty)s::integer, %(token)s::uuid,
+                          %(after)s::bigint);
 
 -- name: release_sessions
 SELECT nexus.release_sessions(%(session_ids)s::text[], %(token)s::uuid);

@@ -213,7 +213,7 @@ CREATE FUNCTION nexus.fit_to_pgmq() RETURNS void
     SET search_path TO ''
     AS $$
 DECLARE
-    v_read regprocedure := 'nexus.read_snapshots(text, integer, integer, uuid)'::regprocedure;
+    v_read regprocedure := 'nexus.read_snapshots(text, integer, integer, uuid, bigint)'::regprocedure;
     v_mark_read constant text := ', last_read_at = clock_timestamp()';
     v_definition text;
 BEGIN
@@ -588,10 +588,10 @@ $$;
 
 
 --
--- Name: read_snapshots(text, integer, integer, uuid); Type: FUNCTION; Schema: nexus; Owner: -
+-- Name: read_snapshots(text, integer, integer, uuid, bigint); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
-CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid) RETURNS TABLE(msg_id bigint, read_ct integer, enqueued_at timestamp with time zone, message jsonb, headers jsonb, last_seq integer)
+CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid, p_after bigint DEFAULT 0) RETURNS TABLE(msg_id bigint, read_ct integer, enqueued_at timestamp with time zone, message jsonb, headers jsonb, last_seq integer, ready_from bigint)
     LANGUAGE plpgsql
     SET search_path TO ''
     SET enable_seqscan TO 'off'
@@ -599,12 +599,20 @@ CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, 
 DECLARE
     v_until timestamptz := clock_timestamp() + make_interval(secs => p_vt);
     v_table text := 'q_' || nexus.stored_queue_name(p_queue);
+    v_ready_from bigint;
 BEGIN
+    EXECUTE format($q$
+        SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.msg_id > $1 AND q.vt <= clock_timestamp()
+    $q$, v_table)
+    INTO v_ready_from
+    USING p_after;
+
     RETURN QUERY EXECUTE format($q$
         WITH candidates AS (
             SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'fingerprint' AS fingerprint
             FROM pgmq.%1$I q
-            WHERE q.vt <= clock_timestamp()
+            WHERE q.msg_id > $4
+              AND q.vt <= clock_timestamp()
               AND NOT EXISTS (
                   SELECT 1 FROM nexus.sessions s
                   WHERE s.session_id = q.headers ->> 'x-pgmq-group' AND s.leased_until > clock_timestamp())
@@ -632,9 +640,9 @@ BEGIN
               AND (c.session_id IS NULL OR cl.session_id IS NOT NULL)
             RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, cl.last_seq
         )
-        SELECT * FROM taken
+        SELECT t.*, $5 FROM taken t
     $q$, v_table)
-    USING p_qty, v_until, p_token;
+    USING p_qty, v_until, p_token, p_after, v_ready_from;
 END;
 $_$;
 
@@ -1439,10 +1447,10 @@ REVOKE ALL ON FUNCTION nexus.notify_queue_insert() FROM PUBLIC;
 
 
 --
--- Name: FUNCTION read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid); Type: ACL; Schema: nexus; Owner: -
+-- Name: FUNCTION read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid, p_after bigint); Type: ACL; Schema: nexus; Owner: -
 --
 
-REVOKE ALL ON FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, p_token uuid, p_after bigint) FROM PUBLIC;
 
 
 --

@@ -28,6 +28,7 @@ from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.spend import extraction_cost_usd
 from nexus_ingest.store import SaveOutcome, SaveRequest, save_extractions
 from nexus_ingest.worker.config import WorkerConfig
+from nexus_ingest.worker.floor import ReadFloor
 from nexus_ingest.worker.plan import BatchPlan, Deferral, WorkItem, decode, plan_batch
 from nexus_ingest.worker.process import Extracted, Failed, log_ids, to_keep
 
@@ -52,11 +53,17 @@ class Settler:
     def __init__(self, pool: AsyncConnectionPool, config: WorkerConfig) -> None:
         self.pool = pool
         self.config = config
+        self.floor = ReadFloor()
 
     async def read(self, qty: int) -> BatchPlan | None:
         """Read and lease up to `qty` messages and settle what needs no extractor; None if none."""
+        after = self.floor.next_after()
         async with connection(self.pool) as conn:
-            messages = await queue.read_snapshots(conn, qty=qty, vt=self.config.vt_s, lease=uuid4())
+            read = await queue.read_snapshots(
+                conn, qty=qty, vt=self.config.vt_s, lease=uuid4(), after=after
+            )
+            self.floor.learn(after, read.ready_from)
+            messages = read.messages
             if not messages:
                 return None
             plan = plan_batch(messages, max_reads=self.config.retry.max_attempts)
