@@ -180,7 +180,8 @@ async def metrics(pool: AsyncConnectionPool, *, timeout: float | None = None) ->
 
 @dataclass(frozen=True)
 class Read:
-    """What a read took, and the id of the oldest message it saw ready (taken or not)."""
+    """What a read took and, for a full read (`after` 0), the id of the oldest message it saw
+    ready (taken or not)."""
 
     messages: list[QueuedMessage]
     ready_from: int | None

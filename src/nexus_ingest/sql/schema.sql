@@ -601,11 +601,13 @@ DECLARE
     v_table text := 'q_' || nexus.stored_queue_name(p_queue);
     v_ready_from bigint;
 BEGIN
-    EXECUTE format($q$
-        SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.msg_id > $1 AND q.vt <= clock_timestamp()
-    $q$, v_table)
-    INTO v_ready_from
-    USING p_after;
+    -- Only a full read's answer bounds later reads, so only a full read looks for it.
+    IF p_after = 0 THEN
+        EXECUTE format($q$
+            SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.vt <= clock_timestamp()
+        $q$, v_table)
+        INTO v_ready_from;
+    END IF;
 
     RETURN QUERY EXECUTE format($q$
         WITH candidates AS (

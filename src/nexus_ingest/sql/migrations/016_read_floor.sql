@@ -5,13 +5,14 @@
 -- pile up, 18,000 a minute at 300 snapshots a second, and every read steps over all of them
 -- (measured under such a transaction: 14,300 buffers and 11 ms for a read that took 8 messages).
 --
--- `p_after` bounds the scan: only messages with a larger id are read. `ready_from` is the id of
--- the oldest message ready to be read, its session leased or not (null when none is). The worker
--- reads everything (p_after = 0) once a second, and bounds the reads in between by what such a
--- full read told it at least a second before (see worker/floor.py). A message the bound skips
--- (one committed late, or one whose visibility timeout ran out) is read by the next full read:
--- later, never lost. With p_after = 0 the read is that of 010; callers that select its six
--- columns by name (queries.sql) are unchanged.
+-- `p_after` bounds the scan: only messages with a larger id are read. On a full read
+-- (p_after = 0), `ready_from` is the id of the oldest message ready to be read, its session
+-- leased or not (null when none is, and on a bounded read). The worker reads everything once a
+-- second, and bounds the reads in between by what such a full read told it at least a second
+-- before (see worker/floor.py). A message the bound skips (one committed late, or one whose
+-- visibility timeout ran out) is read by the next full read: later, never lost. With p_after = 0
+-- the read is that of 010; callers that select its six columns by name (queries.sql) are
+-- unchanged.
 
 DROP FUNCTION nexus.read_snapshots(text, integer, integer, uuid);
 CREATE FUNCTION nexus.read_snapshots(
@@ -35,11 +36,13 @@ DECLARE
     v_table text := 'q_' || nexus.stored_queue_name(p_queue);
     v_ready_from bigint;
 BEGIN
-    EXECUTE format($q$
-        SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.msg_id > $1 AND q.vt <= clock_timestamp()
-    $q$, v_table)
-    INTO v_ready_from
-    USING p_after;
+    -- Only a full read's answer bounds later reads, so only a full read looks for it.
+    IF p_after = 0 THEN
+        EXECUTE format($q$
+            SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.vt <= clock_timestamp()
+        $q$, v_table)
+        INTO v_ready_from;
+    END IF;
 
     RETURN QUERY EXECUTE format($q$
         WITH candidates AS (
