@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pgmq.install import get_embedded_install_sql
@@ -142,6 +143,25 @@ def run_loadgen(url: str, rate: float, duration: float, warmup: float = 1.0) -> 
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What the messages drained after start-up cost the machine, each (None: not measurable,
+    as for a server on another host)."""
+
+    wal_bytes: float | None  # WAL the server wrote
+    consumer_cpu_us: float  # the consumers' processes
+    postgres_cpu_us: float | None  # every process of the server
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "wal_bytes_per_msg": None if self.wal_bytes is None else round(self.wal_bytes),
+            "consumer_cpu_us_per_msg": round(self.consumer_cpu_us, 1),
+            "postgres_cpu_us_per_msg": (
+                None if self.postgres_cpu_us is None else round(self.postgres_cpu_us, 1)
+            ),
+        }
+
+
+@dataclass(frozen=True)
 class Drained:
     """How one drain went, timed from the consumers' spawn."""
 
@@ -149,6 +169,7 @@ class Drained:
     startup_s: float  # spawn to the first message gone
     steady_msgs_per_s: float  # while 95% to 5% of the backlog was left: start-up and tail apart
     peak_rss: int  # bytes, the largest of the consumer processes
+    cost: Cost | None = None
 
     def figures(self, count: int) -> dict[str, object]:
         """The columns every drain reports, whoever the consumer."""
@@ -158,10 +179,92 @@ class Drained:
             "startup_s": round(self.startup_s, 2),
             "steady_msgs_per_s": round(self.steady_msgs_per_s),
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            **(self.cost.figures() if self.cost else {}),
         }
 
 
 POLL_S = 0.025
+
+
+class _Meter:
+    """CPU seconds of the consumers' processes (and their children) and of the server's, and
+    the server's WAL position, from a start to an end. Processes are read at every poll, so one
+    that exits (a consumer that stops on an empty queue, and its connection's backend) counts
+    up to its last reading."""
+
+    def __init__(self, conn: psycopg.Connection[Any], procs: Sequence[Any]) -> None:
+        import psutil
+
+        self.conn, self.procs = conn, list(procs)
+        self.postmaster: Any = None
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        self.own_backend = int(row[0]) if row else -1  # the watcher's, left out of the figures
+        try:  # only a server on this machine shows its processes
+            backend = psutil.Process(self.own_backend)
+            if backend.name().startswith("postgres"):
+                self.postmaster = backend.parent()
+        except psutil.Error:
+            self.postmaster = None
+        self.started: tuple[float, dict[int, float], dict[int, float]] | None = None
+        self.consumers: dict[int, float] = {}
+        self.server: dict[int, float] = {}
+
+    def start(self) -> None:
+        self.started = (self._wal(), *self._cpu())
+        self.consumers, self.server = dict(self.started[1]), dict(self.started[2])
+
+    def poll(self) -> None:
+        if self.started is not None:
+            consumers, server = self._cpu()
+            self.consumers.update(consumers)
+            self.server.update(server)
+
+    def cost(self, messages: int) -> Cost | None:
+        if self.started is None or messages <= 0:
+            return None
+        self.poll()
+        wal, consumers, server = self.started
+        per = 1e6 / messages
+        return Cost(
+            wal_bytes=(self._wal() - wal) / messages,
+            consumer_cpu_us=_spent(consumers, self.consumers) * per,
+            postgres_cpu_us=_spent(server, self.server) * per if self.postmaster else None,
+        )
+
+    def _wal(self) -> float:
+        row = self.conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8"
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def _cpu(self) -> tuple[dict[int, float], dict[int, float]]:
+        server = _cpu([self.postmaster] if self.postmaster else [])
+        server.pop(self.own_backend, None)
+        return _cpu(self.procs), server
+
+
+def _cpu(roots: Sequence[Any]) -> dict[int, float]:
+    """CPU seconds so far of `roots` and all their children, by pid."""
+    import psutil
+
+    seconds: dict[int, float] = {}
+    for root in roots:
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in family:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+def _spent(start: dict[int, float], last: dict[int, float]) -> float:
+    # A process started after the start counts from zero.
+    return sum(cpu - start.get(pid, 0.0) for pid, cpu in last.items())
 
 
 def watch_drain(
@@ -171,7 +274,8 @@ def watch_drain(
     remaining_sql: str = f"SELECT count(*) FROM {QUEUE_TABLE}",
     timeout: float = 600.0,
 ) -> Drained:
-    """Poll until nothing is left, sampling what remains and the consumers' resident memory."""
+    """Poll until nothing is left, sampling what remains and the consumers' resident memory;
+    from the first message gone to the last, measure what each message cost (see `Cost`)."""
     import psutil
 
     started = time.perf_counter()
@@ -179,19 +283,28 @@ def watch_drain(
     peak = 0
     samples: list[tuple[float, int]] = []
     with psycopg.connect(url, autocommit=True) as conn:
+        meter = _Meter(conn, watched)
+        metered = 0  # messages left when metering began
         while time.perf_counter() - started < timeout:
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError("a consumer exited before the queue was empty")
             peak = max(peak, *(p.memory_info().rss for p in watched))
             row = conn.execute(remaining_sql).fetchone()  # type: ignore[arg-type]
             samples.append((time.perf_counter() - started, int(row[0]) if row else 0))
-            if samples[-1][1] == 0:
-                return _drained(samples, count, peak)
+            left = samples[-1][1]
+            meter.poll()
+            if not metered and 0 < left < count:
+                meter.start()
+                metered = left
+            if left == 0:
+                return _drained(samples, count, peak, meter.cost(metered))
             time.sleep(POLL_S)
     raise RuntimeError(f"the backlog was not drained within {timeout}s")
 
 
-def _drained(samples: list[tuple[float, int]], count: int, peak: int) -> Drained:
+def _drained(
+    samples: list[tuple[float, int]], count: int, peak: int, cost: Cost | None = None
+) -> Drained:
     seconds = samples[-1][0]
     startup = next((t for t, left in samples if left < count), seconds)
     middle = [(t, left) for t, left in samples if 0.05 * count < left < 0.95 * count]
@@ -200,7 +313,7 @@ def _drained(samples: list[tuple[float, int]], count: int, peak: int) -> Drained
         steady = -slope if slope < 0 else 0.0
     else:  # too quick to sample: the rate after start-up is the best estimate
         steady = count / (seconds - startup if seconds > startup else seconds)
-    return Drained(seconds, startup, steady, peak)
+    return Drained(seconds, startup, steady, peak, cost)
 
 
 def machine() -> str:
@@ -216,8 +329,12 @@ def machine() -> str:
 def table(rows: list[dict[str, object]], columns: list[str]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

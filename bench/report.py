@@ -8,6 +8,7 @@ moves far less than the figures themselves.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -111,13 +112,18 @@ def floor_ratios(results: Results) -> list[Row]:
 # Drains against the PGMQ floor, the peers, each other
 
 
-def drain_medians(results: Results) -> list[Row]:
-    """One row per consumer: the median run, and the spread of all runs."""
+def _drain_runs(results: Results) -> dict[tuple[object, object, object], list[Row]]:
+    """Every drain run, by consumer (queue, work, workers)."""
     groups: dict[tuple[object, object, object], list[Row]] = {}
     for row in results.get("drain", []):
         groups.setdefault((row["queue"], row["work"], row.get("workers", 1)), []).append(row)
+    return groups
+
+
+def drain_medians(results: Results) -> list[Row]:
+    """One row per consumer: the median run, and the spread of all runs."""
     medians: list[Row] = []
-    for (queue, work, workers), runs in groups.items():
+    for (queue, work, workers), runs in _drain_runs(results).items():
         steady = sorted(num(r, "steady_msgs_per_s") for r in runs)
         medians.append(
             {
@@ -136,6 +142,40 @@ def drain_medians(results: Results) -> list[Row]:
             }
         )
     return medians
+
+
+COST_KEYS = ("wal_bytes_per_msg", "consumer_cpu_us_per_msg", "postgres_cpu_us_per_msg")
+
+
+def drain_costs(results: Results, cores: int | None = None) -> list[Row]:
+    """What one message cost each consumer and its server (medians over runs), and the rate
+    this machine's cores would allow at that cost, were nothing else running and every core
+    busy: the ceiling a drain can approach, and what a second process can add."""
+    cores = cores or os.cpu_count() or 1
+    rows: list[Row] = []
+    for (queue, work, workers), runs in _drain_runs(results).items():
+        measured = [r for r in runs if all(r.get(k) is not None for k in COST_KEYS)]
+        if not measured:
+            continue
+        consumer = _median(measured, "consumer_cpu_us_per_msg")
+        postgres = _median(measured, "postgres_cpu_us_per_msg")
+        ceiling = cores * 1e6 / (consumer + postgres) if consumer + postgres else float("inf")
+        steady = statistics.median(num(r, "steady_msgs_per_s") for r in runs)
+        rows.append(
+            {
+                "queue": queue,
+                "work": work,
+                "workers": workers,
+                "wal_bytes_per_msg": round(_median(measured, "wal_bytes_per_msg")),
+                "consumer_cpu_us": consumer,
+                "postgres_cpu_us": postgres,
+                "cpu_us_per_msg": round(consumer + postgres, 1),
+                f"cpu_bound_on_{cores}_cores": round(ceiling),
+                "steady_msgs_per_s": round(steady),
+                "steady_over_bound": _times(ratio(steady, ceiling)),
+            }
+        )
+    return rows
 
 
 def _drain(results: Results, key: tuple[object, object, object]) -> Row | None:
@@ -571,6 +611,14 @@ DRAIN_TEXT = (
     "procrastinate (about a minute a run) runs once per round, the rounds in alternation; "
     "figures are medians."
 )
+COST_TEXT = (
+    "What one message cost, from the first message gone to the last (medians over runs): WAL "
+    "the server wrote (`pg_current_wal_lsn()`, all of it: the server runs nothing else), and CPU "
+    "time of the consumer's processes and of every process of the server but the watcher's "
+    "own connection (psutil; a server on another host shows no CPU). Their sum bounds the "
+    "rate: on this machine's cores, fully busy, no drain can go faster than the bound, and a "
+    "second worker process can add at most what one leaves of it."
+)
 HELD_TEXT = (
     "A held transaction: `nexus up` (rules extractor) under a steady open-loop load, first "
     "while another session sits idle in `BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1` "
@@ -595,7 +643,7 @@ BURSTY_TEXT = (
 PRODUCER_COLUMNS = ["round", "server", "target_rps", "achieved_rps", "requests", "errors"]
 PRODUCER_COLUMNS += ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
 DRAIN_COLUMNS = ["round", "queue", "work", "workers", "messages", "drain_s", "msgs_per_s"]
-DRAIN_COLUMNS += ["startup_s", "steady_msgs_per_s", "peak_rss_mb"]
+DRAIN_COLUMNS += ["startup_s", "steady_msgs_per_s", "peak_rss_mb", *COST_KEYS]
 HELD_COLUMNS = ["run", "variant", "phase", "target_rps", "achieved_rps", "requests", "errors"]
 HELD_COLUMNS += ["p50_ms", "p95_ms", "p99_ms", "saved", "e2r_p50_ms", "e2r_p95_ms"]
 HELD_COLUMNS += ["e2r_p99_ms"]
@@ -680,12 +728,14 @@ def _drain_section(results: Results) -> list[str]:
         return []
     ratios = drain_ratios(results)
     medians = drain_medians(results)
+    costs = drain_costs(results)
     return [
         "## Drain against the PGMQ floor and the peers",
         DRAIN_TEXT,
         *([table(ratios, list(ratios[0]))] if ratios else []),
         "Medians:",
         table(medians, list(medians[0])),
+        *([COST_TEXT, table(costs, list(costs[0]))] if costs else []),
         "Every run:",
         table(results["drain"], DRAIN_COLUMNS),
         "How each peer ran:",

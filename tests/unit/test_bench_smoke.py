@@ -11,6 +11,7 @@ import pytest
 from bench import drain, held, pgmqfloor, producer
 from bench.common import table
 from bench.report import (
+    drain_costs,
     drain_medians,
     drain_ratios,
     floor_ratios,
@@ -173,6 +174,30 @@ def test_ratio_tables_summary_and_report() -> None:
     assert bench.bursty.SESSIONS == 200
 
 
+def test_drain_costs_bound_the_rate_by_cpu_per_message() -> None:
+    """Medians of what a message cost, and the rate the cores allow at that cost; a run that
+    could not see its server's processes (another host) is left out of the medians."""
+    runs = [
+        {**_drain("nexus", "noop extractor", 1, 9000, 1), "wal_bytes_per_msg": 2000,
+         "consumer_cpu_us_per_msg": 40.0, "postgres_cpu_us_per_msg": 60.0},
+        {**_drain("nexus", "noop extractor", 1, 11000, 2), "wal_bytes_per_msg": 3000,
+         "consumer_cpu_us_per_msg": 50.0, "postgres_cpu_us_per_msg": 70.0},
+        {**_drain("nexus", "noop extractor", 1, 10000, 3), "wal_bytes_per_msg": 9999,
+         "consumer_cpu_us_per_msg": 1.0, "postgres_cpu_us_per_msg": None},
+        _drain("pgqueuer", "no-op job", 1, 8000, 1),
+    ]  # fmt: skip
+    [row] = drain_costs({"drain": runs}, cores=2)
+    assert (row["wal_bytes_per_msg"], row["consumer_cpu_us"], row["postgres_cpu_us"]) == (
+        2500,
+        45.0,
+        65.0,
+    )
+    assert row["cpu_us_per_msg"] == 110.0
+    assert row["cpu_bound_on_2_cores"] == 18182  # 2 cores x 1e6 us / 110 us a message
+    assert row["steady_over_bound"] == "0.55x"  # 10,000 of 18,182 msgs/s
+    assert "| 2500 | 45.0 | 65.0 |" in render({"drain": runs}, {}, "box: 2 cores", "today")
+
+
 @pytest.fixture
 def bench_server(pg_admin_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The benchmarks create their databases on the test server."""
@@ -195,8 +220,12 @@ def test_producer_against_the_http_floor_runs() -> None:
 @pytest.mark.usefixtures("bench_server")
 def test_pgmq_floor_and_two_worker_drain_run() -> None:
     """The PGMQ floor empties the backlog; two worker processes save every message of theirs."""
-    floor = pgmqfloor.run(400)
-    assert floor["messages"] == 400 and int(floor["steady_msgs_per_s"]) > 0
+    floor = pgmqfloor.run(3000)
+    assert floor["messages"] == 3000 and int(floor["steady_msgs_per_s"]) > 0
+    # What a message cost: a read and a delete write WAL, and both sides spend CPU on it.
+    assert int(floor["wal_bytes_per_msg"]) > 100, floor
+    assert float(floor["consumer_cpu_us_per_msg"]) > 0, floor
+    assert float(floor["postgres_cpu_us_per_msg"]) > 0, floor
     two = drain.run("noop", 400, workers=2)
     assert two["rows"] == 400 and two["workers"] == 2
 
