@@ -1098,7 +1098,7 @@ CREATE TABLE nexus.sessions (
     extracted_at timestamp with time zone,
     extracted_turns integer
 )
-WITH (fillfactor='70');
+WITH (fillfactor='40');
 
 
 --
