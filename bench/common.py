@@ -144,16 +144,16 @@ def run_loadgen(url: str, rate: float, duration: float, warmup: float = 1.0) -> 
 
 @dataclass(frozen=True)
 class Cost:
-    """What the messages drained after start-up cost the machine, each (None: not measurable,
-    as for a server on another host)."""
+    """What each message drained after start-up cost the machine (the server's CPU is None
+    when it runs on another host)."""
 
-    wal_bytes: float | None  # WAL the server wrote
+    wal_bytes: float  # WAL the server wrote
     consumer_cpu_us: float  # the consumers' processes
     postgres_cpu_us: float | None  # every process of the server
 
     def figures(self) -> dict[str, object]:
         return {
-            "wal_bytes_per_msg": None if self.wal_bytes is None else round(self.wal_bytes),
+            "wal_bytes_per_msg": round(self.wal_bytes),
             "consumer_cpu_us_per_msg": round(self.consumer_cpu_us, 1),
             "postgres_cpu_us_per_msg": (
                 None if self.postgres_cpu_us is None else round(self.postgres_cpu_us, 1)
@@ -190,7 +190,10 @@ class _Meter:
     """CPU seconds of the consumers' processes (and their children) and of the server's, and
     the server's WAL position, from a start to an end. Processes are read at every poll, so one
     that exits (a consumer that stops on an empty queue, and its connection's backend) counts
-    up to its last reading."""
+    up to its last reading; who the processes are is looked up again every few polls only, as
+    that walks every process of the machine (~3 ms)."""
+
+    _FAMILY_EVERY = 10  # polls
 
     def __init__(self, conn: psycopg.Connection[Any], procs: Sequence[Any]) -> None:
         import psutil
@@ -205,19 +208,25 @@ class _Meter:
                 self.postmaster = backend.parent()
         except psutil.Error:
             self.postmaster = None
+        self.polls = 0
+        self.families: tuple[list[Any], list[Any]] = ([], [])
         self.started: tuple[float, dict[int, float], dict[int, float]] | None = None
         self.consumers: dict[int, float] = {}
         self.server: dict[int, float] = {}
 
     def start(self) -> None:
-        self.started = (self._wal(), *self._cpu())
+        self.families = (_family(self.procs), self._server_family())
+        self.started = (self._wal(), _cpu(self.families[0]), _cpu(self.families[1]))
         self.consumers, self.server = dict(self.started[1]), dict(self.started[2])
 
     def poll(self) -> None:
-        if self.started is not None:
-            consumers, server = self._cpu()
-            self.consumers.update(consumers)
-            self.server.update(server)
+        if self.started is None:
+            return
+        self.polls += 1
+        if self.polls % self._FAMILY_EVERY == 0:
+            self.families = (_family(self.procs), self._server_family())
+        self.consumers.update(_cpu(self.families[0]))
+        self.server.update(_cpu(self.families[1]))
 
     def cost(self, messages: int) -> Cost | None:
         if self.started is None or messages <= 0:
@@ -237,28 +246,35 @@ class _Meter:
         ).fetchone()
         return float(row[0]) if row else 0.0
 
-    def _cpu(self) -> tuple[dict[int, float], dict[int, float]]:
-        server = _cpu([self.postmaster] if self.postmaster else [])
-        server.pop(self.own_backend, None)
-        return _cpu(self.procs), server
+    def _server_family(self) -> list[Any]:
+        server = _family([self.postmaster] if self.postmaster else [])
+        return [p for p in server if p.pid != self.own_backend]
 
 
-def _cpu(roots: Sequence[Any]) -> dict[int, float]:
-    """CPU seconds so far of `roots` and all their children, by pid."""
+def _family(roots: Sequence[Any]) -> list[Any]:
+    """`roots` and all their children."""
+    import psutil
+
+    family: list[Any] = []
+    for root in roots:
+        try:
+            family += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return family
+
+
+def _cpu(procs: Sequence[Any]) -> dict[int, float]:
+    """CPU seconds so far of each of `procs` still running, by pid."""
     import psutil
 
     seconds: dict[int, float] = {}
-    for root in roots:
+    for proc in procs:
         try:
-            family = [root, *root.children(recursive=True)]
+            times = proc.cpu_times()
         except psutil.Error:
             continue
-        for proc in family:
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue
-            seconds[proc.pid] = times.user + times.system
+        seconds[proc.pid] = times.user + times.system
     return seconds
 
 
