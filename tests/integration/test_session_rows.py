@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
 from nexus_ingest.extract.noop import NoopExtractor
-from tests.worker_kit import FAST, fetch, queue_length, running, until
-
-__all__ = ["running"]
+from tests.worker_kit import FAST, fetch, queue_length, until
 
 SESSIONS = 2000
 
@@ -19,7 +19,7 @@ async def _pages(pool: AsyncConnectionPool) -> dict[str, int]:
 
 
 async def test_a_drained_session_row_is_still_on_the_page_it_was_written_to(
-    pool: AsyncConnectionPool, running
+    pool: AsyncConnectionPool, running: Any
 ) -> None:
     """Numbered by the producer, then leased and advanced by a draining worker, a session row is
     rewritten in place: a rewrite that finds no room on its page moves the row to another one,
