@@ -40,7 +40,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> bool:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    printer = structlog.PrintLogger(sys.stderr)
+    # One write per line: `nexus up`'s worker shares this stream, and `print` writes a line's
+    # text and its newline apart, so the other process's line could land between them.
+    printer = structlog.WriteLogger(sys.stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -57,7 +59,7 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> bool:
 
 
 def _route_standard_logging(
-    printer: structlog.PrintLogger,
+    printer: structlog.WriteLogger,
     stamp: list[structlog.typing.Processor],
     renderer: structlog.typing.Processor,
     level: str,
@@ -86,7 +88,7 @@ def _route_standard_logging(
 class _PrinterHandler(logging.Handler):
     """Writes through structlog's printer, so its lines and ours never interleave mid-line."""
 
-    def __init__(self, printer: structlog.PrintLogger) -> None:
+    def __init__(self, printer: structlog.WriteLogger) -> None:
         super().__init__()
         self.printer = printer
 
