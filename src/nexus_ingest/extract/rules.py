@@ -7,8 +7,8 @@ where the instruction starts, so injected text can never supply a value.
 
 The work is bounded whatever the size of a snapshot: a long turn is read at its start and its
 end, a long chat at its opening and its latest turns, and every pattern runs in time linear in
-what it reads. Most patterns read lower-cased text without IGNORECASE, and costlier ones run
-only where a cheap cue says they can match: a short chat of one to three turns costs 0.2-0.3 ms.
+what it reads. Most patterns read lower-cased text without IGNORECASE, word alternations are
+grouped by first letter, and costlier patterns run only where a cheap cue says they can match.
 """
 
 from __future__ import annotations
@@ -52,6 +52,113 @@ def _trie_node(node: dict[str, Any]) -> str:
     return branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
 
 
+def _by_first_letter(pattern: str) -> re.Pattern[str]:
+    r"""`pattern`, a word alternation `\b(?:a|b|...)` and what follows it, compiled with the
+    alternatives that begin with the same letter grouped behind it: at each word start the regex
+    engine then tests one branch per letter instead of every alternative. Alternatives that do
+    not begin with a plain letter stay where they are, and no two that could match at the same
+    place change order, so every match is the same."""
+    head = r"\b(?:"
+    if not pattern.startswith(head):
+        raise ValueError("not a word alternation")
+    end = _group_end(pattern, len(head))
+    alternatives = _top_level_split(pattern[len(head) : end])
+    return re.compile(head + "|".join(_grouped(alternatives)) + pattern[end:])
+
+
+def _union(*patterns: re.Pattern[str]) -> re.Pattern[str]:
+    r"""One pattern that matches somewhere exactly when one of `patterns`, each a word
+    alternation `\b(?:...)\b`, does."""
+    head, tail = r"\b(?:", r")\b"
+    alternations = []
+    for pattern in patterns:
+        source = pattern.pattern
+        whole = source.startswith(head) and source.endswith(tail)
+        if not whole or _group_end(source, len(head)) != len(source) - len(tail):
+            raise ValueError("not a word alternation")
+        alternations.append(source[len(head) : -len(tail)])
+    return _by_first_letter(head + "|".join(alternations) + tail)
+
+
+def _grouped(alternatives: list[str]) -> list[str]:
+    branches: list[str] = []
+    letters: dict[str, list[str]] = {}  # the run since the last alternative left in place
+    for alternative in (part for each in alternatives for part in _distributed(each)):
+        if not alternative[:1].isalpha() or alternative[1:2] in ("?", "*", "+", "{"):
+            branches += _letter_branches(letters)
+            letters = {}
+            branches.append(alternative)
+        else:
+            letters.setdefault(alternative[0], []).append(alternative[1:])
+    return branches + _letter_branches(letters)
+
+
+def _distributed(alternative: str) -> list[str]:
+    """`(?:a|b)c` as `ac`, `bc`: tried in the same order, so it matches the same, but each
+    alternative now begins with its letter."""
+    if not alternative.startswith("(?:"):
+        return [alternative]
+    end = _group_end(alternative, 3)
+    rest = alternative[end + 1 :]
+    if rest[:1] in ("?", "*", "+", "{"):
+        return [alternative]
+    return [
+        part + rest
+        for inner in _top_level_split(alternative[3:end])
+        for part in _distributed(inner)
+    ]
+
+
+def _letter_branches(letters: dict[str, list[str]]) -> list[str]:
+    return [
+        letter + (tails[0] if len(tails) == 1 else f"(?:{'|'.join(tails)})")
+        for letter, tails in letters.items()
+    ]
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """The index of the `)` closing the group whose content begins at `start`."""
+    depth = 0
+    for index, char in _unescaped(pattern, start):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                return index
+            depth -= 1
+    raise ValueError("unbalanced group")
+
+
+def _top_level_split(alternation: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for index, char in _unescaped(alternation, 0):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(alternation[start:index])
+            start = index + 1
+    return [*parts, alternation[start:]]
+
+
+def _unescaped(pattern: str, start: int) -> Iterator[tuple[int, str]]:
+    """(index, character) of `pattern` from `start`, past escapes and character classes."""
+    index, in_class = start, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        else:
+            yield index, char
+        index += 1
+
+
 _LETTERS = r"[^\W\d_]"
 _LOWER = r"[a-záéíóúñü]"
 _NAME_WORD = rf"{_LETTERS}+(?:['’-]{_LETTERS}+)*"
@@ -69,7 +176,7 @@ _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 # dropped, because a prospect describing themselves never needs that vocabulary.
 # Like every pattern below without a case-sensitive part, it reads lower-cased text: without
 # IGNORECASE the regex engine skips at once the alternatives whose first letter differs.
-_INJECTION_RE = re.compile(
+_INJECTION_RE = _by_first_letter(
     r"\b(?:(?:system|sistema|assistant|asistente|developer|admin|user)\s*:"
     r"|ignor\w*\b.{0,40}\b(?:instruc\w*|reglas|rules|prompt)"
     r"|(?:olvida\w*|forget|disregard|override)\b"
@@ -83,7 +190,7 @@ _INJECTION_RE = re.compile(
     r"|(?:the\s+lead|el\s+lead|del\s+cliente|the\s+(?:customer|client)'s)\b)"
 )
 _ASSIGNMENT_RE = re.compile(r"\w\s*=\s*\S")
-_THIRD_PARTY_RE = re.compile(
+_THIRD_PARTY_RE = _by_first_letter(
     r"\b(?:mi|my|our|nuestr[oa])\s+(?:jef[ea]|compañer[oa]|colega|soci[oa]|herman[oa]|"
     r"espos[oa]|mujer|marido|amig[oa]|boss|manager|colleague|co-?worker|partner|friend|wife|"
     r"husband|brother|sister|assistant|asistente|secretari[oa])\b"
@@ -171,6 +278,8 @@ _NEGATED_RE = re.compile(
 )
 
 _PHONE_RE = re.compile(r"(?<![\w@+.,])(?:\+\s?)?\(?\d[\d \t().-]{5,20}\d(?![\w@])")
+# The digits every phone number holds: a quick test before the costlier pattern above.
+_PHONE_CUE_RE = re.compile(r"\d[\d \t().-]{5,20}\d")
 _PHONE_CONTEXT_RE = re.compile(
     r"tel[eé]fono|m[oó]vil|celular|n[uú]mero|whatsapp|ll[aá]m|phone|number|call|cell|mobile|text",
 )
@@ -191,9 +300,11 @@ _BARE_BUDGET_RE = re.compile(
     rf"\b(?:presupuesto|budget)(?:\s*(?:[:=]|\b(?:es|is|of|de|around|about|unos|aproximado"
     rf"|máximo)\b)){{0,3}}\s*(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?(?!\s*[\w€$£])",
 )
+# Every alternative begins with a letter (the boundary before "max" is checked behind it), so
+# the regex engine skips at once the positions where none can begin.
 _BUDGET_CONTEXT_RE = re.compile(
     r"presupuesto|budget|spend|gastar|invertir|invest|tenemos|contamos|disponemos|hasta|up\s+to"
-    r"|m[aá]ximo|\bmax|around|about|unos|aprox|alrededor|we\s+have|we\s+can",
+    r"|m[aá]ximo|max(?<=\bmax)|around|about|unos|aprox|alrededor|we\s+have|we\s+can",
 )
 _CURRENCIES = {
     "€": "EUR", "euro": "EUR", "euros": "EUR", "eur": "EUR",
@@ -228,7 +339,7 @@ _TIMEFRAME_RE = re.compile(
     r"|asap|as\s+soon\s+as\s+possible|right\s+away|immediately|today|tomorrow)"
     rf"|(?:en|para|antes\s+de|by|in|before)\s+(?P<month>{_MONTHS}))\b",
 )
-_URGENT_RE = re.compile(
+_URGENT_RE = _by_first_letter(
     r"\b(?:urgente\w*|ya\s+mismo|hoy\s+mismo|cuanto\s+antes|lo\s+antes\s+posible|asap|urgent\w*"
     r"|as\s+soon\s+as\s+possible|right\s+away|immediately)\b",
 )
@@ -293,7 +404,7 @@ _ROLE_RE = re.compile(
     rf"(?:\s+(?i:at|de|del|en|of|for|in)\s+(?P<org>{_ORG}))?"
 )
 
-_COMPLAINT_RE = re.compile(
+_COMPLAINT_RE = _by_first_letter(
     r"\b(?:queja\w*|quejarme|reclam\w*|molest[oa]s?|enfadad[oa]s?|indignad[oa]s?|hart[oa]s?"
     r"|inaceptable|vergüenza|p[eé]sim[oa]s?|estafa|reembolso|devoluci[oó]n|me\s+cobraron"
     r"|cobro\s+indebido|pido\s+la\s+baja|darme\s+de\s+baja|complain\w*|unacceptable|awful"
@@ -301,7 +412,7 @@ _COMPLAINT_RE = re.compile(
     r"|frustrated|disappointed|nobody\s+(?:answers|responds|replies)|nadie\s+(?:responde|contesta)"
     r"|cancel\s+my|desastre|devolv\w+\s+el\s+dinero|money\s+back)\b",
 )
-_SUPPORT_RE = re.compile(
+_SUPPORT_RE = _by_first_letter(
     r"\b(?:no\s+puedo\s+(?:acceder|entrar|iniciar|conectar|descargar|pagar)|error\w*"
     r"|no\s+funciona\w*|no\s+carga|no\s+me\s+(?:llega|deja|funciona|carga)|contrase[ñn]a"
     r"|restablecer|iniciar\s+sesi[oó]n|incidencia|fallo|aver[ií]a|soporte\s+t[eé]cnico"
@@ -311,17 +422,17 @@ _SUPPORT_RE = re.compile(
     r"|fix\s+(?:it|this|my)|deleted|lost\s+(?:all\s+)?my|arregl\w*|se\s+ha\s+borrado|borr[oó]"
     r"|mi\s+cuenta)\b",
 )
-_OTHER_RE = re.compile(
+_OTHER_RE = _by_first_letter(
     r"\b(?:vacantes?|empleo|trabajar\s+con\s+(?:vosotros|ustedes)|mi\s+cv|curr[ií]culum"
     r"|hiring|job\s+(?:opening|offer|position)|resume|internship|pr[aá]cticas|partnership"
     r"|proveedores|vendor|survey|encuesta)\b",
 )
-_BROWSING_RE = re.compile(
+_BROWSING_RE = _by_first_letter(
     r"\b(?:s[oó]lo\s+(?:estoy\s+)?mirando|s[oó]lo\s+miraba|just\s+(?:browsing|looking)"
     r"|looking\s+around|no\s+(?:plans?|intention)\s+to\s+buy|not\s+(?:ready|looking)\s+to\s+buy"
     r"|por\s+curiosidad|just\s+curious|de\s+momento\s+no|por\s+ahora\s+no)\b",
 )
-_BUY_RE = re.compile(
+_BUY_RE = _by_first_letter(
     r"\b(?:compr(?:ar|o|amos|ar[ií]a)|contrat(?:ar|o|amos|ar[ií]a)|adquirir|suscrib\w*|precios?"
     r"|tarifas?|cu[aá]nto\s+(?:cuesta|cuestan|vale|valen|costar[ií]a|sale)|cuesta|cuestan"
     r"|costar[ií]a|cotizaci[oó]n|presupuesto|propuesta|proposal|demo|pagar|pago"
@@ -334,10 +445,10 @@ _BUY_RE = re.compile(
     r"|(?:we|i)\s+(?:want|would\s+like|'d\s+like)\s+(?:a|an|the|to\s+(?:buy|purchase|get|sign))\b"
     r"|looking\s+for\b(?!\s+(?:info|information|more|details))|get\s+started|launch)\b",
 )
-_STRONG_BUY_RE = re.compile(
+_STRONG_BUY_RE = _by_first_letter(
     r"\b(?:compr(?:ar|o|amos)|contrat(?:ar|o|amos)|adquirir|demo|buy|purchase|sign\s+up)\b",
 )
-_INFO_RE = re.compile(
+_INFO_RE = _by_first_letter(
     r"\b(?:informaci[oó]n|info|saber|conocer|c[oó]mo\s+funciona|incluye|ten[eé]is|tienen"
     r"|ofrecen|ofrec[eé]is|hac[eé]is|hacen|interesa\w*|interesad[oa]s?|pregunt\w*|dudas?"
     r"|detalles|information|details|know|learn|tell\s+me\s+more|more\s+about|how\s+does"
@@ -345,9 +456,14 @@ _INFO_RE = re.compile(
     r"|you\s+(?:guys\s+)?(?:do|offer|sell|have)|difference|diferencia|compar\w*"
     r"|trabaj[aá]is\s+con|trabajan\s+con|do\s+you\s+work\s+with)\b",
 )
-_CONTACT_RE = re.compile(
+_CONTACT_RE = _by_first_letter(
     r"\b(?:ll[aá]m(?:ame|adme|arme|arais|ennos|enme)|cont[aá]ct(?:ame|adme|enme)|escr[ií]beme"
     r"|call\s+me|reach\s+me|contact\s+me|email\s+me|text\s+me)\b",
+)
+
+# Most chats hold none of these: one scan for them all says so, and spares the scan of each.
+_RARE_SIGNAL_RE = _union(
+    _COMPLAINT_RE, _SUPPORT_RE, _OTHER_RE, _BROWSING_RE, _STRONG_BUY_RE, _CONTACT_RE, _URGENT_RE
 )
 
 _ASK_RES = {
@@ -528,13 +644,14 @@ def extract_prospect(messages: Sequence[ChatMessage], phone_region: str | None =
     turns = _user_turns(read)
     sentences = [sentence for turn in turns for sentence in turn.sentences]
     text = " \n".join(sentence.low for sentence in sentences)
-    browsing = _is_browsing(text)
-    intent = _intent(text, browsing)
+    rare = _RARE_SIGNAL_RE.search(text) is not None
+    browsing = rare and _is_browsing(text)
+    intent = _intent(text, browsing, rare)
     commercial = intent not in ("soporte", "queja", "otro")
     products = _products(sentences) if commercial else []
-    plazo = _last(_timeframe(sentence) for sentence in sentences) if commercial else None
+    plazo = _last(map(_timeframe, sentences)) if commercial else None
     presupuesto = _budget(turns) if commercial else None
-    level = _interest_level(text, intent, browsing, bool(products), plazo, presupuesto)
+    level = _interest_level(text, intent, browsing, bool(products), plazo, presupuesto, rare)
     own = [sentence for sentence in sentences if sentence.own]
     ubicacion = _location(turns)
     # Raw text on purpose: how someone writes is not a value an instruction can set.
@@ -543,10 +660,10 @@ def extract_prospect(messages: Sequence[ChatMessage], phone_region: str | None =
     regions = phone_regions(ubicacion, idioma, phone_region) if phone else ()
     return Prospect(
         nombre=_name(turns, _assistant_names(read)),
-        email=_last(_email(sentence) for sentence in own),
+        email=_last(map(_email, own)),
         telefono=normalise_phone(phone, regions) if phone else None,
         empresa=_company(turns),
-        cargo=_last(_role(sentence) for sentence in own),
+        cargo=_last(map(_role, own)) if any(sentence.roles for sentence in own) else None,
         ubicacion=ubicacion,
         productos_interes=products,
         presupuesto=presupuesto,
@@ -609,8 +726,7 @@ def _user_turns(read: Sequence[tuple[str, str]]) -> list[_Turn]:
 
 def _clean_sentences(text: str) -> tuple[_Sentence, ...]:
     parts = _SENTENCE_END_RE.split(text) if _SENTENCE_END_CUE_RE.search(text) else [text]
-    kept = (_clean_sentence(part) for part in parts)
-    return tuple(sentence for sentence in kept if sentence is not None)
+    return tuple(sentence for part in parts if (sentence := _clean_sentence(part)) is not None)
 
 
 def _clean_sentence(part: str) -> _Sentence | None:
@@ -627,8 +743,12 @@ def _clean_sentence(part: str) -> _Sentence | None:
 
 
 def _injection_start(low: str) -> int | None:
-    found = [_INJECTION_RE.search(low), _ASSIGNMENT_RE.search(low) if "=" in low else None]
-    return min((match.start() for match in found if match is not None), default=None)
+    injection = _INJECTION_RE.search(low)
+    cut = None if injection is None else injection.start()
+    assignment = _ASSIGNMENT_RE.search(low) if "=" in low else None
+    if assignment is not None and (cut is None or assignment.start() < cut):
+        return assignment.start()
+    return cut
 
 
 def _last(values: Iterable[_T | None]) -> _T | None:
@@ -658,21 +778,20 @@ def _words(text: str) -> list[str]:
 
 
 def _name(turns: Sequence[_Turn], assistant_names: frozenset[str]) -> str | None:
-    found = (name for turn in turns for name in _turn_names(turn))
-    if not assistant_names:
-        return _last(found)
-    return _last(name if _fold(name) not in assistant_names else None for name in found)
+    found = None
+    for turn in turns:
+        if "nombre" in turn.asked:
+            found = _own_name(_bare_name(turn.sentences), assistant_names) or found
+        for sentence in turn.sentences:
+            found = _own_name(_sentence_name(sentence.text, sentence.low), assistant_names) or found
+    return found
 
 
-def _turn_names(turn: _Turn) -> Iterator[str]:
-    if "nombre" in turn.asked:
-        bare = _bare_name(turn.sentences)
-        if bare is not None:
-            yield bare
-    for sentence in turn.sentences:
-        named = _sentence_name(sentence.text, sentence.low)
-        if named is not None:
-            yield named
+def _own_name(name: str | None, assistant_names: frozenset[str]) -> str | None:
+    """`name`, unless it is the assistant's own (a visitor greeting "Sofía" is not Sofía)."""
+    if name is None or (assistant_names and _fold(name) in assistant_names):
+        return None
+    return name
 
 
 def _sentence_name(text: str, low: str) -> str | None:
@@ -682,7 +801,13 @@ def _sentence_name(text: str, low: str) -> str | None:
         if cue.search(low)
         for match in pattern.finditer(low if lowered else text)
     ]
-    return _last(name for _, name in sorted(found, key=lambda item: item[0]))
+    if len(found) > 1:
+        found.sort(key=_position)
+    return _last(name for _, name in found)
+
+
+def _position(item: tuple[int, object]) -> int:
+    return item[0]
 
 
 def _trim_name(raw: str, *, capitalised: bool) -> str | None:
@@ -697,9 +822,11 @@ def _trim_name(raw: str, *, capitalised: bool) -> str | None:
 
 def _name_tokens(tokens: Sequence[str], *, capitalised: bool) -> list[str]:
     kept: list[str] = []
+    words = 0  # kept tokens that are not particles
     for token in tokens:
         lower = token.lower()
-        if lower in _NAME_PARTICLES and kept:
+        particle = lower in _NAME_PARTICLES
+        if particle and kept:
             kept.append(token)
             continue
         if lower in _STOPWORDS or (capitalised and not token[0].isupper()):
@@ -707,7 +834,8 @@ def _name_tokens(tokens: Sequence[str], *, capitalised: bool) -> list[str]:
         if lower in _GREETINGS and not kept:
             continue
         kept.append(token)
-        if len(kept) - sum(t.lower() in _NAME_PARTICLES for t in kept) >= _MAX_NAME_WORDS:
+        words += not particle
+        if words >= _MAX_NAME_WORDS:
             break
     return kept
 
@@ -795,6 +923,8 @@ def _phone(turns: Sequence[_Turn]) -> str | None:
 
 
 def _sentence_phone(sentence: _Sentence, asked: bool) -> str | None:
+    if not _PHONE_CUE_RE.search(sentence.text):
+        return None
     matches = list(_PHONE_RE.finditer(sentence.text))
     if not matches:
         return None
@@ -818,7 +948,7 @@ def _phone_value(low: str, match: re.Match[str], likely: bool) -> str | None:
 
 def _company(turns: Sequence[_Turn]) -> str | None:
     return _last(
-        _bare_value(turn, "empresa") or _last(_sentence_company(s) for s in turn.sentences)
+        _bare_value(turn, "empresa") or _last(map(_sentence_company, turn.sentences))
         for turn in turns
     )
 
@@ -830,12 +960,17 @@ def _sentence_company(sentence: _Sentence) -> str | None:
     ]
     if _INTRO_CUE_RE.search(low) and _FIRM_AFTER_CUE_RE.search(low):
         matches += _NAME_ORG_RE.finditer(text)
+    if sentence.roles:
+        matches += sentence.roles
+    if not matches:
+        return None
     found = [
         (m.start("org"), _clean_org(m["org"]))
-        for m in (*matches, *sentence.roles)
+        for m in matches
         if m["org"] and not _place_at(low, m.start("org"))
     ]
-    return _last(org for _, org in sorted(found, key=lambda item: (item[0], item[1] or "")))
+    found.sort(key=lambda item: (item[0], item[1] or ""))
+    return _last(org for _, org in found)
 
 
 def _clean_org(raw: str) -> str | None:
@@ -859,7 +994,7 @@ def _clean_role(raw: str) -> str | None:
 
 def _location(turns: Sequence[_Turn]) -> str | None:
     return _last(
-        _bare_value(turn, "ubicacion") or _last(_sentence_location(s) for s in turn.sentences)
+        _bare_value(turn, "ubicacion") or _last(map(_sentence_location, turn.sentences))
         for turn in turns
     )
 
@@ -875,9 +1010,11 @@ def _sentence_location(sentence: _Sentence) -> str | None:
             for m in _PLACE_RE.finditer(low)
             if text[m.start()].isupper() and _PREPOSITION_RE.search(_before(low, m.start()))
         ]
+    if not found:
+        return None
     # At one position the longer reading ("Austin, Texas" over "Austin") is the better one.
-    ordered = sorted(found, key=lambda item: (item[0], len(item[1])))
-    return _last(" ".join(place.split()) for _, place in ordered)
+    found.sort(key=lambda item: (item[0], len(item[1])))
+    return _last(" ".join(place.split()) for _, place in found)
 
 
 def _place_at(low: str, start: int) -> bool:
@@ -978,12 +1115,13 @@ def _interest_thing(raw: str) -> str | None:
     return " ".join(tokens)
 
 
-def _intent(text: str, browsing: bool) -> Intent | None:
-    if _COMPLAINT_RE.search(text):
+def _intent(text: str, browsing: bool, rare: bool) -> Intent | None:
+    """`rare`: whether `_RARE_SIGNAL_RE` found anything in `text`."""
+    if rare and _COMPLAINT_RE.search(text):
         return "queja"
-    if _SUPPORT_RE.search(text):
+    if rare and _SUPPORT_RE.search(text):
         return "soporte"
-    if _OTHER_RE.search(text):
+    if rare and _OTHER_RE.search(text):
         return "otro"
     if browsing:
         return "informacion"
@@ -995,9 +1133,9 @@ def _intent(text: str, browsing: bool) -> Intent | None:
 
 
 def _is_browsing(text: str) -> bool:
-    browsing = list(_BROWSING_RE.finditer(text))
-    if not browsing:
+    if not _BROWSING_RE.search(text):
         return False
+    browsing = list(_BROWSING_RE.finditer(text))
     buying = list(_BUY_RE.finditer(text))
     # "Solo miraba... bueno, quiero contratar" ends up buying; "no plans to buy" does not.
     return not buying or buying[-1].start() < browsing[-1].end()
@@ -1010,24 +1148,25 @@ def _interest_level(
     has_products: bool,
     plazo: str | None,
     budget: str | None,
+    rare: bool,
 ) -> int | None:
     if intent in ("soporte", "queja", "otro"):
         return None
     if browsing:
         return _BROWSING_LEVEL
-    contact = bool(_CONTACT_RE.search(text))
+    contact = rare and bool(_CONTACT_RE.search(text))
     if intent is None and not (has_products or contact):
         return None
     buying = intent == "compra"
     level = _BUY_LEVEL if buying else _BASE_LEVEL
-    level += bool(_STRONG_BUY_RE.search(text)) + (has_products and not buying) + contact
+    level += (rare and bool(_STRONG_BUY_RE.search(text))) + (has_products and not buying) + contact
     level += (plazo is not None) + (budget is not None)
-    level += plazo is None and bool(_URGENT_RE.search(text))
+    level += plazo is None and rare and bool(_URGENT_RE.search(text))
     return max(1, min(10, level))
 
 
 def _language(texts: Iterable[str]) -> str | None:
-    words = [word for text in texts for word in _words(text)]
+    words = _words("\n".join(texts))  # a line break ends a word: none spans two texts
     spanish = sum(map(_ES_WORDS.__contains__, words))
     english = sum(map(_EN_WORDS.__contains__, words))
     if spanish == english:
