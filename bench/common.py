@@ -278,6 +278,19 @@ def _cpu(procs: Sequence[Any]) -> dict[int, float]:
     return seconds
 
 
+def _rss(procs: Sequence[Any]) -> int:
+    """The largest resident memory of `procs` still running, in bytes."""
+    import psutil
+
+    largest = 0
+    for proc in procs:
+        try:
+            largest = max(largest, proc.memory_info().rss)
+        except psutil.Error:
+            continue
+    return largest
+
+
 def _spent(start: dict[int, float], last: dict[int, float]) -> float:
     # A process started after the start counts from zero.
     return sum(cpu - start.get(pid, 0.0) for pid, cpu in last.items())
@@ -302,12 +315,15 @@ def watch_drain(
         meter = _Meter(conn, watched)
         metered = 0  # messages left when metering began
         while time.perf_counter() - started < timeout:
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError("a consumer exited before the queue was empty")
-            peak = max(peak, *(p.memory_info().rss for p in watched))
+            # A consumer that stops on an empty queue may be gone before the count shows it.
+            exited = any(p.poll() is not None for p in procs)
+            if not exited:
+                peak = max(peak, _rss(watched))
             row = conn.execute(remaining_sql).fetchone()  # type: ignore[arg-type]
             samples.append((time.perf_counter() - started, int(row[0]) if row else 0))
             left = samples[-1][1]
+            if exited and left:
+                raise RuntimeError("a consumer exited before the queue was empty")
             meter.poll()
             if not metered and 0 < left < count:
                 meter.start()

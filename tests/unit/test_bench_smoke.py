@@ -3,13 +3,17 @@ benchmark run for real in a tiny mode (seconds), so the harness cannot rot unnot
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+
 import bench.bursty
 import bench.peers
 import bench.pgmq_versions
 import bench.spend
 import pytest
 from bench import drain, held, pgmqfloor, producer
-from bench.common import table
+from bench.common import QUEUE_TABLE, bench_env, fresh_database, process, table, watch_drain
 from bench.report import (
     drain_costs,
     drain_medians,
@@ -228,6 +232,32 @@ def test_pgmq_floor_and_two_worker_drain_run() -> None:
     assert float(floor["postgres_cpu_us_per_msg"]) > 0, floor
     two = drain.run("noop", 400, workers=2)
     assert two["rows"] == 400 and two["workers"] == 2
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_a_consumer_gone_after_emptying_the_queue_counts_as_drained() -> None:
+    """A consumer that stops on an empty queue may exit before the watcher sees the queue empty:
+    that is a finished drain. One that exits with messages left is still an error."""
+    with fresh_database() as url:
+        asyncio.run(drain.fill(url, 50, 50))
+        delete_all = f"DELETE FROM {QUEUE_TABLE}"
+        with process([sys.executable, "-c", _RUN_SQL, url, delete_all], bench_env(url)) as done:
+            _wait_without_reaping(done.pid)
+            drained = watch_drain(url, [done], 50)
+        assert drained.seconds >= 0 and drained.peak_rss == 0
+        asyncio.run(drain.fill(url, 5, 5))
+        with process([sys.executable, "-c", _RUN_SQL, url, "SELECT 1"], bench_env(url)) as idle:
+            _wait_without_reaping(idle.pid)
+            with pytest.raises(RuntimeError, match="exited before the queue was empty"):
+                watch_drain(url, [idle], 5)
+
+
+def _wait_without_reaping(pid: int) -> None:
+    """Until `pid` exits, leaving it a zombie: the state the watcher can find it in."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+
+_RUN_SQL = "import sys, psycopg; psycopg.connect(sys.argv[1], autocommit=True).execute(sys.argv[2])"
 
 
 @pytest.mark.usefixtures("bench_server")
