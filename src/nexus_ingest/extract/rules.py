@@ -199,12 +199,12 @@ _THIRD_PARTY_RE = _by_first_letter(
     r"|\b(?:su|sus)\s+(?:email|correo|tel[eé]fono|n[uú]mero|nombre)\b",
 )
 
-_STRONG_NAME_RE = re.compile(
+_STRONG_NAME_RE = _by_first_letter(
     rf"\b(?:me\s+llamo|mi\s+nombre\s+es|my\s+name\s+is|my\s+name's|my\s+name’s|name\s*:"
     rf"|nombre\s*:)\s*"
     rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
 )
-_WEAK_NAME_RE = re.compile(
+_WEAK_NAME_RE = _by_first_letter(
     rf"\b(?:soy|i'm|i’m|i\s+am|this\s+is|aqu[ií]|(?:te|le|les)\s+(?:habla|escribe))\s+"
     rf"(?P<name>{_NAME_WORD}(?:\s+{_NAME_WORD}){{0,4}})",
 )
@@ -595,6 +595,10 @@ _COMPANY_PATTERNS = (
     (_HERE_FROM_RE, _HERE_CUE_RE),
     (_LEADING_NAME_ORG_RE, re.compile(r",\s+(?:de|from)\s")),
 )
+# Most sentences name no firm: one search for any of the cues above says so for all six.
+_COMPANY_CUE_RE = re.compile(
+    "|".join(dict.fromkeys(f"(?:{cue.pattern})" for _, cue in _COMPANY_PATTERNS))
+)
 
 
 class _Sentence(NamedTuple):
@@ -955,9 +959,11 @@ def _company(turns: Sequence[_Turn]) -> str | None:
 
 def _sentence_company(sentence: _Sentence) -> str | None:
     text, low = sentence.text, sentence.low
-    matches = [
-        m for pattern, cue in _COMPANY_PATTERNS if cue.search(low) for m in pattern.finditer(text)
-    ]
+    matches = (
+        [m for pattern, cue in _COMPANY_PATTERNS if cue.search(low) for m in pattern.finditer(text)]
+        if _COMPANY_CUE_RE.search(low)
+        else []
+    )
     if _INTRO_CUE_RE.search(low) and _FIRM_AFTER_CUE_RE.search(low):
         matches += _NAME_ORG_RE.finditer(text)
     if sentence.roles:
@@ -1178,11 +1184,13 @@ def _summary(
     intent: Intent | None, products: Sequence[str], plazo: str | None, budget: str | None
 ) -> str | None:
     # Built from commercial facts only, so the summary never repeats personal data.
-    parts = [
-        f"Interesado en {', '.join(products)}" if products else None,
-        f"intención {intent}" if intent else None,
-        f"plazo {plazo}" if plazo else None,
-        f"presupuesto {budget}" if budget else None,
-    ]
-    text = "; ".join(part for part in parts if part)
-    return text or None
+    parts = []
+    if products:
+        parts.append(f"Interesado en {', '.join(products)}")
+    if intent:
+        parts.append(f"intención {intent}")
+    if plazo:
+        parts.append(f"plazo {plazo}")
+    if budget:
+        parts.append(f"presupuesto {budget}")
+    return "; ".join(parts) or None
