@@ -244,7 +244,7 @@ def test_a_consumer_gone_after_emptying_the_queue_counts_as_drained() -> None:
         with process([sys.executable, "-c", _RUN_SQL, url, delete_all], bench_env(url)) as done:
             _wait_without_reaping(done.pid)
             drained = watch_drain(url, [done], 50)
-        assert drained.seconds >= 0 and drained.peak_rss == 0
+        assert drained.peak_rss == 0  # gone before its memory was read
         asyncio.run(drain.fill(url, 5, 5))
         with process([sys.executable, "-c", _RUN_SQL, url, "SELECT 1"], bench_env(url)) as idle:
             _wait_without_reaping(idle.pid)

@@ -667,7 +667,7 @@ def extract_prospect(messages: Sequence[ChatMessage], phone_region: str | None =
         email=_last(map(_email, own)),
         telefono=normalise_phone(phone, regions) if phone else None,
         empresa=_company(turns),
-        cargo=_last(map(_role, own)) if any(sentence.roles for sentence in own) else None,
+        cargo=_last(map(_role, own)),
         ubicacion=ubicacion,
         productos_interes=products,
         presupuesto=presupuesto,
@@ -805,13 +805,8 @@ def _sentence_name(text: str, low: str) -> str | None:
         if cue.search(low)
         for match in pattern.finditer(low if lowered else text)
     ]
-    if len(found) > 1:
-        found.sort(key=_position)
+    found.sort(key=lambda item: item[0])
     return _last(name for _, name in found)
-
-
-def _position(item: tuple[int, object]) -> int:
-    return item[0]
 
 
 def _trim_name(raw: str, *, capitalised: bool) -> str | None:
@@ -1123,12 +1118,13 @@ def _interest_thing(raw: str) -> str | None:
 
 def _intent(text: str, browsing: bool, rare: bool) -> Intent | None:
     """`rare`: whether `_RARE_SIGNAL_RE` found anything in `text`."""
-    if rare and _COMPLAINT_RE.search(text):
-        return "queja"
-    if rare and _SUPPORT_RE.search(text):
-        return "soporte"
-    if rare and _OTHER_RE.search(text):
-        return "otro"
+    if rare:
+        if _COMPLAINT_RE.search(text):
+            return "queja"
+        if _SUPPORT_RE.search(text):
+            return "soporte"
+        if _OTHER_RE.search(text):
+            return "otro"
     if browsing:
         return "informacion"
     if _BUY_RE.search(text):
@@ -1139,9 +1135,9 @@ def _intent(text: str, browsing: bool, rare: bool) -> Intent | None:
 
 
 def _is_browsing(text: str) -> bool:
-    if not _BROWSING_RE.search(text):
-        return False
     browsing = list(_BROWSING_RE.finditer(text))
+    if not browsing:
+        return False
     buying = list(_BUY_RE.finditer(text))
     # "Solo miraba... bueno, quiero contratar" ends up buying; "no plans to buy" does not.
     return not buying or buying[-1].start() < browsing[-1].end()
