@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -16,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ingest.db import bounded_count, connection, storable
 from nexus_ingest.errors import SaveFailed, SaveRejected
 from nexus_ingest.extract.base import Extraction
+from nexus_ingest.models import Prospect
 from nexus_ingest.queries import query
 from nexus_ingest.spend import SpendRow
 
@@ -48,7 +50,7 @@ class SaveRequest:
             "msg_id": self.msg_id,
             "fingerprint_id": self.fingerprint_id,
             "session_id": self.session_id,
-            "data": storable(extraction.prospect.model_dump(mode="json", exclude_none=True)),
+            "data": _prospect_json(extraction.prospect),
             "extractor": storable(extraction.extractor),
             "latency_ms": extraction.latency_ms,
         }
@@ -62,18 +64,18 @@ class SaveRequest:
         ):
             if value:
                 item[key] = value
-        if extraction.model is not None or _counts_tokens(extraction):  # not the offline ones
+        if extraction.billed:
             item.update(_bill(extraction, self.cost_usd))
         return item
 
 
-def _counts_tokens(extraction: Extraction) -> bool:
-    return bool(
-        extraction.input_tokens
-        or extraction.output_tokens
-        or extraction.cached_tokens
-        or extraction.cache_write_tokens
-    )
+def _prospect_json(prospect: Prospect) -> Any:
+    """The prospect as a save item carries it: serialised by pydantic (the item's JSON embeds
+    it as is), unless it holds a NUL, which jsonb refuses and `storable` removes."""
+    text = prospect.model_dump_json(exclude_none=True)
+    if "\\u0000" in text:  # how JSON writes a NUL (or a backslash before "u0000": rare, harmless)
+        return storable(prospect.model_dump(mode="json", exclude_none=True))
+    return orjson.Fragment(text)
 
 
 def _bill(extraction: Extraction, cost_usd: float | None) -> dict[str, Any]:

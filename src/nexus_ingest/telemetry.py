@@ -44,6 +44,11 @@ def configure_tracing(service: str) -> bool:
     return True
 
 
+def tracing() -> bool:
+    """Whether spans are exported (`span` is then more than a no-op)."""
+    return _enabled
+
+
 def shutdown_tracing() -> None:
     """Flush spans still buffered."""
     if _enabled:

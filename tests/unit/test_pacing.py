@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import orjson
+
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.models import Prospect, QueuedSnapshot
 from nexus_ingest.policy import ExtractionPolicy
@@ -100,3 +102,24 @@ def test_a_save_carries_the_bill_and_the_turns_read() -> None:
     )
     offline = SaveRequest(2, "fp", "s", 2, Extraction(Prospect(), "rules")).as_item()
     assert not {"cache_write_tokens", "batch", "cost_usd", "turns"} & set(offline)
+
+
+def test_a_save_item_carries_the_prospect_as_json_and_never_a_nul() -> None:
+    """The prospect goes into the save as the JSON of its set fields; a NUL, which jsonb
+    refuses, is removed, and a text that only looks like one stays as it is."""
+
+    def saved(prospect: Prospect) -> Any:
+        item = SaveRequest(1, "fp", "s", 1, Extraction(prospect, "rules")).as_item()
+        return orjson.loads(orjson.dumps(item))["data"]
+
+    assert saved(Prospect(nombre="Ana", nivel_interes=7, productos_interes=["CRM"])) == {
+        "nombre": "Ana",
+        "nivel_interes": 7,
+        "productos_interes": ["CRM"],
+    }
+    assert saved(Prospect(nombre="Ro\x00sa", resumen="\x00")) == {
+        "nombre": "Rosa",
+        "resumen": "",
+        "productos_interes": [],
+    }
+    assert saved(Prospect(nombre="a\\u0000b"))["nombre"] == "a\\u0000b"

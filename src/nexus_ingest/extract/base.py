@@ -35,6 +35,13 @@ class Extraction:
         return self.cached_tokens
 
     @property
+    def billed(self) -> bool:
+        """Whether a model or tokens were involved: not so for the offline extractors."""
+        return self.model is not None or bool(
+            self.input_tokens or self.output_tokens or self.cached_tokens or self.cache_write_tokens
+        )
+
+    @property
     def uncached_input_tokens(self) -> int:
         """Prompt tokens billed at the plain input price."""
         return max(0, self.input_tokens - self.cached_tokens - self.cache_write_tokens)

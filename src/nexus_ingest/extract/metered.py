@@ -55,6 +55,8 @@ class MeteredExtractor:
 
     def _count(self, extraction: Extraction) -> None:
         self._ok.inc()
+        if not extraction.billed:  # an offline extractor's: nothing more to count
+            return
         for kind, count in (
             ("input", extraction.input_tokens),
             ("output", extraction.output_tokens),

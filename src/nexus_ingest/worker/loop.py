@@ -22,7 +22,7 @@ from nexus_ingest.worker.buffer import SaveBuffer
 from nexus_ingest.worker.config import WorkerConfig, read_size
 from nexus_ingest.worker.pace import Pacer
 from nexus_ingest.worker.plan import BatchPlan, WorkItem
-from nexus_ingest.worker.process import Extracted, extract_item
+from nexus_ingest.worker.process import Extracted, extract_item, extract_items
 from nexus_ingest.worker.settle import Settler
 
 log = structlog.get_logger("nexus.worker")
@@ -158,7 +158,12 @@ class Worker:
         """Start work on a batch; returns how many messages it held."""
         if self.extractor.in_process:
             # Pure computation: tasks would only add overhead, and nothing waits on I/O.
-            done = [result for item in plan.work if (result := await self._extract(item))]
+            done: list[Extracted] = []
+            for result in await extract_items(self.extractor, plan.work):
+                if isinstance(result, Extracted):
+                    done.append(result)
+                else:
+                    await self.settler.fail(result)
             if done:
                 await self.saves.put(done)
         else:
