@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     """a standalone worker serves /metrics, /healthz and /readyz on this port"""
     worker_concurrency: int = Field(default=8, gt=0)
     """LLM extractions in flight per worker (rules and noop run inline)"""
-    worker_batch_size: int = Field(default=200, gt=0)
+    worker_batch_size: int = Field(default=400, gt=0)
     """most messages read per round trip (an LLM worker reads no more than it has free slots)"""
     worker_vt_s: int = Field(default=60, gt=0)
     """visibility timeout (and session lease) of a read message, seconds"""

@@ -29,7 +29,7 @@ class SaveBuffer:
         self,
         save: SaveBatch,
         *,
-        batch_size: int = 200,
+        batch_size: int = 400,
         flights: int = 2,
         attempts: int = 4,
         capacity: int = 16,

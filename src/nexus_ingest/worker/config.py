@@ -18,7 +18,7 @@ class WorkerConfig:
     """How a worker reads and paces itself."""
 
     concurrency: int = 8
-    batch_size: int = 200
+    batch_size: int = 400
     vt_s: int = 60
     poll_interval_s: float = 1.0
     shutdown_grace_s: float = 10.0
