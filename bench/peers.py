@@ -22,13 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-BACKLOG = 20_000
+BACKLOG = 50_000  # as bench/drain.py's (not imported: the worker process imports no Nexus)
 # pgqueuer's own benchmark (tools/benchmark.py, docs "Benchmarks") drains with five queue
 # managers on their own asyncpg connections, batch size 10, under uvloop; its tuning guide
 # says to raise the batch for sub-second jobs. Nexus reads 200 at a time, so pgqueuer gets the
 # same batch, with the number of managers that drained fastest here (medians of 3 runs of
 # 20,000 no-op jobs: 5 x 10: ~9,100/s, 5 x 50: 11,628, 5 x 200: 14,925, 3 x 100: 14,184,
-# 1 x 200: 14,925, 1 x 500: 15,504, 2 x 200: 16,000).
+# 1 x 200: 14,925, 1 x 500: 15,504, 2 x 200: 16,000). When Nexus went to reads of 400 the sweep
+# was run again on a faster day (three rounds, medians): 2 x 200: 24,127, 2 x 400: 23,791,
+# 1 x 400: 24,553, 3 x 400: 23,023; no setting beat 2 x 200 beyond the rounds' spread.
 PGQUEUER_MANAGERS = 2
 PGQUEUER_BATCH = 200
 # Procrastinate fetches one job per round trip; for async jobs its docs say to raise

@@ -35,6 +35,7 @@ from bench.common import (
     wait_until_serving,
     watch_drain,
 )
+from bench.drain import BACKLOG
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run in a side's own code: migrate a fresh database, then queue a backlog with its queue module.
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--after", help="a later revision to compare (default: this checkout)")
     parser.add_argument("--noop-only", action="store_true", help="only the no-op drains")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backlog", type=int, default=20_000, help="messages per drain")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="messages per drain")
     parser.add_argument("--quick", action="store_true", help="one round, small backlog")
     args = parser.parse_args(argv)
     rounds, backlog, seconds = (1, 2_000, 3.0) if args.quick else (args.rounds, args.backlog, 10.0)
