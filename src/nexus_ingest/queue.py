@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 from uuid import UUID
 
 import psycopg
@@ -42,9 +42,12 @@ class Enqueued:
     conflict: bool
 
 
-@dataclass(frozen=True)
-class QueuedMessage:
-    """A message as read from the queue, still invisible to other readers until its timeout."""
+class QueuedMessage(NamedTuple):
+    """A message as read from the queue, still invisible to other readers until its timeout.
+
+    A named tuple rather than a frozen dataclass: a worker makes one for every message it
+    reads, and a tuple is made in a quarter of the time.
+    """
 
     msg_id: MsgId
     read_ct: int

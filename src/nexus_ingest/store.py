@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 from uuid import UUID
 
 import orjson
@@ -24,9 +23,9 @@ from nexus_ingest.spend import SpendRow
 SaveOutcome = Literal["applied", "stale", "duplicate", "forgotten"]
 
 
-@dataclass(frozen=True)
-class SaveRequest:
-    """One extraction to merge into `prospect_data`, and the queued message it came from."""
+class SaveRequest(NamedTuple):
+    """One extraction to merge into `prospect_data`, and the queued message it came from (a
+    named tuple, as `queue.QueuedMessage` is, for the same reason)."""
 
     msg_id: int
     fingerprint_id: str

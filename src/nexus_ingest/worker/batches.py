@@ -210,7 +210,7 @@ class BatchTracker:
 
 def _unleased(item: WorkItem) -> WorkItem:
     """A submitted item no longer holds its session: its save must not release a later lease."""
-    return dataclasses.replace(item, message=dataclasses.replace(item.message, lease=None))
+    return dataclasses.replace(item, message=item.message._replace(lease=None))
 
 
 async def _logged(event: str, work: Callable[[], Awaitable[None]]) -> None:
