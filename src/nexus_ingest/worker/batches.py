@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -210,7 +209,7 @@ class BatchTracker:
 
 def _unleased(item: WorkItem) -> WorkItem:
     """A submitted item no longer holds its session: its save must not release a later lease."""
-    return dataclasses.replace(item, message=item.message._replace(lease=None))
+    return item._replace(message=item.message._replace(lease=None))
 
 
 async def _logged(event: str, work: Callable[[], Awaitable[None]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -12,9 +13,9 @@ from nexus_ingest.models import QueuedSnapshot
 from nexus_ingest.queue import QueuedMessage
 
 
-@dataclass(frozen=True)
-class WorkItem:
-    """The newest snapshot of one session in a batch, decoded."""
+class WorkItem(NamedTuple):
+    """The newest snapshot of one session in a batch, decoded (a named tuple, as
+    `queue.QueuedMessage` is: one is made for every message read)."""
 
     message: QueuedMessage
     snapshot: QueuedSnapshot

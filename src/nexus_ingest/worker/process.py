@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -20,17 +19,16 @@ from nexus_ingest.worker.plan import WorkItem
 log = structlog.get_logger("nexus.worker")
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
-    """A finished extraction waiting to be saved, and when work on it began."""
+class Extracted(NamedTuple):
+    """A finished extraction waiting to be saved, and when work on it began (a named tuple:
+    one is made for every message extracted)."""
 
     item: WorkItem
     extraction: Extraction
     started: float
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     """An extraction that raised: settled by retrying or dead-lettering its message."""
 
     item: WorkItem
