@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from nexus_ingest.errors import ExtractionError
 from nexus_ingest.models import ChatMessage, Prospect
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """A prospect pulled out of one snapshot, with what it cost.
+class Extraction(NamedTuple):
+    """A prospect pulled out of one snapshot, with what it cost (a named tuple: an offline
+    extractor makes one for every message, and a tuple is made in a quarter of the time).
 
     `input_tokens` is the whole prompt, whatever part of it the provider's cache served:
     `cached_tokens` were read from the cache, `cache_write_tokens` written to it, and the rest
