@@ -22,7 +22,7 @@ from nexus_ingest.worker.buffer import SaveBuffer
 from nexus_ingest.worker.config import WorkerConfig, read_size
 from nexus_ingest.worker.pace import Pacer
 from nexus_ingest.worker.plan import BatchPlan, WorkItem
-from nexus_ingest.worker.process import Extracted, extract_item, extract_items
+from nexus_ingest.worker.process import Extracted, Failed, extract_item, extract_items
 from nexus_ingest.worker.settle import Settler
 
 log = structlog.get_logger("nexus.worker")
@@ -158,12 +158,8 @@ class Worker:
         """Start work on a batch; returns how many messages it held."""
         if self.extractor.in_process:
             # Pure computation: tasks would only add overhead, and nothing waits on I/O.
-            done: list[Extracted] = []
-            for result in await extract_items(self.extractor, plan.work):
-                if isinstance(result, Extracted):
-                    done.append(result)
-                else:
-                    await self.settler.fail(result)
+            results = await extract_items(self.extractor, plan.work)
+            done = [ok for result in results if (ok := await self._unless_failed(result))]
             if done:
                 await self.saves.put(done)
         else:
@@ -193,7 +189,10 @@ class Worker:
 
     async def _extract(self, item: WorkItem) -> Extracted | None:
         """Extract one snapshot; a failure is settled at once (retried or dead-lettered)."""
-        result = await extract_item(self.extractor, item)
+        return await self._unless_failed(await extract_item(self.extractor, item))
+
+    async def _unless_failed(self, result: Extracted | Failed) -> Extracted | None:
+        """The extraction; a failure is settled at once (retried or dead-lettered) instead."""
         if isinstance(result, Extracted):
             return result
         await self.settler.fail(result)

@@ -46,8 +46,8 @@ async def extract_items(
     extractor: Extractor, items: Sequence[WorkItem]
 ) -> list[Extracted | Failed]:
     """Extract snapshots one after another, as `extract_item` does each; whether to log and
-    trace is decided once for them all, since an offline extractor takes a read's 200 snapshots
-    in a few milliseconds and these checks would cost more than the no-op extractor itself."""
+    trace is decided once for them all, since an offline extractor takes a read's hundreds of
+    snapshots in a few milliseconds and these checks would cost more than the no-op extractor itself."""
     logged = log.is_enabled_for(logging.INFO)
     traced = tracing()
     results: list[Extracted | Failed] = []
