@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -244,6 +246,56 @@ async def test_stopping_an_in_process_worker_leaves_nothing_leased(
     )
     assert 0 < saved < 200 and saved + await queue_length(pool) == 200
     assert hidden == [(0,)] and leased == [(0,)]
+
+
+class WatchesTheNextRead(RecordingExtractor):
+    """An in-process extractor that, while it computes the first snapshot, watches from its own
+    connection whether the worker's next read has reached the database."""
+
+    in_process = True
+
+    def __init__(self, db_url: str, expected: int) -> None:
+        super().__init__()
+        self.db_url = db_url
+        self.expected = expected
+        self.read_while_extracting: int | None = None
+
+    async def extract(self, messages: Sequence[ChatMessage]) -> Extraction:
+        if self.read_while_extracting is None:
+            self.read_while_extracting = self._leased_within(deadline=time.monotonic() + 5)
+        return await super().extract(messages)
+
+    def _leased_within(self, deadline: float) -> int:
+        """Blocks, as a CPU-bound extraction would: nothing else runs on the worker's loop."""
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            while True:
+                row = conn.execute(
+                    "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion WHERE read_ct > 0"
+                ).fetchone()
+                leased = int(row[0]) if row else 0
+                if leased >= self.expected or time.monotonic() > deadline:
+                    return leased
+                time.sleep(0.01)
+
+
+async def test_the_next_read_runs_while_a_batch_is_extracted(
+    pool: AsyncConnectionPool, db_url: str
+) -> None:
+    """An in-process extractor holds the worker's thread: the read ahead must already be with
+    the database when extraction starts, or the database idles while the worker computes."""
+    config = dataclasses.replace(FAST, batch_size=5)
+    for n in range(10):
+        await send(pool, f"ahead-{n}", f"N{n}")
+    extractor = WatchesTheNextRead(db_url, expected=10)
+    worker = Worker(pool, extractor, config, listen_url=None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await until(lambda: _is_zero(queue_length(pool)), what="empty queue")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert extractor.read_while_extracting == 10
 
 
 @pytest.mark.parametrize("synchronous", [True, False])

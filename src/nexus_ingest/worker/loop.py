@@ -98,8 +98,11 @@ class Worker:
                     full = plan is not None and plan.size >= self.config.batch_size
                     if full and self.extractor.in_process:
                         # Read the next batch while this one is extracted, so the database
-                        # works on it meanwhile instead of waiting for us.
+                        # works on it meanwhile instead of waiting for us. A task starts at our
+                        # next suspension, and extracting in process never suspends: yield once
+                        # so the read's statement is sent before extraction takes the thread.
                         ahead = asyncio.create_task(self._read())
+                        await asyncio.sleep(0)
                     found = await self._dispatch(plan) if plan is not None else 0
                     backoff = 0.5
                 except DatabaseUnavailable:
