@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +46,7 @@ class Plan:
     latency_count: int = 500
     latency_rate: float = 50.0
     backlog: int = drain.BACKLOG
-    drain_rounds: int = 3
+    drain_rounds: int = 5
     with_peers: bool = True
     held_rate: float = held.RATE
     hold_s: float = held.HOLD_S
@@ -92,19 +92,33 @@ def run_section(name: str, plan: Plan) -> list[Row]:
 def run_drains(plan: Plan) -> list[Row]:
     """Every consumer drains the same backlog in alternation, round after round, so a change in
     the machine's speed (a shared VM's varies by tens of percent) hits all alike; the figures
-    compared are medians. Procrastinate (about a minute a run) runs once, at the end.
+    compared are medians. Every other round runs in reverse order, so no consumer always
+    follows the same one. Procrastinate (about a minute a run) runs once, at the end.
     """
     rows: list[Row] = []
     for round_no in range(1, plan.drain_rounds + 1):
-        rows.append(_nexus_drain(drain.run("noop", plan.backlog), round_no))
-        rows.append(_floor_drain(pgmqfloor.run(plan.backlog), round_no))
-        if plan.with_peers:
-            rows.append(_peer_drain(peers.run("pgqueuer", plan.backlog), round_no))
-        rows.append(_nexus_drain(drain.run("noop", plan.backlog, workers=2), round_no))
-        rows.append(_nexus_drain(drain.run("rules", plan.backlog), round_no))
+        drains = _round_of_drains(plan)
+        for run in drains if round_no % 2 else reversed(drains):
+            rows.append(run(round_no))
     if plan.with_peers:
         rows.append(_peer_drain(peers.run("procrastinate", plan.backlog), 1))
     return rows
+
+
+def _round_of_drains(plan: Plan) -> list[Callable[[int], Row]]:
+    """One round's drains, each run when called with the round's number."""
+    backlog = plan.backlog
+    drains: list[Callable[[int], Row]] = [
+        lambda n: _nexus_drain(drain.run("noop", backlog), n),
+        lambda n: _floor_drain(pgmqfloor.run(backlog), n),
+    ]
+    if plan.with_peers:
+        drains.append(lambda n: _peer_drain(peers.run("pgqueuer", backlog), n))
+    drains += [
+        lambda n: _nexus_drain(drain.run("noop", backlog, workers=2), n),
+        lambda n: _nexus_drain(drain.run("rules", backlog), n),
+    ]
+    return drains
 
 
 def _nexus_drain(row: Row, round_no: int) -> Row:

@@ -219,9 +219,19 @@ def drain_ratios(results: Results) -> list[Row]:
                 "spawn_to_empty_ratio": _times(
                     ratio(num(ours, "msgs_per_s"), num(reference, "msgs_per_s"))
                 ),
+                "by_round": ", ".join(_times(r) for r in round_ratios(results, c)),
             }
         )
     return rows
+
+
+def round_ratios(results: Results, c: Comparison) -> list[float]:
+    """The comparison's steady ratio within each round both sides ran in: a ratio of medians
+    can pair one round's fast side with another's slow one, and these show the spread."""
+    runs = _drain_runs(results)
+    ours = {r.get("round"): r for r in runs.get(c.ours, [])}
+    reference = {r.get("round"): r for r in runs.get(c.reference, [])}
+    return [_steady_ratio(ours[n], reference[n]) for n in ours if n in reference]
 
 
 def _steady_ratio(ours: Row, reference: Row) -> float:
@@ -608,8 +618,10 @@ DRAIN_TEXT = (
     "the very same queue table and bodies. Nexus's `noop` extractor still runs its whole save "
     "path per message (session lease, merge into a `prospect_data` row, extraction history, "
     "delete); a peer's no-op job only updates or deletes its own job row. Every consumer but "
-    "procrastinate (about a minute a run) runs once per round, the rounds in alternation; "
-    "figures are medians."
+    "procrastinate (about a minute a run) runs once per round, the consumers in alternation "
+    "and every other round in reverse order; figures are medians, and each comparison also "
+    "gives its ratio within every round (`by_round`), since a ratio of medians can pair one "
+    "round's fast side with another round's slow one."
 )
 COST_TEXT = (
     "What one message cost, from the first message gone to the last (medians over runs): WAL "

@@ -156,6 +156,10 @@ def test_ratio_tables_summary_and_report() -> None:
         "1.89x",
         "0.28x",
     ]
+    by_round = {r["comparison"]: r["by_round"] for r in drain_ratios(RESULTS)}
+    # Round by round: 9,000 / 30,000, 10,000 / 20,000, 5,000 / 25,000.
+    assert by_round["no-op drain over the PGMQ floor"] == "0.30x, 0.50x, 0.20x"
+    assert by_round["no-op drain over procrastinate"] == "18.00x"  # it ran in round 1 only
     assert [(r["server"], r["rate"], r["p99_over_floor"]) for r in floor_ratios(RESULTS)] == [
         ("nexus serve", "500 req/s", "2.50x"),
         ("nexus up (worker busy)", "500 req/s", "5.00x"),
@@ -341,3 +345,31 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
     ]
     [noop] = revisions.summary(rows)
     assert noop["after / before"] == "1.20x" and noop["after / pgqueuer"] == "2.40x"
+
+
+def test_drain_rounds_alternate_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every other round runs its consumers in reverse, so none always follows the same one;
+    procrastinate runs once, after the rounds."""
+    import bench.__main__ as main
+
+    ran: list[str] = []
+
+    def nexus_drain(extractor: str, count: int, workers: int = 1) -> dict[str, object]:
+        ran.append(f"{extractor} x{workers}")
+        return {"extractor": extractor, "workers": workers}
+
+    def peer_drain(name: str, count: int) -> dict[str, object]:
+        ran.append(name)
+        return {"queue": name}
+
+    def floor_drain(count: int) -> dict[str, object]:
+        ran.append("floor")
+        return {"queue": "pgmq floor"}
+
+    monkeypatch.setattr(main.drain, "run", nexus_drain)
+    monkeypatch.setattr(main.peers, "run", peer_drain)
+    monkeypatch.setattr(main.pgmqfloor, "run", floor_drain)
+    rows = main.run_drains(main.Plan(drain_rounds=2))
+    one_round = ["noop x1", "floor", "pgqueuer", "noop x2", "rules x1"]
+    assert ran == [*one_round, *reversed(one_round), "procrastinate"]
+    assert [r["round"] for r in rows] == [1] * 5 + [2] * 5 + [1]
