@@ -97,3 +97,38 @@ def test_union_matches_exactly_when_one_of_its_parts_does() -> None:
     for text in [*turns, *cues]:
         expected = any(part.search(text) for part in parts)
         assert (rules._RARE_SIGNAL_RE.search(text) is not None) == expected, text
+
+
+def test_quick_checks_accept_whatever_their_pattern_finds() -> None:
+    """The cheap tests run before a costlier pattern never turn away a sentence it matches, on
+    every turn of the dev set and on phrases of the patterns' own words, case and all."""
+    turns = [m.content for e in load_dataset(DEV_SET) for m in e.messages]
+    rng = random.Random(1)
+    words = sorted(
+        rules._word_set(
+            "mi my our su sus jefa colega co-worker partner his her email phone número telefono de "
+            "parte on behalf of in en from at desde near Madrid ıN deſde İn DE FROM arroba [at] (dot) "
+            "soy I'm Dan Ito , Acme"
+        )
+    )
+    phrases = [" ".join(rng.choices(words, k=rng.randint(1, 8))) for _ in range(2000)]
+    for text in [*turns, *phrases]:
+        low = rules._lower(text)
+        if rules._THIRD_PARTY_RE.search(low):
+            assert rules._THIRD_PARTY_CUE_RE.search(low), text
+        if rules._PLACE_CUE_RE.search(text):
+            assert rules._PLACE_HINT_RE.search(low), text
+        if rules._AT_CUE_RE.search(low):
+            assert "at" in low or "arroba" in low, text
+        if rules._FIRM_AFTER_CUE_RE.search(low):
+            assert rules._firm_after(low), text
+        expected = any(cue.search(low) for _, cue in rules._COMPANY_PATTERNS)
+        assert (rules._COMPANY_CUE_RE.search(low) is not None) == expected, text
+
+
+def test_words_are_what_the_word_pattern_finds() -> None:
+    """Splitting on spaces before the word pattern finds the same words, in the same order."""
+    turns = [m.content for e in load_dataset(DEV_SET) for m in e.messages]
+    tricky = ["¡Hola!, ¿qué tal?", "I'm a'b'c 'quoted' o’neill", "x² ½ 3d _a_ Σ ΟΔΟΣ", "a\tb\nc"]
+    for text in [*turns, *tricky]:
+        assert rules._words(text) == rules._WORD_RE.findall(text.lower()), text

@@ -170,6 +170,7 @@ _PLACE = rf"{_CAP_WORD}(?:\s+(?:de\s+|del\s+)?{_CAP_WORD}){{0,3}}"
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?;])\s+|\n+")
 _SEGMENT_RE = re.compile(r"[,;:.!?¡¿()\n]+")
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_EDGE_PUNCTUATION = ".,;:!?¡¿()'\""
 
 # Text addressed to the machine rather than to the business: instructions, role play,
 # field names and assignments. Everything from such a marker to the end of its sentence is
@@ -535,6 +536,15 @@ _WEAK_NAME_CUE_RE = _cue("soy i'm i’m i_am this_is aquí aqui habla escribe")
 _HERE_CUE_RE = _cue("here")
 _INTRO_CUE_RE = _cue("soy i'm i’m i_am this_is me_llamo mi_nombre my_name")
 _FIRM_AFTER_CUE_RE = re.compile(r"\b(?:from|de|of)\s")
+# A word every phrase of `_THIRD_PARTY_RE` holds: the relation or the detail it ends with ("mi
+# jefa", "su correo"; "tel" and "mero" for "teléfono" and "número" with or without accents), or
+# "parte" and "behalf". Few sentences hold one, and a trie is quicker to scan than the phrases,
+# whose leading word boundary leaves the regex engine no first character to skip to.
+_THIRD_PARTY_CUE_RE = _cue(
+    "jef compañer colega soci herman espos mujer marido amig boss manager colleague worker "
+    "partner friend wife husband brother sister assistant asistente secretari parte behalf email "
+    "phone number name correo tel mero nombre"
+)
 _ROLE_BEFORE_CUE_RE = re.compile(
     r",|\b(?:soy|como|mi\s+cargo|mi\s+puesto|trabajo\s+de|i['’]m|i\s+am|as|my\s+role"
     r"|my\s+title|i\s+work)\s"
@@ -552,6 +562,11 @@ _LOCATION_CUE_RE = _cue(
 )
 # Read on the sentence as written: a known place counts only capitalised, after a preposition.
 _PLACE_CUE_RE = re.compile(r"\b(?i:in|en|de|from|at|desde|near)\s+[A-Z]")
+# What that cue needs, read on the lower-cased sentence: the end of one of its words, then a space
+# (only the ends, since "ı" and "ſ" match "i" and "s" there and stay as they are lower-cased).
+# Most sentences lack it, and it is quicker to scan for than the cue, whose leading word
+# boundary leaves the regex engine no first character to skip to.
+_PLACE_HINT_RE = re.compile(r"(?:n|de|at|from|ar)\s")
 _AT_CUE_RE = re.compile(r"\s(?:at|arroba)\s|[\[({]at[\])}]")
 _PRODUCT_CUE_RE = _cue(
     "softw certific ssl dise desarroll develop gina sitio tienda online store commerce app "
@@ -587,18 +602,19 @@ _NAME_PATTERNS = (
     (_WEAK_NAME_RE, True, _WEAK_NAME_CUE_RE, True),
     (_HERE_NAME_RE, True, _HERE_CUE_RE, False),
 )
-_COMPANY_PATTERNS = (
-    (_COMPANY_RES[0], _cue("trabaj work")),
-    (_COMPANY_RES[1], _cue("empresa compañía company organi startup")),
-    (_COMPANY_RES[2], _cue("somos we")),
-    (_HERE_NAME_RE, _HERE_CUE_RE),
-    (_HERE_FROM_RE, _HERE_CUE_RE),
-    (_LEADING_NAME_ORG_RE, re.compile(r",\s+(?:de|from)\s")),
+_COMPANY_CUES = (
+    (_COMPANY_RES[0], "trabaj work"),
+    (_COMPANY_RES[1], "empresa compañía company organi startup"),
+    (_COMPANY_RES[2], "somos we"),
+    (_HERE_NAME_RE, "here"),
+    (_HERE_FROM_RE, "here"),
+    (_LEADING_NAME_ORG_RE, ",_de_ ,_from_"),
 )
-# Most sentences name no firm: one search for any of the cues above says so for all six.
-_COMPANY_CUE_RE = re.compile(
-    "|".join(dict.fromkeys(f"(?:{cue.pattern})" for _, cue in _COMPANY_PATTERNS))
-)
+_COMPANY_PATTERNS = tuple((pattern, _cue(words)) for pattern, words in _COMPANY_CUES)
+# Most sentences name no firm: one search for any of the cues above says so for all six. One
+# trie of all their words, not an alternation of the six, so that the regex engine knows which
+# characters a match can begin with and skips the others at once.
+_COMPANY_CUE_RE = _cue(" ".join(words for _, words in _COMPANY_CUES))
 
 
 class _Sentence(NamedTuple):
@@ -729,7 +745,11 @@ def _user_turns(read: Sequence[tuple[str, str]]) -> list[_Turn]:
 
 
 def _clean_sentences(text: str) -> tuple[_Sentence, ...]:
-    parts = _SENTENCE_END_RE.split(text) if _SENTENCE_END_CUE_RE.search(text) else [text]
+    if not _SENTENCE_END_CUE_RE.search(text):
+        # Most turns are one sentence: no split, and no generator to build the tuple of one.
+        sentence = _clean_sentence(text)
+        return () if sentence is None else (sentence,)
+    parts = _SENTENCE_END_RE.split(text)
     return tuple(sentence for part in parts if (sentence := _clean_sentence(part)) is not None)
 
 
@@ -741,9 +761,13 @@ def _clean_sentence(part: str) -> _Sentence | None:
         part, low = part[:cut], low[:cut]
     if not part.strip():
         return None
-    own = not _THIRD_PARTY_RE.search(low)
+    own = not _about_someone_else(low)
     digits = _DIGIT_RE.search(part) is not None
     return _Sentence(part, low, own, digits, _roles(part, low))
+
+
+def _about_someone_else(low: str) -> bool:
+    return _THIRD_PARTY_CUE_RE.search(low) is not None and _THIRD_PARTY_RE.search(low) is not None
 
 
 def _injection_start(low: str) -> int | None:
@@ -778,7 +802,17 @@ def _fold(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return _WORD_RE.findall(text.lower())
+    """The words of `text`, lower-cased: what `_WORD_RE` finds, most of them without it."""
+    words: list[str] = []
+    for chunk in text.lower().split():
+        # Punctuation at a chunk's edges is no part of a word, and what is left of most chunks
+        # is one word; only the others (digits, apostrophes, inner punctuation) need the pattern.
+        word = chunk.strip(_EDGE_PUNCTUATION)
+        if word.isalpha():
+            words.append(word)
+        elif word:
+            words += _WORD_RE.findall(word)
+    return words
 
 
 def _name(turns: Sequence[_Turn], assistant_names: frozenset[str]) -> str | None:
@@ -841,7 +875,7 @@ def _name_tokens(tokens: Sequence[str], *, capitalised: bool) -> list[str]:
 
 def _bare_name(sentences: Sequence[_Sentence]) -> str | None:
     """A reply that is just a name, right after the assistant asked for it."""
-    if _THIRD_PARTY_RE.search(" ".join(sentence.low for sentence in sentences)):
+    if _about_someone_else(" ".join(sentence.low for sentence in sentences)):
         return None
     text = " ".join(sentence.text for sentence in sentences)
     segments = [segment for segment in _SEGMENT_RE.split(text) if segment.strip()]
@@ -883,12 +917,15 @@ def _assistant_names(read: Sequence[tuple[str, str]]) -> frozenset[str]:
 def _email(sentence: _Sentence) -> str | None:
     low = sentence.low
     found = [(m.start(), m.group()) for m in _EMAIL_RE.finditer(low)] if "@" in low else []
-    if _AT_CUE_RE.search(low):
+    # Every spelling of the "at" holds "at" or "arroba": two substring tests spare the scan.
+    if ("at" in low or "arroba" in low) and _AT_CUE_RE.search(low):
         found += [
             (m.start(), email)
             for m in _OBFUSCATED_EMAIL_RE.finditer(low)
             if (email := _deobfuscate(m))
         ]
+    if not found:
+        return None
     return _last(email for start, email in sorted(found) if not _negated(low, start))
 
 
@@ -946,10 +983,12 @@ def _phone_value(low: str, match: re.Match[str], likely: bool) -> str | None:
 
 
 def _company(turns: Sequence[_Turn]) -> str | None:
-    return _last(
-        _bare_value(turn, "empresa") or _last(map(_sentence_company, turn.sentences))
-        for turn in turns
-    )
+    found = None
+    for turn in turns:
+        found = (
+            _bare_value(turn, "empresa") or _last(map(_sentence_company, turn.sentences)) or found
+        )
+    return found
 
 
 def _sentence_company(sentence: _Sentence) -> str | None:
@@ -959,7 +998,7 @@ def _sentence_company(sentence: _Sentence) -> str | None:
         if _COMPANY_CUE_RE.search(low)
         else []
     )
-    if _INTRO_CUE_RE.search(low) and _FIRM_AFTER_CUE_RE.search(low):
+    if _INTRO_CUE_RE.search(low) and _firm_after(low):
         matches += _NAME_ORG_RE.finditer(text)
     if sentence.roles:
         matches += sentence.roles
@@ -974,12 +1013,19 @@ def _sentence_company(sentence: _Sentence) -> str | None:
     return _last(org for _, org in found)
 
 
+def _firm_after(low: str) -> bool:
+    # Substring tests first: the pattern's leading word boundary makes it a scan of every position.
+    return ("de" in low or "of" in low or "from" in low) and bool(_FIRM_AFTER_CUE_RE.search(low))
+
+
 def _clean_org(raw: str) -> str | None:
     org = raw[:-1] if raw.endswith(".") and raw.count(".") == 1 else raw
     return None if org.lower() in _NOT_ORGS else org
 
 
 def _role(sentence: _Sentence) -> str | None:
+    if not sentence.roles:
+        return None
     return _last(_clean_role(m["role"]) for m in sentence.roles)
 
 
@@ -994,10 +1040,14 @@ def _clean_role(raw: str) -> str | None:
 
 
 def _location(turns: Sequence[_Turn]) -> str | None:
-    return _last(
-        _bare_value(turn, "ubicacion") or _last(map(_sentence_location, turn.sentences))
-        for turn in turns
-    )
+    found = None
+    for turn in turns:
+        found = (
+            _bare_value(turn, "ubicacion")
+            or _last(map(_sentence_location, turn.sentences))
+            or found
+        )
+    return found
 
 
 def _sentence_location(sentence: _Sentence) -> str | None:
@@ -1005,7 +1055,7 @@ def _sentence_location(sentence: _Sentence) -> str | None:
     found: list[tuple[int, str]] = []
     if _LOCATION_CUE_RE.search(low):
         found += [(m.start("place"), m["place"]) for m in _LOCATION_RE.finditer(text)]
-    if _PLACE_CUE_RE.search(text):
+    if _PLACE_HINT_RE.search(low) and _PLACE_CUE_RE.search(text):
         found += [
             (m.start(), text[m.start() : m.end()])
             for m in _PLACE_RE.finditer(low)
