@@ -1,6 +1,6 @@
 """This checkout against an earlier revision, on one server, in alternation: did a change cost speed?
 
-    python -m bench.revisions 3d5ff72              # ~6 minutes: no-op and rules drains, producer
+    python -m bench.revisions 3d5ff72              # ~10 minutes: no-op and rules drains, producer
     python -m bench.revisions 3d5ff72 --quick      # smoke run
 
 The earlier revision is checked out into a temporary git worktree and run from this environment
@@ -9,7 +9,10 @@ fills its own fresh database with its own code, since a queue body or a SQL func
 between them; the drain is watched and the load driven by this checkout's harness, so both are
 measured alike. Every round runs: both sides' no-op drain, pgqueuer's, both sides' rules drain,
 both sides' producer at 500 req/s; which side goes first swaps every round, and medians over
-rounds are compared, as ratios to pgqueuer (the drains) and to each other.
+rounds are compared, as ratios to pgqueuer (the drains) and to each other, with the rounds each
+side won. Each drain also gives the CPU its worker spent a message: on a machine whose speed
+drifts by a third within a run, five rounds of rates can miss a 10% change that the CPU a
+message shows.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from bench import peers
 from bench.common import (
@@ -100,13 +104,25 @@ def side_database(tree: Path | None, backlog: int) -> Iterator[str]:
         yield url
 
 
-def drain(tree: Path | None, extractor: str, backlog: int) -> float:
-    """Messages a second one worker process of `tree` drains in steady state (after start-up)."""
+class SideDrain(NamedTuple):
+    """One side's drain: its steady rate, and the CPU its worker spent a message, which drifts
+    less with a shared machine's speed than the rate does."""
+
+    msgs_per_s: float
+    worker_cpu_us: float
+
+
+def drain(tree: Path | None, extractor: str, backlog: int) -> SideDrain:
+    """How one worker process of `tree` drains a backlog, in steady state (after start-up)."""
     with side_database(tree, backlog) as url:
         env = side_env(tree, bench_env(url, NEXUS_EXTRACTOR=extractor))
         with nexus(["worker"], env) as proc:
             drained = watch_drain(url, [proc], backlog)
-    return float(drained.figures(backlog)["steady_msgs_per_s"])  # type: ignore[arg-type]
+    figures = drained.figures(backlog)
+    return SideDrain(
+        float(figures["steady_msgs_per_s"]),  # type: ignore[arg-type]
+        float(figures.get("consumer_cpu_us_per_msg") or 0.0),  # type: ignore[arg-type]
+    )
 
 
 def producer_p99(tree: Path | None, rate: int, seconds: float) -> float:
@@ -139,7 +155,9 @@ def run(
             for extractor in ("noop",) if noop_only else ("noop", "rules"):
                 for name, tree in sides:
                     _say(f"round {round_no}: {name}, {extractor} drain")
-                    row[f"{name} {extractor}"] = round(drain(tree, extractor, backlog))
+                    drained = drain(tree, extractor, backlog)
+                    row[f"{name} {extractor}"] = round(drained.msgs_per_s)
+                    row[f"{name} {extractor} cpu µs"] = drained.worker_cpu_us
                 if extractor == "noop":
                     _say(f"round {round_no}: pgqueuer")
                     row["pgqueuer"] = peers.run("pgqueuer", backlog)["steady_msgs_per_s"]
@@ -150,29 +168,52 @@ def run(
     return rows
 
 
+# Each figure: its name in the summary, and whether more of it is better.
+_FIGURES = {
+    "noop": ("noop drain, msgs/s", True),
+    "noop cpu µs": ("noop worker CPU, µs a message", False),
+    "rules": ("rules drain, msgs/s", True),
+    "rules cpu µs": ("rules worker CPU, µs a message", False),
+    "p99 ms": ("producer p99, ms", False),
+}
+
+
 def summary(rows: list[Row]) -> list[Row]:
-    """Medians over rounds, each side's drain over pgqueuer's, and after over before."""
+    """Medians over rounds, each side's drain over pgqueuer's, after over before, and in how
+    many rounds the after side came out better."""
 
     def median(key: str) -> float:
         return statistics.median(float(r[key]) for r in rows)  # type: ignore[arg-type]
 
     pgqueuer = median("pgqueuer")
     out = []
-    for figure in ("noop", "rules", "p99 ms"):
+    for figure, (name, more_is_better) in _FIGURES.items():
         if f"before {figure}" not in rows[0]:
             continue
         before, after = median(f"before {figure}"), median(f"after {figure}")
+        better = _rounds_better(rows, figure, more_is_better)
         out.append(
             {
-                "figure": f"{figure} drain, msgs/s" if figure != "p99 ms" else "producer p99, ms",
+                "figure": name,
                 "before": round(before, 2),
                 "after": round(after, 2),
                 "after / before": f"{after / before:.2f}x",
+                "after better in": f"{better} of {len(rows)} rounds",
                 "before / pgqueuer": f"{before / pgqueuer:.2f}x" if figure == "noop" else "",
                 "after / pgqueuer": f"{after / pgqueuer:.2f}x" if figure == "noop" else "",
             }
         )
     return out
+
+
+def _rounds_better(rows: list[Row], figure: str, more_is_better: bool) -> int:
+    """The rounds in which the after side beat the before side; a tie counts for neither."""
+    better = 0
+    for row in rows:
+        before = float(row[f"before {figure}"])  # type: ignore[arg-type]
+        after = float(row[f"after {figure}"])  # type: ignore[arg-type]
+        better += after > before if more_is_better else after < before
+    return better
 
 
 def _say(what: str) -> None:
@@ -184,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
     parser.add_argument("--after", help="a later revision to compare (default: this checkout)")
     parser.add_argument("--noop-only", action="store_true", help="only the no-op drains")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="messages per drain")
     parser.add_argument("--quick", action="store_true", help="one round, small backlog")
     args = parser.parse_args(argv)

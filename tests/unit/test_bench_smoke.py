@@ -337,14 +337,27 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
 
     with revisions.worktree("HEAD") as tree:
         assert (tree / "src" / "nexus_ingest" / "worker").is_dir()
-        assert revisions.drain(tree, "noop", 100) > 0
+        # Enough messages for the worker's CPU time to pass a few clock ticks (10 ms each).
+        drained = revisions.drain(tree, "noop", 5_000)
+        assert drained.msgs_per_s > 0 and drained.worker_cpu_us > 0
         assert revisions.producer_p99(tree, 50, 0.5) > 0
     rows = [
-        {"round": n, "before noop": 100 * n, "after noop": 120 * n, "pgqueuer": 100}
+        {
+            "round": n,
+            "before noop": 100 * n,
+            "after noop": 120 * n,
+            "before noop cpu µs": 20.0,
+            "after noop cpu µs": (18.0, 21.0, 20.0)[n - 1],
+            "pgqueuer": 100,
+        }
         for n in (1, 2, 3)
     ]
-    [noop] = revisions.summary(rows)
+    noop, cpu = revisions.summary(rows)
     assert noop["after / before"] == "1.20x" and noop["after / pgqueuer"] == "2.40x"
+    assert noop["after better in"] == "3 of 3 rounds"
+    # Less CPU is better, and a tie counts for neither side.
+    assert cpu["figure"] == "noop worker CPU, µs a message"
+    assert cpu["after better in"] == "1 of 3 rounds" and cpu["after / before"] == "1.00x"
 
 
 def test_drain_rounds_alternate_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
