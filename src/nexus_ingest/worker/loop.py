@@ -162,7 +162,9 @@ class Worker:
         if self.extractor.in_process:
             # Pure computation: tasks would only add overhead, and nothing waits on I/O.
             results = await extract_items(self.extractor, plan.work)
-            done = [ok for result in results if (ok := await self._unless_failed(result))]
+            done = [
+                ok for result in results if (ok := await self._unless_failed(result)) is not None
+            ]
             if done:
                 await self.saves.put(done)
         else:
