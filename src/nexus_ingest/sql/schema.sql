@@ -527,17 +527,38 @@ $$;
 --
 
 CREATE FUNCTION nexus.merge_list(old_value text[], new_value text[]) RETURNS text[]
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE
     SET search_path TO ''
     AS $$
-    SELECT COALESCE(array_agg(item ORDER BY first_pos), '{}')
-    FROM (
-        SELECT (array_agg(item ORDER BY pos))[1] AS item, min(pos) AS first_pos
-        FROM unnest(COALESCE(old_value, '{}') || COALESCE(new_value, '{}'))
-             WITH ORDINALITY AS u(item, pos)
-        WHERE NULLIF(btrim(item), '') IS NOT NULL
-        GROUP BY lower(btrim(item))
-    ) AS deduped
+DECLARE
+    v_all constant text[] := COALESCE(old_value, '{}') || COALESCE(new_value, '{}');
+    v_merged text[] := '{}';
+    v_seen text[] := '{}';
+    v_item text;
+    v_key text;
+BEGIN
+    IF pg_catalog.cardinality(v_all) > 100 THEN
+        RETURN (
+            SELECT COALESCE(pg_catalog.array_agg(d.item ORDER BY d.first_pos), '{}')
+            FROM (
+                SELECT (pg_catalog.array_agg(u.item ORDER BY u.pos))[1] AS item,
+                       pg_catalog.min(u.pos) AS first_pos
+                FROM pg_catalog.unnest(v_all) WITH ORDINALITY AS u(item, pos)
+                WHERE NULLIF(pg_catalog.btrim(u.item), '') IS NOT NULL
+                GROUP BY pg_catalog.lower(pg_catalog.btrim(u.item))
+            ) AS d
+        );
+    END IF;
+    FOREACH v_item IN ARRAY v_all LOOP
+        v_key := pg_catalog.lower(pg_catalog.btrim(v_item));
+        -- A null or blank item has a null or empty key, and is dropped.
+        IF v_key <> '' AND v_key <> ALL (v_seen) THEN
+            v_seen := v_seen || v_key;
+            v_merged := v_merged || v_item;
+        END IF;
+    END LOOP;
+    RETURN v_merged;
+END;
 $$;
 
 

@@ -1,0 +1,84 @@
+"""nexus.merge_list, rewritten as a loop (migration 018), gives the lists 005's query gave."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+# 005's set-based version, kept here as the reference the loop is held to.
+REFERENCE = """
+CREATE FUNCTION pg_temp.merge_list_005(old_value text[], new_value text[])
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT COALESCE(array_agg(item ORDER BY first_pos), '{}')
+    FROM (
+        SELECT (array_agg(item ORDER BY pos))[1] AS item, min(pos) AS first_pos
+        FROM unnest(COALESCE(old_value, '{}') || COALESCE(new_value, '{}'))
+             WITH ORDINALITY AS u(item, pos)
+        WHERE NULLIF(btrim(item), '') IS NOT NULL
+        GROUP BY lower(btrim(item))
+    ) AS deduped
+$$
+"""
+
+# Spellings that differ by case, by spaces at either end, or not at all; blanks and nulls;
+# letters whose lower case is not a plain ASCII fold.
+item = st.one_of(
+    st.none(),
+    st.sampled_from(["crm", "CRM", " crm ", "Crm\t", "", "  ", "SEO", "seo", "İstanbul", "ΣΟΦΙΑ"]),
+    st.text(alphabet="aAbB ñÑ\t", max_size=4),
+)
+items = st.one_of(st.none(), st.lists(item, max_size=6))
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute(REFERENCE)
+        yield c
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(old=items, new=items)
+def test_the_loop_merges_as_the_query_did(
+    conn: psycopg.Connection[Any], old: list[str | None] | None, new: list[str | None] | None
+) -> None:
+    row = conn.execute(
+        "SELECT nexus.merge_list(%(old)s::text[], %(new)s::text[]),"
+        " pg_temp.merge_list_005(%(old)s::text[], %(new)s::text[])",
+        {"old": old, "new": new},
+    ).fetchone()
+    assert row is not None
+    assert row[0] == row[1]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(old=st.lists(item, min_size=101, max_size=150), new=st.lists(item, max_size=40))
+def test_long_lists_merge_as_the_query_did(
+    conn: psycopg.Connection[Any], old: list[str | None], new: list[str | None]
+) -> None:
+    """Past 100 items the function takes the query itself; the answer is the same."""
+    row = conn.execute(
+        "SELECT nexus.merge_list(%(old)s::text[], %(new)s::text[]),"
+        " pg_temp.merge_list_005(%(old)s::text[], %(new)s::text[])",
+        {"old": old, "new": new},
+    ).fetchone()
+    assert row is not None
+    assert row[0] == row[1]
+
+
+def test_first_spelling_first_order_no_blanks(conn: psycopg.Connection[Any]) -> None:
+    row = conn.execute(
+        "SELECT nexus.merge_list(ARRAY['Paquetes', NULL, ' '], ARRAY['CRM', ' paquetes ', 'crm'])"
+    ).fetchone()
+    assert row == (["Paquetes", "CRM"],)
