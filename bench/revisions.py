@@ -109,7 +109,7 @@ class SideDrain(NamedTuple):
     less with a shared machine's speed than the rate does."""
 
     msgs_per_s: float
-    worker_cpu_us: float
+    worker_cpu_us: float | None  # None when the drain could not measure it
 
 
 def drain(tree: Path | None, extractor: str, backlog: int) -> SideDrain:
@@ -119,9 +119,10 @@ def drain(tree: Path | None, extractor: str, backlog: int) -> SideDrain:
         with nexus(["worker"], env) as proc:
             drained = watch_drain(url, [proc], backlog)
     figures = drained.figures(backlog)
+    cpu_us = figures.get("consumer_cpu_us_per_msg")
     return SideDrain(
         float(figures["steady_msgs_per_s"]),  # type: ignore[arg-type]
-        float(figures.get("consumer_cpu_us_per_msg") or 0.0),  # type: ignore[arg-type]
+        None if cpu_us is None else float(cpu_us),  # type: ignore[arg-type]
     )
 
 
@@ -182,8 +183,10 @@ def summary(rows: list[Row]) -> list[Row]:
     """Medians over rounds, each side's drain over pgqueuer's, after over before, and in how
     many rounds the after side came out better."""
 
-    def median(key: str) -> float:
-        return statistics.median(float(r[key]) for r in rows)  # type: ignore[arg-type]
+    def median(key: str) -> float | None:
+        """Over the rounds that measured it; a figure no round measured is None, never 0."""
+        known = [float(r[key]) for r in rows if r.get(key) is not None]  # type: ignore[arg-type]
+        return statistics.median(known) if known else None
 
     pgqueuer = median("pgqueuer")
     out = []
@@ -192,26 +195,34 @@ def summary(rows: list[Row]) -> list[Row]:
             continue
         before, after = median(f"before {figure}"), median(f"after {figure}")
         better = _rounds_better(rows, figure, more_is_better)
+        both = before is not None and after is not None
         out.append(
             {
                 "figure": name,
-                "before": round(before, 2),
-                "after": round(after, 2),
-                "after / before": f"{after / before:.2f}x",
+                "before": "unknown" if before is None else round(before, 2),
+                "after": "unknown" if after is None else round(after, 2),
+                "after / before": f"{after / before:.2f}x" if both else "",  # type: ignore[operator]
                 "after better in": f"{better} of {len(rows)} rounds",
-                "before / pgqueuer": f"{before / pgqueuer:.2f}x" if figure == "noop" else "",
-                "after / pgqueuer": f"{after / pgqueuer:.2f}x" if figure == "noop" else "",
+                "before / pgqueuer": _over(before, pgqueuer) if figure == "noop" else "",
+                "after / pgqueuer": _over(after, pgqueuer) if figure == "noop" else "",
             }
         )
     return out
 
 
+def _over(value: float | None, reference: float | None) -> str:
+    return "" if value is None or not reference else f"{value / reference:.2f}x"
+
+
 def _rounds_better(rows: list[Row], figure: str, more_is_better: bool) -> int:
-    """The rounds in which the after side beat the before side; a tie counts for neither."""
+    """The rounds in which the after side beat the before side; a tie, or a round that did not
+    measure both sides, counts for neither."""
     better = 0
     for row in rows:
-        before = float(row[f"before {figure}"])  # type: ignore[arg-type]
-        after = float(row[f"after {figure}"])  # type: ignore[arg-type]
+        before_value, after_value = row.get(f"before {figure}"), row.get(f"after {figure}")
+        if before_value is None or after_value is None:
+            continue
+        before, after = float(before_value), float(after_value)  # type: ignore[arg-type]
         better += after > before if more_is_better else after < before
     return better
 

@@ -339,7 +339,8 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
         assert (tree / "src" / "nexus_ingest" / "worker").is_dir()
         # Enough messages for the worker's CPU time to pass a few clock ticks (10 ms each).
         drained = revisions.drain(tree, "noop", 5_000)
-        assert drained.msgs_per_s > 0 and drained.worker_cpu_us > 0
+        assert drained.msgs_per_s > 0
+        assert drained.worker_cpu_us is not None and drained.worker_cpu_us > 0
         assert revisions.producer_p99(tree, 50, 0.5) > 0
     rows = [
         {
@@ -358,6 +359,34 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
     # Less CPU is better, and a tie counts for neither side.
     assert cpu["figure"] == "noop worker CPU, µs a message"
     assert cpu["after better in"] == "1 of 3 rounds" and cpu["after / before"] == "1.00x"
+
+
+def test_revisions_summary_leaves_an_unmeasured_cpu_unknown() -> None:
+    """A round whose worker CPU was not measured is left out of that figure's median and of its
+    rounds won, and a figure no round measured reads unknown: it is never taken for 0 µs, which
+    would look like the best figure of all."""
+    from bench import revisions
+
+    rows = [
+        {
+            "round": n,
+            "before noop": 100,
+            "after noop": 110,
+            "before noop cpu µs": (20.0, None, 22.0)[n - 1],
+            "after noop cpu µs": (19.0, 30.0, None)[n - 1],
+            "before rules": 50,
+            "after rules": 55,
+            "before rules cpu µs": None,
+            "after rules cpu µs": 60.0,
+            "pgqueuer": 100,
+        }
+        for n in (1, 2, 3)
+    ]
+    _, noop_cpu, _, rules_cpu = revisions.summary(rows)
+    assert (noop_cpu["before"], noop_cpu["after"]) == (21.0, 24.5)
+    assert noop_cpu["after better in"] == "1 of 3 rounds"
+    assert rules_cpu["before"] == "unknown" and rules_cpu["after / before"] == ""
+    assert rules_cpu["after better in"] == "0 of 3 rounds"
 
 
 def test_drain_rounds_alternate_their_order(monkeypatch: pytest.MonkeyPatch) -> None:
