@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -10,22 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-# 005's set-based version, kept here as the reference the loop is held to.
-REFERENCE = """
-CREATE FUNCTION pg_temp.merge_list_005(old_value text[], new_value text[])
-RETURNS text[]
-LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT COALESCE(array_agg(item ORDER BY first_pos), '{}')
-    FROM (
-        SELECT (array_agg(item ORDER BY pos))[1] AS item, min(pos) AS first_pos
-        FROM unnest(COALESCE(old_value, '{}') || COALESCE(new_value, '{}'))
-             WITH ORDINALITY AS u(item, pos)
-        WHERE NULLIF(btrim(item), '') IS NOT NULL
-        GROUP BY lower(btrim(item))
-    ) AS deduped
-$$
-"""
+MIGRATIONS = Path(__file__).resolve().parents[2] / "src" / "nexus_ingest" / "sql" / "migrations"
+
+
+def _reference() -> str:
+    """005's set-based version, read from its migration, as pg_temp.merge_list_005: the
+    reference the loop is held to."""
+    text = (MIGRATIONS / "005_prospects.sql").read_text(encoding="utf-8")
+    start = text.index("CREATE OR REPLACE FUNCTION nexus.merge_list(")
+    end = text.index("$$;", start) + len("$$;")
+    return text[start:end].replace("nexus.merge_list(", "pg_temp.merge_list_005(", 1)
+
 
 # Spellings that differ by case, by spaces at either end, or not at all; blanks and nulls;
 # letters whose lower case is not a plain ASCII fold.
@@ -40,8 +36,21 @@ items = st.one_of(st.none(), st.lists(item, max_size=6))
 @pytest.fixture
 def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(db_url, autocommit=True) as c:
-        c.execute(REFERENCE)
+        c.execute(_reference())
         yield c
+
+
+def _merged_both_ways(
+    conn: psycopg.Connection[Any], old: list[str | None] | None, new: list[str | None] | None
+) -> tuple[list[str], list[str]]:
+    """(what merge_list gives, what 005's version gives) for the same lists."""
+    row = conn.execute(
+        "SELECT nexus.merge_list(%(old)s::text[], %(new)s::text[]),"
+        " pg_temp.merge_list_005(%(old)s::text[], %(new)s::text[])",
+        {"old": old, "new": new},
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 @settings(
@@ -51,13 +60,8 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 def test_the_loop_merges_as_the_query_did(
     conn: psycopg.Connection[Any], old: list[str | None] | None, new: list[str | None] | None
 ) -> None:
-    row = conn.execute(
-        "SELECT nexus.merge_list(%(old)s::text[], %(new)s::text[]),"
-        " pg_temp.merge_list_005(%(old)s::text[], %(new)s::text[])",
-        {"old": old, "new": new},
-    ).fetchone()
-    assert row is not None
-    assert row[0] == row[1]
+    ours, reference = _merged_both_ways(conn, old, new)
+    assert ours == reference
 
 
 @settings(
@@ -68,13 +72,8 @@ def test_long_lists_merge_as_the_query_did(
     conn: psycopg.Connection[Any], old: list[str | None], new: list[str | None]
 ) -> None:
     """Past 100 items the function takes the query itself; the answer is the same."""
-    row = conn.execute(
-        "SELECT nexus.merge_list(%(old)s::text[], %(new)s::text[]),"
-        " pg_temp.merge_list_005(%(old)s::text[], %(new)s::text[])",
-        {"old": old, "new": new},
-    ).fetchone()
-    assert row is not None
-    assert row[0] == row[1]
+    ours, reference = _merged_both_ways(conn, old, new)
+    assert ours == reference
 
 
 def test_first_spelling_first_order_no_blanks(conn: psycopg.Connection[Any]) -> None:
