@@ -103,10 +103,25 @@ def floor_ratios(results: Results) -> list[Row]:
                 "floor_p99_ms": floor["p99_ms"],
                 "p50_over_floor": _times(ratio(num(row, "p50_ms"), num(floor, "p50_ms"))),
                 "p99_over_floor": _times(ratio(num(row, "p99_ms"), num(floor, "p99_ms"))),
+                "p99_by_round": ", ".join(
+                    _times(r) for r in _p99_round_ratios(results, row["server"], row["target_rps"])
+                ),
                 "errors": row["errors"],
             }
         )
     return rows
+
+
+def _p99_round_ratios(results: Results, server: object, rate: object) -> list[float]:
+    """The server's p99 over the floor's in each round both ran at `rate`: the verdict's
+    spread, which one ratio of medians hides."""
+    runs = [r for r in results.get("producer", []) if r["target_rps"] == rate]
+    ratios = []
+    for ours in (r for r in runs if r["server"] == server):
+        floor = _first(runs, server="floor", round=ours["round"])
+        if floor is not None:
+            ratios.append(ratio(num(ours, "p99_ms"), num(floor, "p99_ms")))
+    return ratios
 
 
 # Drains against the PGMQ floor, the peers, each other
@@ -604,7 +619,8 @@ PRODUCER_TEXT = (
     "round drives each at each rate for the same time from a separate open-loop process "
     "(`bench/loadgen.py`; latency from each request's scheduled start, so falling behind "
     "shows), the floor right before or after `nexus serve`, the order reversed every other "
-    "round; figures are medians over the rounds. The naive producer (one `pgmq.send` and commit "
+    "round; figures are medians over the rounds, and each p99 ratio is also given within every "
+    "round (`p99_by_round`). The naive producer (one `pgmq.send` and commit "
     "per request, no shared commit) runs once at the end, as context."
 )
 DRAIN_TEXT = (

@@ -166,6 +166,10 @@ def test_ratio_tables_summary_and_report() -> None:
         ("nexus serve", "1000 req/s", "3.33x"),
         ("nexus up (worker busy)", "1000 req/s", "15.00x"),
     ]
+    p99_by_round = {(r["server"], r["rate"]): r["p99_by_round"] for r in floor_ratios(RESULTS)}
+    # Round by round at 500 req/s: 12 / 3, 30 / 5, 20 / 4 for `nexus up`.
+    assert p99_by_round[("nexus up (worker busy)", "500 req/s")] == "4.00x, 6.00x, 5.00x"
+    assert p99_by_round[("nexus serve", "1000 req/s")] == "3.33x"
     assert [(r["ratio"], r["without_run"]) for r in held_ratios(RESULTS)] == [
         ("2.00x", 1), ("1.67x", 3), ("1.50x", 3), ("1.00x", 1)
     ]  # fmt: skip
