@@ -4,10 +4,10 @@
 -- that calls it. Every saved extraction that names a product calls it once, and once more when
 -- the visitor already has a row. The loop gives the same list (first spelling of each product
 -- kept, blanks dropped, first-seen order; tests/integration/test_merge_list.py holds it to
--- 005's version) in 3 µs a call: Postgres's CPU a saved message went from 66.8 to 58.7 µs in a
+-- 005's version) in 3 µs a call: Postgres's CPU a saved message went from 67.4 to 59.0 µs in a
 -- rules drain of chats naming a product (docs/PERFORMANCE.md). Its look-up of what it has seen
 -- is linear, so a long stored list (hundreds of products, several from every turn) takes the
--- query, which sorts: at 500 items the loop took 4.4 ms and the query 2.3.
+-- query, which sorts: at 500 items the loop alone took 5.1 ms and the query 2.8.
 CREATE OR REPLACE FUNCTION nexus.merge_list(old_value text[], new_value text[])
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE
