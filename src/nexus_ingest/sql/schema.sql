@@ -277,6 +277,24 @@ $$;
 
 
 --
+-- Name: ingestion_queue_only(text); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.ingestion_queue_only(p_queue text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+BEGIN
+    IF nexus.stored_queue_name(p_queue) IS DISTINCT FROM 'nexus_prospect_ingestion' THEN
+        RAISE EXCEPTION 'Nexus reads and saves the queue nexus_prospect_ingestion only, not %',
+            pg_catalog.quote_literal(p_queue)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$$;
+
+
+--
 -- Name: jsonb_intent(jsonb); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -616,58 +634,60 @@ CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, 
     LANGUAGE plpgsql
     SET search_path TO ''
     SET enable_seqscan TO 'off'
-    AS $_$
+    AS $$
+#variable_conflict use_column
 DECLARE
     v_until timestamptz := clock_timestamp() + make_interval(secs => p_vt);
-    v_table text := 'q_' || nexus.stored_queue_name(p_queue);
     v_ready_from bigint;
 BEGIN
+    PERFORM nexus.ingestion_queue_only(p_queue);
     -- Only a full read's answer bounds later reads, so only a full read looks for it.
     IF p_after = 0 THEN
-        EXECUTE format($q$
-            SELECT min(q.msg_id) FROM pgmq.%1$I q WHERE q.vt <= clock_timestamp()
-        $q$, v_table)
-        INTO v_ready_from;
+        SELECT min(q.msg_id) INTO v_ready_from
+        FROM pgmq.q_nexus_prospect_ingestion q
+        WHERE q.vt <= clock_timestamp();
     END IF;
 
-    RETURN QUERY EXECUTE format($q$
-        WITH candidates AS (
-            SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'fingerprint' AS fingerprint
-            FROM pgmq.%1$I q
-            WHERE q.msg_id > $4
-              AND q.vt <= clock_timestamp()
-              AND NOT EXISTS (
-                  SELECT 1 FROM nexus.sessions s
-                  WHERE s.session_id = q.headers ->> 'x-pgmq-group' AND s.leased_until > clock_timestamp())
-            ORDER BY q.msg_id
-            LIMIT $1
-            FOR UPDATE OF q SKIP LOCKED
-        ),
-        claimed AS (
-            -- Row locks serialise concurrent claims; the loser re-checks the lease and skips.
-            INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, leased_until, lease_token)
-            SELECT DISTINCT ON (c.session_id) c.session_id, COALESCE(c.fingerprint, ''), $2, $3
-            FROM candidates c
-            WHERE c.session_id IS NOT NULL
-            ORDER BY c.session_id
-            ON CONFLICT (session_id) DO UPDATE
-                SET leased_until = EXCLUDED.leased_until, lease_token = EXCLUDED.lease_token
-                WHERE s.leased_until IS NULL OR s.leased_until <= clock_timestamp()
-            RETURNING s.session_id, s.last_seq
-        ),
-        taken AS (
-            UPDATE pgmq.%1$I m
-            SET vt = $2, read_ct = m.read_ct + 1, last_read_at = clock_timestamp()
-            FROM candidates c LEFT JOIN claimed cl ON cl.session_id = c.session_id
-            WHERE m.msg_id = c.msg_id
-              AND (c.session_id IS NULL OR cl.session_id IS NOT NULL)
-            RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, cl.last_seq
-        )
-        SELECT t.*, $5 FROM taken t
-    $q$, v_table)
-    USING p_qty, v_until, p_token, p_after, v_ready_from;
+    RETURN QUERY
+    WITH candidates AS (
+        SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id,
+               q.message ->> 'fingerprint' AS fingerprint
+        FROM pgmq.q_nexus_prospect_ingestion q
+        WHERE q.msg_id > p_after
+          AND q.vt <= clock_timestamp()
+          AND NOT EXISTS (
+              SELECT 1 FROM nexus.sessions s
+              WHERE s.session_id = q.headers ->> 'x-pgmq-group'
+                AND s.leased_until > clock_timestamp())
+        ORDER BY q.msg_id
+        LIMIT p_qty
+        FOR UPDATE OF q SKIP LOCKED
+    ),
+    claimed AS (
+        -- Row locks serialise concurrent claims; the loser re-checks the lease and skips.
+        INSERT INTO nexus.sessions AS s (session_id, fingerprint_id, leased_until, lease_token)
+        SELECT DISTINCT ON (c.session_id) c.session_id, COALESCE(c.fingerprint, ''), v_until,
+               p_token
+        FROM candidates c
+        WHERE c.session_id IS NOT NULL
+        ORDER BY c.session_id
+        ON CONFLICT (session_id) DO UPDATE
+            SET leased_until = EXCLUDED.leased_until, lease_token = EXCLUDED.lease_token
+            WHERE s.leased_until IS NULL OR s.leased_until <= clock_timestamp()
+        RETURNING s.session_id, s.last_seq
+    ),
+    taken AS (
+        UPDATE pgmq.q_nexus_prospect_ingestion m
+        SET vt = v_until, read_ct = m.read_ct + 1, last_read_at = clock_timestamp()
+        FROM candidates c LEFT JOIN claimed cl ON cl.session_id = c.session_id
+        WHERE m.msg_id = c.msg_id
+          AND (c.session_id IS NULL OR cl.session_id IS NOT NULL)
+        RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, cl.last_seq
+    )
+    SELECT t.msg_id, t.read_ct, t.enqueued_at, t.message, t.headers, t.last_seq, v_ready_from
+    FROM taken t;
 END;
-$_$;
+$$;
 
 
 --
@@ -774,6 +794,7 @@ DECLARE
     v_msg_ids bigint[];
     v_outcomes text[];
 BEGIN
+    PERFORM nexus.ingestion_queue_only(p_queue);
     LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
 
     SELECT array_agg(m.msg_id), array_agg(m.outcome)
@@ -809,7 +830,7 @@ BEGIN
     IF p_archive THEN
         PERFORM pgmq.archive(nexus.stored_queue_name(p_queue), v_msg_ids);
     ELSE
-        PERFORM pgmq.delete(nexus.stored_queue_name(p_queue), v_msg_ids);
+        DELETE FROM pgmq.q_nexus_prospect_ingestion q WHERE q.msg_id = ANY (v_msg_ids);
     END IF;
     RETURN QUERY SELECT * FROM unnest(v_msg_ids, v_outcomes);
 END;
@@ -1404,6 +1425,13 @@ REVOKE ALL ON FUNCTION nexus.fit_to_pgmq() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION nexus.forget_prospect(p_fingerprint_id text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION ingestion_queue_only(p_queue text); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.ingestion_queue_only(p_queue text) FROM PUBLIC;
 
 
 --
