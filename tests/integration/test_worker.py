@@ -10,12 +10,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from nexus_ingest import queue
 from nexus_ingest.db import open_pool
 from nexus_ingest.errors import Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.models import ChatMessage
+from nexus_ingest.queries import query
 from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.worker import Worker, WorkerConfig, consume_once
 from tests.worker_kit import FAST, RecordingExtractor, fetch, queue_length, send, until
@@ -164,6 +167,87 @@ async def test_notification_wakes_an_idle_worker(pool: AsyncConnectionPool, runn
     await send(pool, "woken", "Iris")
     await until(lambda: fetch(pool, "SELECT 1 FROM prospect_data"), timeout=5, what="row")
     assert time.monotonic() - started < 2.0
+
+
+def _counting_reads(worker: Worker) -> tuple[list[int], asyncio.Event]:
+    """Count the worker's reads, each with what it found, and flag the first that finds any."""
+    found: list[int] = []
+    found_some = asyncio.Event()
+    read = worker.settler.read
+
+    async def counted(qty: int) -> Any:
+        plan = await read(qty)
+        found.append(plan.size if plan is not None else 0)
+        if plan is not None:
+            found_some.set()
+        return plan
+
+    worker.settler.read = counted  # type: ignore[method-assign]
+    return found, found_some
+
+
+async def _silent_send(db_url: str, session: str, name: str) -> None:
+    """Queue a snapshot whose insert notifies no one: its database session notified a moment
+    ago, as far as the insert notification's throttle knows (migration 011)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "SELECT set_config('nexus.queue_notified_at', "
+            "extract(epoch FROM clock_timestamp())::text, false)"
+        )
+        body = {
+            "sessionId": session,
+            "fingerprint": f"fp-{session}",
+            "messages": [
+                {"role": "user", "content": session},
+                {"role": "user", "content": f"name: {name}"},
+            ],
+        }
+        items = [queue.Snapshot(session, f"fp-{session}", body, {}).as_item()]
+        await conn.execute(
+            query("enqueue_snapshots"), {"queue": queue.QUEUE, "items": Jsonb(items)}
+        )
+
+
+async def test_a_snapshot_the_notification_throttle_kept_silent_is_read_at_once(
+    pool: AsyncConnectionPool, db_url: str, running: Any
+) -> None:
+    """An insert within the throttle's interval of its session's last notification sends none;
+    the worker, busy with the notified snapshot, polls long enough after it to find the silent
+    one in seconds, not its 30 s poll interval."""
+    worker = await running(
+        RecordingExtractor(), WorkerConfig(concurrency=2, vt_s=30, poll_interval_s=30)
+    )
+    _, found_some = _counting_reads(worker)
+    await until(lambda: _truthy(worker.pausing_for == 30), timeout=10, what="the worker to go idle")
+    await send(pool, "loud", "Ana")
+    await asyncio.wait_for(found_some.wait(), timeout=10)
+    await _silent_send(db_url, "silent", "Bea")
+    rows = await until(
+        lambda: fetch(pool, "SELECT nombre FROM prospect_data WHERE fingerprint_id = 'fp-silent'"),
+        timeout=3,
+        what="the silent snapshot's row",
+    )
+    assert rows == [("Bea",)]
+
+
+async def test_a_worker_stops_polling_soon_after_its_last_snapshot(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """After one snapshot the worker reads for twice the notification throttle's interval,
+    then waits for the next notification: a few reads, not a poll every 20 ms for a second."""
+    worker = await running(
+        RecordingExtractor(), WorkerConfig(concurrency=2, vt_s=30, poll_interval_s=30)
+    )
+    reads, found_some = _counting_reads(worker)
+    await until(lambda: _truthy(worker.pausing_for == 30), timeout=10, what="the worker to go idle")
+    await send(pool, "once", "Ana")
+    await asyncio.wait_for(found_some.wait(), timeout=10)
+    after_it = len(reads)
+    await until(lambda: _truthy(worker.pausing_for == 30), timeout=10, what="the worker to go idle")
+    polls = reads[after_it:]
+    assert sum(polls) == 0, "nothing else was queued"
+    # 0.2 s of polls every 20 ms, and a read at once after the snapshot's: about 11.
+    assert 3 <= len(polls) <= 20, polls
 
 
 async def test_shutdown_finishes_in_flight_work(pool: AsyncConnectionPool, db_url: str) -> None:

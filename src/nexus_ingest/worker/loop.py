@@ -28,9 +28,15 @@ from nexus_ingest.worker.settle import Settler
 log = structlog.get_logger("nexus.worker")
 
 NOTIFY_CHANNEL = f"pgmq.q_{queue.QUEUE}.INSERT"
-# Insert notifications are throttled (see 002_queues.sql): after activity, poll briefly so a
-# snapshot the throttle stayed silent about waits milliseconds, not a whole poll interval.
-_HOT_WINDOW_S = 1.0
+# Insert notifications are throttled: a database session notifies at most once in this long
+# (`nexus.notify_queue_insert`, migration 011), so an insert that follows its session's last
+# notification more closely is silent. Only such an insert needs finding without one.
+_NOTIFY_THROTTLE_S = 0.1
+# After activity, poll briefly so that a silent insert waits milliseconds, not a whole poll
+# interval: for the throttle's interval after the notification, and as long again for the
+# inserts' transactions to commit. Every poll is a read, so no longer: with a 1 s window a
+# snapshot every half second kept the worker reading 50 times a second, 24 reads a snapshot.
+_HOT_WINDOW_S = 2 * _NOTIFY_THROTTLE_S
 _HOT_POLL_S = 0.02
 # A read that came back short found the queue empty behind it: snapshots are arriving one by
 # one. Reading again at once would take them one by one too, a read and a save each; letting
