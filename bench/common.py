@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -160,6 +161,13 @@ class Cost:
             ),
         }
 
+    def snapshot_figures(self) -> dict[str, object]:
+        """The same, for a pipeline that posts what it consumes (`nexus up`): a snapshot."""
+        return {
+            key.replace("consumer", "nexus").replace("_msg", "_snapshot"): value
+            for key, value in self.figures().items()
+        }
+
 
 @dataclass(frozen=True)
 class Drained:
@@ -294,6 +302,31 @@ def _rss(procs: Sequence[Any]) -> int:
 def _spent(start: dict[int, float], last: dict[int, float]) -> float:
     # A process started after the start counts from zero.
     return sum(cpu - start.get(pid, 0.0) for pid, cpu in last.items())
+
+
+@contextmanager
+def metered(url: str, procs: Sequence[subprocess.Popen[bytes]]) -> Iterator[_Meter]:
+    """A started meter of what `procs` (and their children) and the server spend from now on;
+    `.cost(messages)` before the block ends gives it a message. Processes are read every
+    quarter second in the background, as `watch_drain` does between its polls."""
+    import psutil
+
+    stop = threading.Event()
+    with psycopg.connect(url, autocommit=True) as conn:
+        meter = _Meter(conn, [psutil.Process(p.pid) for p in procs])
+        meter.start()
+
+        def poll() -> None:
+            while not stop.wait(0.25):
+                meter.poll()
+
+        poller = threading.Thread(target=poll, name="meter", daemon=True)
+        poller.start()
+        try:
+            yield meter
+        finally:
+            stop.set()
+            poller.join()
 
 
 def watch_drain(

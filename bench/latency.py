@@ -8,7 +8,15 @@ import uuid
 import httpx
 import psycopg
 
-from bench.common import bench_env, free_port, fresh_database, nexus, percentile, wait_until_serving
+from bench.common import (
+    bench_env,
+    free_port,
+    fresh_database,
+    metered,
+    nexus,
+    percentile,
+    wait_until_serving,
+)
 
 MESSAGES = [
     {"role": "user", "content": "Hola"},
@@ -23,26 +31,37 @@ def run(
     """Post `count` one-snapshot sessions at `rate` per second to `nexus up`; latency per row
     (on PGMQ `pgmq`, see common.fresh_database)."""
     with fresh_database(pgmq) as url:
-        port = free_port()
-        with nexus(["up"], bench_env(url, port, NEXUS_EXTRACTOR=extractor)):
-            target = f"http://127.0.0.1:{port}/api/nexus/producer"
-            wait_until_serving(target)
-            # `nexus up` answers before its worker process has started (~0.5 s): what is posted
-            # meanwhile waits in the queue. Measured is the pipeline running, so one snapshot
-            # goes through first, outside the figures.
-            _post_all(target, 1, rate, "warm-up")
-            _wait_for_rows(url, 1)
+        return measure(url, bench_env(url, NEXUS_EXTRACTOR=extractor), count, rate)
+
+
+def measure(url: str, env: dict[str, str], count: int, rate: float) -> dict[str, object]:
+    """`nexus up` run with `env` on the migrated database `url`: `count` one-snapshot sessions
+    posted at `rate` a second, each one's latency to its row, and what a snapshot cost the
+    machine from the first post to the last row: at a trickle every read and save carries a
+    few snapshots, so their fixed costs are most of it."""
+    port = free_port()
+    with nexus(["up"], {**env, "NEXUS_PORT": str(port)}) as proc:
+        target = f"http://127.0.0.1:{port}/api/nexus/producer"
+        wait_until_serving(target)
+        # `nexus up` answers before its worker process has started (~0.5 s): what is posted
+        # meanwhile waits in the queue. Measured is the pipeline running, so one snapshot
+        # goes through first, outside the figures.
+        _post_all(target, 1, rate, "warm-up")
+        _wait_for_rows(url, 1)
+        with metered(url, [proc]) as meter:
             started = _post_all(target, count, rate)
             _wait_for_rows(url, count + 1)
-        latencies = _latencies(url, started)
+            cost = meter.cost(count)
+    latencies = _latencies(url, started)
     return {
-        "extractor": extractor,
+        "extractor": env.get("NEXUS_EXTRACTOR", ""),
         "snapshots": count,
         "rate_per_s": rate,
         "p50_ms": percentile(latencies, 0.50),
         "p95_ms": percentile(latencies, 0.95),
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": percentile(latencies, 1.0),
+        **(cost.snapshot_figures() if cost else {}),
     }
 
 

@@ -660,7 +660,10 @@ HELD_TEXT = (
 )
 LATENCY_TEXT = (
     "Enqueue → row: from the start of a POST to the moment its `prospect_data` row exists, "
-    "`nexus up` with the `rules` extractor."
+    "`nexus up` with the `rules` extractor. What a snapshot cost, from the first post to the "
+    "last row: the CPU time of every process of the server and of `nexus up`'s (the API and "
+    "its worker), and the WAL written; at this trickle a read and a save carry a snapshot or "
+    "two, so their fixed costs are most of it."
 )
 BURSTY_TEXT = (
     "LLM calls per session: sessions post all their snapshots in bursts to `nexus serve`; "
@@ -676,6 +679,11 @@ HELD_COLUMNS = ["run", "variant", "phase", "target_rps", "achieved_rps", "reques
 HELD_COLUMNS += ["p50_ms", "p95_ms", "p99_ms", "saved", "e2r_p50_ms", "e2r_p95_ms"]
 HELD_COLUMNS += ["e2r_p99_ms"]
 LATENCY_COLUMNS = ["extractor", "snapshots", "rate_per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
+LATENCY_COLUMNS += [
+    "postgres_cpu_us_per_snapshot",
+    "nexus_cpu_us_per_snapshot",
+    "wal_bytes_per_snapshot",
+]
 BURSTY_COLUMNS = ["sessions", "snapshots", "accepted", "workers", "llm_latency_s", "llm_calls"]
 BURSTY_COLUMNS += ["calls_per_session", "extractions", "dead_letters", "post_s", "settle_s"]
 SPEND_COLUMNS = ["mode", "case", "sessions", "snapshots", "calls", "calls_per_snapshot", "input"]

@@ -2,13 +2,16 @@
 
     python -m bench.revisions 3d5ff72              # ~10 minutes: no-op and rules drains, producer
     python -m bench.revisions 3d5ff72 --quick      # smoke run
+    python -m bench.revisions 3d5ff72 --trickle-only   # only what a snapshot costs at 50/s
+    python -m bench.revisions 3d5ff72 --trickle-only --trickle-rate 2   # ... at 2/s
 
 The earlier revision is checked out into a temporary git worktree and run from this environment
 (its `src/` first on PYTHONPATH), so both sides use the same libraries. Each side migrates and
 fills its own fresh database with its own code, since a queue body or a SQL function may differ
 between them; the drain is watched and the load driven by this checkout's harness, so both are
 measured alike. Every round runs: both sides' no-op drain, pgqueuer's, both sides' rules drain,
-both sides' producer at 500 req/s; which side goes first swaps every round, and medians over
+both sides' `nexus up` at a trickle of 50 snapshots a second (what a snapshot costs the server
+and Nexus), both sides' producer at 500 req/s; which side goes first swaps every round, and medians over
 rounds are compared, as ratios to pgqueuer (the drains) and to each other, with the rounds each
 side won. Each drain also gives the CPU its worker spent a message: on a machine whose speed
 drifts by a third within a run, five rounds of rates can miss a 10% change that the CPU a
@@ -28,7 +31,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import peers
+from bench import latency, peers
 from bench.common import (
     bench_env,
     empty_database,
@@ -73,6 +76,8 @@ if count:
     asyncio.run(fill(url, count))
 """
 Row = dict[str, object]
+# Snapshots a second in the trickle: about one a read, as on a site with a few chats going.
+TRICKLE_RATE = 50.0
 
 
 @contextmanager
@@ -140,10 +145,24 @@ def producer_p99(tree: Path | None, rate: int, seconds: float) -> float:
     return float(result["p99_ms"])  # type: ignore[arg-type]
 
 
+def trickle(tree: Path | None, count: int, rate: float) -> dict[str, object]:
+    """`nexus up` of `tree` at a trickle of one-snapshot sessions (see `latency.measure`)."""
+    with side_database(tree, 0) as url:
+        env = side_env(tree, bench_env(url, NEXUS_EXTRACTOR="rules"))
+        return latency.measure(url, env, count, rate)
+
+
 def run(
-    revision: str, after: str | None, rounds: int, backlog: int, seconds: float, noop_only: bool
+    revision: str,
+    after: str | None,
+    rounds: int,
+    backlog: int,
+    seconds: float,
+    only: str | None = None,
+    trickle_rate: float = TRICKLE_RATE,
 ) -> list[Row]:
-    """One row per round: every figure of both sides, and pgqueuer's."""
+    """One row per round: every figure of both sides, and pgqueuer's; `only` "noop" or
+    "trickle" runs that part alone."""
     rows = []
     with ExitStack() as trees:
         old = trees.enter_context(worktree(revision))
@@ -153,7 +172,7 @@ def run(
             if round_no % 2 == 0:
                 sides.reverse()
             row: Row = {"round": round_no}
-            for extractor in ("noop",) if noop_only else ("noop", "rules"):
+            for extractor in {None: ("noop", "rules"), "noop": ("noop",)}.get(only, ()):
                 for name, tree in sides:
                     _say(f"round {round_no}: {name}, {extractor} drain")
                     drained = drain(tree, extractor, backlog)
@@ -162,7 +181,14 @@ def run(
                 if extractor == "noop":
                     _say(f"round {round_no}: pgqueuer")
                     row["pgqueuer"] = peers.run("pgqueuer", backlog)["steady_msgs_per_s"]
-            for name, tree in [] if noop_only else sides:
+            for name, tree in sides if only in (None, "trickle") else []:
+                _say(f"round {round_no}: {name}, trickle")
+                # At least 40 snapshots: CPU time is counted in 10 ms clock ticks.
+                count = max(40, round(trickle_rate * seconds))
+                paced = trickle(tree, count, trickle_rate)
+                row[f"{name} trickle pg µs"] = paced.get("postgres_cpu_us_per_snapshot")
+                row[f"{name} trickle nexus µs"] = paced.get("nexus_cpu_us_per_snapshot")
+            for name, tree in sides if only is None else []:
                 _say(f"round {round_no}: {name}, producer")
                 row[f"{name} p99 ms"] = round(producer_p99(tree, 500, seconds), 2)
             rows.append(row)
@@ -175,6 +201,8 @@ _FIGURES = {
     "noop cpu µs": ("noop worker CPU, µs a message", False),
     "rules": ("rules drain, msgs/s", True),
     "rules cpu µs": ("rules worker CPU, µs a message", False),
+    "trickle pg µs": ("Postgres CPU a snapshot at a trickle (nexus up), µs", False),
+    "trickle nexus µs": ("nexus up's CPU a snapshot at a trickle, µs", False),
     "p99 ms": ("producer p99, ms", False),
 }
 
@@ -236,12 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
     parser.add_argument("--after", help="a later revision to compare (default: this checkout)")
     parser.add_argument("--noop-only", action="store_true", help="only the no-op drains")
+    parser.add_argument("--trickle-only", action="store_true", help="only `nexus up` at a trickle")
+    parser.add_argument(
+        "--trickle-rate", type=float, default=TRICKLE_RATE, help="snapshots a second"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="messages per drain")
     parser.add_argument("--quick", action="store_true", help="one round, small backlog")
     args = parser.parse_args(argv)
     rounds, backlog, seconds = (1, 2_000, 3.0) if args.quick else (args.rounds, args.backlog, 10.0)
-    rows = run(args.revision, args.after, rounds, backlog, seconds, args.noop_only)
+    only = "noop" if args.noop_only else "trickle" if args.trickle_only else None
+    rows = run(args.revision, args.after, rounds, backlog, seconds, only, args.trickle_rate)
     print(table(rows, list(rows[0])))
     print()
     medians = summary(rows)

@@ -335,8 +335,9 @@ def test_pgmq_versions_section_is_replaced_in_place_and_kept() -> None:
 
 @pytest.mark.usefixtures("bench_server")
 def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
-    """An earlier revision's worker drains a backlog its own code queued, and its producer
-    answers; the summary compares the two sides' medians."""
+    """An earlier revision's worker drains a backlog its own code queued, its producer answers,
+    and its `nexus up` gives what a snapshot costs at a trickle; the summary compares the two
+    sides' medians."""
     from bench import revisions
 
     with revisions.worktree("HEAD") as tree:
@@ -346,6 +347,12 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
         assert drained.msgs_per_s > 0
         assert drained.worker_cpu_us is not None and drained.worker_cpu_us > 0
         assert revisions.producer_p99(tree, 50, 0.5) > 0
+        # A trickle long enough for the processes' CPU time to pass a few clock ticks.
+        paced = revisions.trickle(tree, 60, 30.0)
+    assert paced["snapshots"] == 60 and float(paced["p50_ms"]) > 0  # type: ignore[arg-type]
+    for figure in ("postgres_cpu_us_per_snapshot", "nexus_cpu_us_per_snapshot"):
+        assert float(paced[figure]) > 0, paced  # type: ignore[arg-type]
+    assert float(paced["wal_bytes_per_snapshot"]) > 500, "a snapshot's row and history"  # type: ignore[arg-type]
     rows = [
         {
             "round": n,
