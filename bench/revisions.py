@@ -4,6 +4,7 @@
     python -m bench.revisions 3d5ff72 --quick      # smoke run
     python -m bench.revisions 3d5ff72 --trickle-only   # only what a snapshot costs at 50/s
     python -m bench.revisions 3d5ff72 --trickle-only --trickle-rate 2   # ... at 2/s
+    python -m bench.revisions 3d5ff72 --up-only    # only the producer's p99 under `nexus up`
 
 The earlier revision is checked out into a temporary git worktree and run from this environment
 (its `src/` first on PYTHONPATH), so both sides use the same libraries. Each side migrates and
@@ -131,12 +132,13 @@ def drain(tree: Path | None, extractor: str, backlog: int) -> SideDrain:
     )
 
 
-def producer_p99(tree: Path | None, rate: int, seconds: float) -> float:
-    """`nexus serve` of `tree`: p99 in ms at `rate` requests a second."""
+def producer_p99(tree: Path | None, rate: int, seconds: float, command: str = "serve") -> float:
+    """`nexus serve` (or `nexus up`, its worker extracting what the load posts) of `tree`: p99
+    in ms at `rate` requests a second."""
     with side_database(tree, 0) as url:
         port = free_port()
         env = side_env(tree, bench_env(url, port, NEXUS_EXTRACTOR="rules"))
-        with nexus(["serve"], env):
+        with nexus([command], env):
             target = f"http://127.0.0.1:{port}/api/nexus/producer"
             wait_until_serving(f"http://127.0.0.1:{port}/metrics")
             result = run_loadgen(target, rate, seconds)
@@ -161,8 +163,8 @@ def run(
     only: str | None = None,
     trickle_rate: float = TRICKLE_RATE,
 ) -> list[Row]:
-    """One row per round: every figure of both sides, and pgqueuer's; `only` "noop" or
-    "trickle" runs that part alone."""
+    """One row per round: every figure of both sides, and pgqueuer's; `only` "noop",
+    "trickle" or "up" (the producer's p99 under `nexus up`) runs that part alone."""
     rows = []
     with ExitStack() as trees:
         old = trees.enter_context(worktree(revision))
@@ -191,6 +193,9 @@ def run(
             for name, tree in sides if only is None else []:
                 _say(f"round {round_no}: {name}, producer")
                 row[f"{name} p99 ms"] = round(producer_p99(tree, 500, seconds), 2)
+            for name, tree in sides if only == "up" else []:
+                _say(f"round {round_no}: {name}, nexus up")
+                row[f"{name} up p99 ms"] = round(producer_p99(tree, 500, seconds, "up"), 2)
             rows.append(row)
     return rows
 
@@ -204,6 +209,7 @@ _FIGURES = {
     "trickle pg µs": ("Postgres CPU a snapshot at a trickle (nexus up), µs", False),
     "trickle nexus µs": ("nexus up's CPU a snapshot at a trickle, µs", False),
     "p99 ms": ("producer p99, ms", False),
+    "up p99 ms": ("producer p99 under nexus up, ms", False),
 }
 
 
@@ -268,12 +274,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--trickle-rate", type=float, default=TRICKLE_RATE, help="snapshots a second"
     )
+    parser.add_argument(
+        "--up-only", action="store_true", help="only the producer's p99 under `nexus up`"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="messages per drain")
     parser.add_argument("--quick", action="store_true", help="one round, small backlog")
     args = parser.parse_args(argv)
     rounds, backlog, seconds = (1, 2_000, 3.0) if args.quick else (args.rounds, args.backlog, 10.0)
-    only = "noop" if args.noop_only else "trickle" if args.trickle_only else None
+    only = next(
+        (
+            part
+            for part, asked in [
+                ("noop", args.noop_only),
+                ("trickle", args.trickle_only),
+                ("up", args.up_only),
+            ]
+            if asked
+        ),
+        None,
+    )
     rows = run(args.revision, args.after, rounds, backlog, seconds, only, args.trickle_rate)
     print(table(rows, list(rows[0])))
     print()

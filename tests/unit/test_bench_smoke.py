@@ -347,6 +347,7 @@ def test_revisions_runs_an_earlier_revision_from_its_own_tree() -> None:
         assert drained.msgs_per_s > 0
         assert drained.worker_cpu_us is not None and drained.worker_cpu_us > 0
         assert revisions.producer_p99(tree, 50, 0.5) > 0
+        assert revisions.producer_p99(tree, 50, 0.5, "up") > 0
         # A trickle long enough for the processes' CPU time to pass a few clock ticks.
         paced = revisions.trickle(tree, 60, 30.0)
     assert paced["snapshots"] == 60 and float(paced["p50_ms"]) > 0  # type: ignore[arg-type]
