@@ -608,6 +608,8 @@ make bench                                # installs the bench extras, runs all,
 DATABASE_URL=postgresql://USER@HOST/DB make bench   # on another server (default: embedded)
 DATABASE_URL=postgresql://USER@HOST/DB .venv/bin/python -m bench.pgmq_versions  # pgmq 1.5.1 vs 1.13
 .venv/bin/python -m bench.revisions 3d5ff72   # this checkout against an earlier revision
+.venv/bin/python -m bench.revisions 3d5ff72 --trickle-only --trickle-rate 2  # ... what a snapshot costs at 2/s
+.venv/bin/python -m bench.revisions 3d5ff72 --up-only   # ... the producer's p99 under `nexus up`
 ```"""
 
 PRODUCER_TEXT = (
