@@ -12,9 +12,9 @@ fills its own fresh database with its own code, since a queue body or a SQL func
 between them; the drain is watched and the load driven by this checkout's harness, so both are
 measured alike. Every round runs: both sides' no-op drain, pgqueuer's, both sides' rules drain,
 both sides' `nexus up` at a trickle of 50 snapshots a second (what a snapshot costs the server
-and Nexus), both sides' producer at 500 req/s; which side goes first swaps every round, and medians over
-rounds are compared, as ratios to pgqueuer (the drains) and to each other, with the rounds each
-side won. Each drain also gives the CPU its worker spent a message: on a machine whose speed
+and Nexus), both sides' producer at 500 req/s; which side goes first swaps every round, and
+medians over rounds are compared, as ratios to pgqueuer (the drains) and to each other, with the
+rounds each side won. Each drain also gives the CPU its worker spent a message: on a machine whose speed
 drifts by a third within a run, five rounds of rates can miss a 10% change that the CPU a
 message shows.
 """
@@ -269,32 +269,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.revisions", description=__doc__)
     parser.add_argument("revision", help="the earlier git revision (a commit, tag or branch)")
     parser.add_argument("--after", help="a later revision to compare (default: this checkout)")
-    parser.add_argument("--noop-only", action="store_true", help="only the no-op drains")
-    parser.add_argument("--trickle-only", action="store_true", help="only `nexus up` at a trickle")
-    parser.add_argument(
-        "--trickle-rate", type=float, default=TRICKLE_RATE, help="snapshots a second"
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument(
+        "--noop-only", dest="only", action="store_const", const="noop", help="only the no-op drains"
+    )
+    parts.add_argument(
+        "--trickle-only",
+        dest="only",
+        action="store_const",
+        const="trickle",
+        help="only `nexus up` at a trickle",
+    )
+    parts.add_argument(
+        "--up-only",
+        dest="only",
+        action="store_const",
+        const="up",
+        help="only the producer's p99 under `nexus up`",
     )
     parser.add_argument(
-        "--up-only", action="store_true", help="only the producer's p99 under `nexus up`"
+        "--trickle-rate", type=float, default=TRICKLE_RATE, help="snapshots a second"
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="messages per drain")
     parser.add_argument("--quick", action="store_true", help="one round, small backlog")
     args = parser.parse_args(argv)
     rounds, backlog, seconds = (1, 2_000, 3.0) if args.quick else (args.rounds, args.backlog, 10.0)
-    only = next(
-        (
-            part
-            for part, asked in [
-                ("noop", args.noop_only),
-                ("trickle", args.trickle_only),
-                ("up", args.up_only),
-            ]
-            if asked
-        ),
-        None,
-    )
-    rows = run(args.revision, args.after, rounds, backlog, seconds, only, args.trickle_rate)
+    rows = run(args.revision, args.after, rounds, backlog, seconds, args.only, args.trickle_rate)
     print(table(rows, list(rows[0])))
     print()
     medians = summary(rows)

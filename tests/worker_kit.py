@@ -62,6 +62,18 @@ FAST = WorkerConfig(
 )
 
 
+def snapshot(
+    session: str, name: str, *, turns: int = 1, fingerprint: str | None = None
+) -> queue.Snapshot:
+    """A snapshot whose last user turn gives the name RecordingExtractor takes."""
+    messages = [{"role": "user", "content": session}] + [
+        {"role": "user", "content": f"name: {name}"}
+    ] * turns
+    fingerprint = fingerprint or f"fp-{session}"
+    body = {"sessionId": session, "fingerprint": fingerprint, "messages": messages}
+    return queue.Snapshot(session, fingerprint, body, {})
+
+
 async def send(
     pool: AsyncConnectionPool,
     session: str,
@@ -70,12 +82,9 @@ async def send(
     turns: int = 1,
     fingerprint: str | None = None,
 ) -> int:
-    messages = [{"role": "user", "content": session}] + [
-        {"role": "user", "content": f"name: {name}"}
-    ] * turns
-    fingerprint = fingerprint or f"fp-{session}"
-    body = {"sessionId": session, "fingerprint": fingerprint, "messages": messages}
-    result = await queue.enqueue(pool, queue.Snapshot(session, fingerprint, body, {}))
+    result = await queue.enqueue(
+        pool, snapshot(session, name, turns=turns, fingerprint=fingerprint)
+    )
     return result.msg_id
 
 

@@ -21,7 +21,15 @@ from nexus_ingest.models import ChatMessage
 from nexus_ingest.queries import query
 from nexus_ingest.retry import RetryPolicy
 from nexus_ingest.worker import Worker, WorkerConfig, consume_once
-from tests.worker_kit import FAST, RecordingExtractor, fetch, queue_length, send, until
+from tests.worker_kit import (
+    FAST,
+    RecordingExtractor,
+    fetch,
+    queue_length,
+    send,
+    snapshot,
+    until,
+)
 
 
 async def test_a_snapshot_becomes_a_prospect_row(pool: AsyncConnectionPool, running: Any) -> None:
@@ -194,15 +202,7 @@ async def _silent_send(db_url: str, session: str, name: str) -> None:
             "SELECT set_config('nexus.queue_notified_at', "
             "extract(epoch FROM clock_timestamp())::text, false)"
         )
-        body = {
-            "sessionId": session,
-            "fingerprint": f"fp-{session}",
-            "messages": [
-                {"role": "user", "content": session},
-                {"role": "user", "content": f"name: {name}"},
-            ],
-        }
-        items = [queue.Snapshot(session, f"fp-{session}", body, {}).as_item()]
+        items = [snapshot(session, name).as_item()]
         await conn.execute(
             query("enqueue_snapshots"), {"queue": queue.QUEUE, "items": Jsonb(items)}
         )
