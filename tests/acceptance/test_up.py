@@ -36,6 +36,11 @@ def _names(db_url: str) -> set[str]:
         return {r[0] for r in conn.execute("SELECT nombre FROM prospect_data")}
 
 
+def _saved(base: str) -> float:
+    metrics = samples(httpx.get(f"{base}/metrics", timeout=5).text)
+    return metrics.get(("nexus_messages_processed_total", (("outcome", "saved"),)), 0.0)
+
+
 def test_a_dead_worker_process_is_started_again_and_the_api_never_stops(db_url: str) -> None:
     """The worker runs in its own process; killed, it is started again while the API keeps
     answering 202, and /metrics counts what both processes did."""
@@ -47,6 +52,9 @@ def test_a_dead_worker_process_is_started_again_and_the_api_never_stops(db_url: 
         [first] = wait_for(lambda: _worker_children(proc.pid), what="the worker process")
         assert _post(base, "before", "Ana").status_code == 202
         wait_for(lambda: "Ana" in _names(db_url), what="Ana's row")
+        # The counter moves just after the commit that made the row visible: a kill in between
+        # would lose Ana's count, not her row.
+        wait_for(lambda: _saved(base) == 1, what="Ana's count")
 
         first.send_signal(signal.SIGKILL)
         answers = [_post(base, f"during-{n}", name).status_code for n, name in enumerate(NAMES)]
@@ -56,6 +64,7 @@ def test_a_dead_worker_process_is_started_again_and_the_api_never_stops(db_url: 
             what="a new worker process",
         )
         wait_for(lambda: set(NAMES) <= _names(db_url), timeout=20, what="every row")
+        wait_for(lambda: _saved(base) >= 6, what="every count")
         metrics = samples(httpx.get(f"{base}/metrics").text)
 
     assert answers == [202] * 5
