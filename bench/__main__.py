@@ -41,7 +41,7 @@ class Plan:
 
     rates: tuple[int, ...] = producer.RATES
     producer_s: float = 10.0
-    producer_rounds: int = 5
+    producer_rounds: int = producer.ROUNDS
     naive_rate: int | None = producer.NAIVE_RATE
     latency_count: int = 500
     latency_rate: float = 50.0

@@ -32,6 +32,7 @@ from bench.common import (
 )
 
 RATES = (500, 1000)
+ROUNDS = 5
 NAIVE_RATE = 500
 FLOOR = [sys.executable, "-m", "bench.httpfloor", "floor"]
 NAIVE = [sys.executable, "-m", "bench.httpfloor", "naive"]
@@ -66,7 +67,7 @@ class Running:
 def run(
     rates: tuple[int, ...] = RATES,
     duration: float = 10.0,
-    rounds: int = 3,
+    rounds: int = ROUNDS,
     naive_rate: int | None = NAIVE_RATE,
     warmup: float = 1.0,
 ) -> list[dict[str, object]]:
