@@ -126,9 +126,17 @@ def _one_run(variant: str, load: Load, sample_s: float) -> list[dict[str, object
                 wait_until_empty(url)
                 time.sleep(sample_s)  # one more sample once the worker is idle
         phase_rows = [{**p, **_enqueue_to_row(url, p)} for p in phases]
+        server = {"kind": "server", "variant": variant, "autovacuum": _autovacuum_on(url)}
     samples = [{"kind": "dead", "variant": variant, **s} for s in sampler.samples]
     vacuums = {"kind": "vacuums", "variant": variant, **sampler.vacuums}
-    return [*({"kind": "phase", **_public(p)} for p in phase_rows), *samples, vacuums]
+    return [*({"kind": "phase", **_public(p)} for p in phase_rows), *samples, vacuums, server]
+
+
+def _autovacuum_on(url: str) -> bool:
+    """Whether the server runs autovacuum: without it, nothing removes dead row versions."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting('autovacuum')::boolean").fetchone()
+    return bool(row and row[0])
 
 
 def _load_in_two_windows(

@@ -347,9 +347,10 @@ class Check:
     met: bool | None
     reference: str = ""
     ratio: str = ""
+    why_not_measured: str = ""  # the verdict when `met` is None for a reason other than not run
 
     def row(self) -> Row:
-        verdict = {True: "met", False: "missed", None: "not run"}[self.met]
+        verdict = {True: "met", False: "missed", None: self.why_not_measured or "not run"}[self.met]
         return {
             "target": self.target,
             "measured": self.measured,
@@ -455,15 +456,25 @@ def _held_checks(results: Results) -> list[Check]:
     ]
     dead = dead_tuples_after_release(results)
     grown = [r for r in dead if num(r, "at_release") > 0]
+    vacuumed = autovacuum_ran(results)
     checks.append(
         Check(
             "held transaction: dead tuples stop growing once it ends",
             ", ".join(f"{r['table']} {r['at_release']} → {r['lowest_after']}" for r in grown)
             or "-",
-            all(r["stops_growing"] for r in grown) if grown else None,
+            all(r["stops_growing"] for r in grown) if grown and vacuumed else None,
+            why_not_measured="" if vacuumed else "not measurable: autovacuum is off on this server",
         )
     )
     return checks
+
+
+def autovacuum_ran(results: Results) -> bool:
+    """Whether the held transaction's server ran autovacuum (reports from before this was
+    recorded are taken to have)."""
+    return all(
+        r.get("autovacuum", True) for r in results.get("held", []) if r.get("kind") == "server"
+    )
 
 
 def _memory_checks(results: Results) -> list[Check]:
@@ -793,6 +804,14 @@ def _held_section(results: Results) -> list[str]:
         HELD_TEXT,
         *([table(ratios, list(ratios[0]))] if ratios else []),
         table(phases, HELD_COLUMNS),
+        *(
+            []
+            if autovacuum_ran(results)
+            else [
+                "Autovacuum is off on this server, so nothing removes dead row versions, with "
+                "or without the transaction: the figures below show that, not Nexus."
+            ]
+        ),
         "Dead row versions after the release (held run), and the most the run without the "
         "transaction reached:",
         *([table(dead, list(dead[0]))] if dead else ["(none grew)"]),

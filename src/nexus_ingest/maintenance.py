@@ -47,6 +47,13 @@ async def cron_schedules_maintenance(pool: AsyncConnectionPool) -> bool:
         return bool(await _fetch_value(conn, "maintenance_scheduled_by_cron"))
 
 
+async def tables_autovacuum_skips(pool: AsyncConnectionPool) -> dict[str, int]:
+    """Nexus's busy tables that autovacuum leaves alone, with their dead row versions."""
+    async with connection(pool) as conn:
+        cur = await conn.execute(query("tables_autovacuum_skips"))
+        return {str(table): int(dead) for table, dead in await cur.fetchall()}
+
+
 async def maintenance_loop(
     pool: AsyncConnectionPool,
     *,
@@ -68,6 +75,7 @@ async def _maintain_once(
 ) -> bool:
     """One turn of the loop; False when it failed and should be tried again soon."""
     try:
+        await _warn_unless_autovacuumed(pool)
         if await cron_schedules_maintenance(pool):
             log.debug("maintenance.left_to_pg_cron")
             return True
@@ -82,6 +90,19 @@ async def _maintain_once(
     else:
         log.info("maintenance.done", **deleted)
     return True
+
+
+async def _warn_unless_autovacuumed(pool: AsyncConnectionPool) -> None:
+    # Retention deletes what has aged out; only VACUUM gives the space back. Without
+    # autovacuum, the queue's table and index grow by every message ever acknowledged.
+    skipped = await tables_autovacuum_skips(pool)
+    if skipped:
+        log.warning(
+            "maintenance.autovacuum_off",
+            tables=sorted(skipped),
+            dead_tuples=sum(skipped.values()),
+            hint="turn autovacuum on for these tables, or VACUUM them on a schedule",
+        )
 
 
 async def _run(

@@ -18,6 +18,7 @@ from nexus_ingest.maintenance import (
     cron_schedules_maintenance,
     maintenance_loop,
     run_maintenance,
+    tables_autovacuum_skips,
     try_run_maintenance,
 )
 
@@ -337,3 +338,70 @@ async def test_a_failing_run_does_not_end_the_loop(pool: AsyncConnectionPool) ->
         assert not loop.done()
         stop.set()
         await asyncio.wait_for(loop, timeout=5)
+
+
+async def autovacuum_is_on(pool: AsyncConnectionPool) -> bool:
+    return bool(await execute(pool, "SELECT current_setting('autovacuum')::boolean"))
+
+
+async def test_a_busy_table_without_autovacuum_is_named(pool: AsyncConnectionPool) -> None:
+    """The queue's table with autovacuum turned off is reported with its dead rows; the other
+    tables are reported only where the whole server runs without autovacuum."""
+    await execute(pool, f"ALTER TABLE pgmq.q_{QUEUE} SET (autovacuum_enabled = off)")
+    for _ in range(3):
+        await queued(pool, QUEUE, "s-1")
+    await execute(pool, f"DELETE FROM pgmq.q_{QUEUE}")
+
+    skipped = await eventually(
+        lambda: _with_dead_rows(pool, f"pgmq.q_{QUEUE}"), what="the deletes to be counted"
+    )
+
+    assert skipped[f"pgmq.q_{QUEUE}"] == 3
+    others = {"nexus.sessions", "prospect_data", "prospect_extractions"}
+    if await autovacuum_is_on(pool):
+        assert not others & set(skipped)
+    else:
+        assert others <= set(skipped)
+
+
+async def _with_dead_rows(pool: AsyncConnectionPool, table: str) -> dict[str, int] | None:
+    skipped = await tables_autovacuum_skips(pool)
+    return skipped if skipped.get(table) else None
+
+
+async def warnings_of_one_turn(pool: AsyncConnectionPool) -> list[MutableMapping[str, Any]]:
+    """The `maintenance.autovacuum_off` lines of the loop's first turn."""
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        loop = asyncio.create_task(
+            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
+        )
+
+        async def finished() -> bool:
+            return any(e["event"] == "maintenance.done" for e in logs)
+
+        await eventually(finished, what="the first maintenance turn")
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+    return [e for e in logs if e["event"] == "maintenance.autovacuum_off"]
+
+
+async def test_the_loop_warns_of_a_table_autovacuum_skips(pool: AsyncConnectionPool) -> None:
+    """A maintenance turn names the busy tables autovacuum skips, by name and count only."""
+    await execute(pool, "ALTER TABLE nexus.sessions SET (autovacuum_enabled = false)")
+
+    [warning] = await warnings_of_one_turn(pool)
+
+    assert "nexus.sessions" in warning["tables"]
+    assert isinstance(warning["dead_tuples"], int)
+    assert set(warning) == {"event", "log_level", "tables", "dead_tuples", "hint"}
+
+
+async def test_the_loop_is_quiet_where_autovacuum_covers_every_table(
+    pool: AsyncConnectionPool,
+) -> None:
+    """No warning where autovacuum runs for the server and no table turns it off."""
+    if not await autovacuum_is_on(pool):
+        pytest.skip("this server runs without autovacuum")
+
+    assert await warnings_of_one_turn(pool) == []

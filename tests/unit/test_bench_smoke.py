@@ -11,9 +11,18 @@ import bench.bursty
 import bench.peers
 import bench.pgmq_versions
 import bench.spend
+import psycopg
 import pytest
 from bench import drain, held, pgmqfloor, producer
-from bench.common import QUEUE_TABLE, bench_env, fresh_database, process, table, watch_drain
+from bench.common import (
+    QUEUE_TABLE,
+    admin_url,
+    bench_env,
+    fresh_database,
+    process,
+    table,
+    watch_drain,
+)
 from bench.report import (
     drain_costs,
     drain_medians,
@@ -281,6 +290,24 @@ def test_held_transaction_case_runs() -> None:
     assert all(int(r["saved"]) > 0 for r in rows if r["kind"] == "phase")
     samples = [r for r in rows if r["kind"] == "dead" and r["phase"] == "first (held)"]
     assert samples and "nexus.sessions" in samples[-1]
+    servers = [r["autovacuum"] for r in rows if r["kind"] == "server"]
+    with psycopg.connect(admin_url()) as conn:
+        row = conn.execute("SELECT current_setting('autovacuum')::boolean").fetchone()
+    assert row is not None and servers == [row[0], row[0]]
+
+
+def test_dead_tuples_are_not_judged_on_a_server_without_autovacuum() -> None:
+    """Nothing removes dead rows without autovacuum: the report says so instead of a verdict."""
+    off = [{"kind": "server", "run": 2, "variant": "held", "autovacuum": False}]
+    results = {**RESULTS, "held": [*RESULTS["held"], *off]}
+    verdicts = {row["target"]: row["result"] for row in targets(results)}
+    report = render(results, {}, "test machine", "now", "")
+
+    assert verdicts["held transaction: dead tuples stop growing once it ends"] == (
+        "not measurable: autovacuum is off on this server"
+    )
+    assert "Autovacuum is off on this server" in report
+    assert "Autovacuum is off" not in render(RESULTS, {}, "test machine", "now", "")
 
 
 def test_spend_simulation_runs_small_and_says_what_it_measured() -> None:
