@@ -298,6 +298,25 @@ async def test_two_loops_run_it_once(
     assert len(await events("maintenance.skipped")) == 1
 
 
+async def logs_until(pool: AsyncConnectionPool, event: str) -> list[MutableMapping[str, Any]]:
+    """Run the maintenance loop until it logs `event`, check it is still running, stop it; the
+    lines it logged."""
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        loop = asyncio.create_task(
+            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
+        )
+
+        async def logged() -> bool:
+            return any(e["event"] == event for e in logs)
+
+        await eventually(logged, what=f"the loop to log {event}")
+        assert not loop.done()
+        stop.set()
+        await asyncio.wait_for(loop, timeout=5)
+    return logs
+
+
 async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> None:
     """When pg_cron holds the maintenance job, the workers' loop deletes nothing."""
     await idempotency_key(pool, "old", hours_ago=48)
@@ -306,18 +325,7 @@ async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> Non
         "CREATE OR REPLACE FUNCTION nexus.maintenance_scheduled_by_cron() RETURNS boolean"
         " LANGUAGE sql AS 'SELECT true'",
     )
-    stop = asyncio.Event()
-    with capture_logs() as logs:
-        loop = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-        )
-
-        async def deferred() -> bool:
-            return any(e["event"] == "maintenance.left_to_pg_cron" for e in logs)
-
-        await eventually(deferred, what="the loop to defer to pg_cron")
-        stop.set()
-        await asyncio.wait_for(loop, timeout=5)
+    await logs_until(pool, "maintenance.left_to_pg_cron")
 
     assert await ids(pool, "SELECT key FROM nexus.idempotency_keys") == {"old"}
 
@@ -325,19 +333,9 @@ async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> Non
 async def test_a_failing_run_does_not_end_the_loop(pool: AsyncConnectionPool) -> None:
     """A database error is logged and the loop keeps going until it is stopped."""
     await execute(pool, "DROP FUNCTION nexus.run_maintenance(integer, integer, integer)")
-    stop = asyncio.Event()
-    with capture_logs() as logs:
-        loop = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-        )
+    logs = await logs_until(pool, "maintenance.failed")
 
-        async def failed() -> bool:
-            return any(e["event"] == "maintenance.failed" for e in logs)
-
-        await eventually(failed, what="the failure to be logged")
-        assert not loop.done()
-        stop.set()
-        await asyncio.wait_for(loop, timeout=5)
+    assert [e["error"] for e in logs if e["event"] == "maintenance.failed"] == ["UndefinedFunction"]
 
 
 async def autovacuum_is_on(pool: AsyncConnectionPool) -> bool:
@@ -371,18 +369,7 @@ async def _with_dead_rows(pool: AsyncConnectionPool, table: str) -> dict[str, in
 
 async def warnings_of_one_turn(pool: AsyncConnectionPool) -> list[MutableMapping[str, Any]]:
     """The `maintenance.autovacuum_off` lines of the loop's first turn."""
-    stop = asyncio.Event()
-    with capture_logs() as logs:
-        loop = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-        )
-
-        async def finished() -> bool:
-            return any(e["event"] == "maintenance.done" for e in logs)
-
-        await eventually(finished, what="the first maintenance turn")
-        stop.set()
-        await asyncio.wait_for(loop, timeout=5)
+    logs = await logs_until(pool, "maintenance.done")
     return [e for e in logs if e["event"] == "maintenance.autovacuum_off"]
 
 
