@@ -96,8 +96,9 @@ def run_drains(plan: Plan) -> list[Row]:
     follows the same one. Procrastinate (about a minute a run) runs once, at the end.
     """
     rows: list[Row] = []
+    one_core = drain.can_keep_to(1)
     for round_no in range(1, plan.drain_rounds + 1):
-        drains = _round_of_drains(plan)
+        drains = _round_of_drains(plan, one_core)
         for run in drains if round_no % 2 else reversed(drains):
             rows.append(run(round_no))
     if plan.with_peers:
@@ -105,8 +106,9 @@ def run_drains(plan: Plan) -> list[Row]:
     return rows
 
 
-def _round_of_drains(plan: Plan) -> list[Callable[[int], Row]]:
-    """One round's drains, each run when called with the round's number."""
+def _round_of_drains(plan: Plan, one_core: bool = False) -> list[Callable[[int], Row]]:
+    """One round's drains, each run when called with the round's number; with `one_core`, also
+    one worker kept with its server to one core, what a second process adds a core to."""
     backlog = plan.backlog
     drains: list[Callable[[int], Row]] = [
         lambda n: _nexus_drain(drain.run("noop", backlog), n),
@@ -118,11 +120,16 @@ def _round_of_drains(plan: Plan) -> list[Callable[[int], Row]]:
         lambda n: _nexus_drain(drain.run("noop", backlog, workers=2), n),
         lambda n: _nexus_drain(drain.run("rules", backlog), n),
     ]
+    if one_core:
+        drains.append(lambda n: _nexus_drain(drain.run("noop", backlog, cores=1), n))
     return drains
 
 
 def _nexus_drain(row: Row, round_no: int) -> Row:
-    return {"round": round_no, "queue": "nexus", "work": f"{row['extractor']} extractor", **row}
+    work = f"{row['extractor']} extractor"
+    if row.get("cores") == 1:
+        work += ", worker and server on one core"
+    return {"round": round_no, "queue": "nexus", "work": work, **row}
 
 
 def _peer_drain(row: Row, round_no: int) -> Row:

@@ -204,18 +204,11 @@ class _Meter:
     _FAMILY_EVERY = 10  # polls
 
     def __init__(self, conn: psycopg.Connection[Any], procs: Sequence[Any]) -> None:
-        import psutil
-
         self.conn, self.procs = conn, list(procs)
         self.postmaster: Any = None
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
         self.own_backend = int(row[0]) if row else -1  # the watcher's, left out of the figures
-        try:  # only a server on this machine shows its processes
-            backend = psutil.Process(self.own_backend)
-            if backend.name().startswith("postgres"):
-                self.postmaster = backend.parent()
-        except psutil.Error:
-            self.postmaster = None
+        self.postmaster = _postmaster(self.own_backend)
         self.polls = 0
         self.families: tuple[list[Any], list[Any]] = ([], [])
         self.started: tuple[float, dict[int, float], dict[int, float]] | None = None
@@ -257,6 +250,67 @@ class _Meter:
     def _server_family(self) -> list[Any]:
         server = _family([self.postmaster] if self.postmaster else [])
         return [p for p in server if p.pid != self.own_backend]
+
+
+def _postmaster(backend_pid: int) -> Any:
+    """The server process whose backend has `backend_pid`, when that server runs on this
+    machine (a backend of another host's server has no process here, or not a postgres one)."""
+    import psutil
+
+    try:
+        backend = psutil.Process(backend_pid)
+        return backend.parent() if backend.name().startswith("postgres") else None
+    except psutil.Error:
+        return None
+
+
+def first_cpus(count: int) -> list[int] | None:
+    """The first `count` CPUs this process may run on, when the platform lets a process be
+    kept to some (Linux, Windows) and there are more than that; else None."""
+    import psutil
+
+    if not hasattr(psutil.Process, "cpu_affinity"):
+        return None
+    allowed = sorted(psutil.Process().cpu_affinity() or [])
+    return allowed[:count] if len(allowed) > count else None
+
+
+@contextmanager
+def server_kept_to(url: str, cpus: list[int]) -> Iterator[bool]:
+    """The benchmark server, every process of it, kept to `cpus` for the block (the backends it
+    starts meanwhile inherit that); yields False, changing nothing, when its processes are not
+    this machine's or not ours to change."""
+    import psutil
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        postmaster = _postmaster(int(row[0])) if row else None
+    if postmaster is None:
+        yield False
+        return
+    try:
+        before = postmaster.cpu_affinity()
+        for proc in _family([postmaster]):
+            proc.cpu_affinity(cpus)
+    except psutil.AccessDenied:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        for proc in _family([postmaster]):
+            try:
+                proc.cpu_affinity(before)
+            except psutil.Error:  # a backend that ended meanwhile
+                continue
+
+
+def keep_to(procs: Sequence[subprocess.Popen[bytes]], cpus: list[int]) -> None:
+    """Keep running child processes to `cpus`."""
+    import psutil
+
+    for proc in procs:
+        psutil.Process(proc.pid).cpu_affinity(cpus)
 
 
 def _family(roots: Sequence[Any]) -> list[Any]:

@@ -9,7 +9,16 @@ from contextlib import ExitStack
 
 import psycopg
 
-from bench.common import bench_env, fresh_database, nexus, watch_drain
+from bench.common import (
+    admin_url,
+    bench_env,
+    first_cpus,
+    fresh_database,
+    keep_to,
+    nexus,
+    server_kept_to,
+    watch_drain,
+)
 from nexus_ingest import queue
 from nexus_ingest.db import open_pool
 
@@ -48,26 +57,46 @@ def run(
     sessions: int | None = None,
     workers: int = 1,
     pgmq: str | None = None,
+    cores: int | None = None,
     **settings: str,
 ) -> dict[str, object]:
     """Fill a backlog, then time `workers` worker processes draining it (on PGMQ `pgmq`, see
-    common.fresh_database)."""
+    common.fresh_database); with `cores`, the workers and the server are kept to that many of
+    the machine's cores (see `can_keep_to`)."""
+    cpus = first_cpus(cores) if cores else None
+    if cores and cpus is None:
+        raise ValueError(f"this machine cannot keep processes to {cores} of its cores")
     with fresh_database(pgmq) as url:
         fill_s = asyncio.run(fill(url, count, sessions or count))
         env = bench_env(url, NEXUS_EXTRACTOR=extractor, **settings)
         with ExitStack() as stack:
+            if cpus and not stack.enter_context(server_kept_to(url, cpus)):
+                raise ValueError("the server's processes cannot be kept to some cores")
             procs = [stack.enter_context(nexus(["worker"], env)) for _ in range(workers)]
+            if cpus:
+                keep_to(procs, cpus)
             drained = watch_drain(url, procs, count)
         saved = _count(url, "SELECT count(*) FROM prospect_data")
     return {
         "extractor": extractor,
         "workers": workers,
+        **({"cores": cores} if cores else {}),
         "messages": count,
         "sessions": sessions or count,
         **drained.figures(count),
         "rows": saved,
         "fill_msgs_per_s": round(count / fill_s),
     }
+
+
+def can_keep_to(cores: int) -> bool:
+    """Whether `run(cores=...)` can work here: the machine has more cores than that, and the
+    benchmark server runs on it with processes this user may keep to some of them."""
+    cpus = first_cpus(cores)
+    if cpus is None:
+        return False
+    with server_kept_to(admin_url(), cpus) as kept:
+        return kept
 
 
 def _count(url: str, statement: str) -> int:

@@ -42,6 +42,7 @@ NOOP = ("nexus", "noop extractor", 1)
 TWO_WORKERS = ("nexus", "noop extractor", 2)
 RULES = ("nexus", "rules extractor", 1)
 PGMQ_FLOOR = ("pgmq floor", "read 200 + delete", 1)
+NOOP_ONE_CORE = ("nexus", "noop extractor, worker and server on one core", 1)
 
 
 def num(row: Row | None, key: str) -> float:
@@ -174,7 +175,8 @@ def drain_costs(results: Results, cores: int | None = None) -> list[Row]:
             continue
         consumer = _median(measured, "consumer_cpu_us_per_msg")
         postgres = _median(measured, "postgres_cpu_us_per_msg")
-        ceiling = cores * 1e6 / (consumer + postgres) if consumer + postgres else float("inf")
+        kept_to = int(num(runs[0], "cores")) or cores  # a run kept to fewer has fewer
+        ceiling = kept_to * 1e6 / (consumer + postgres) if consumer + postgres else float("inf")
         steady = statistics.median(num(r, "steady_msgs_per_s") for r in runs)
         rows.append(
             {
@@ -185,7 +187,8 @@ def drain_costs(results: Results, cores: int | None = None) -> list[Row]:
                 "consumer_cpu_us": consumer,
                 "postgres_cpu_us": postgres,
                 "cpu_us_per_msg": round(consumer + postgres, 1),
-                f"cpu_bound_on_{cores}_cores": round(ceiling),
+                "cores": kept_to,
+                "cpu_bound_msgs_per_s": round(ceiling),
                 "steady_msgs_per_s": round(steady),
                 "steady_over_bound": _times(ratio(steady, ceiling)),
             }
@@ -200,12 +203,14 @@ def _drain(results: Results, key: tuple[object, object, object]) -> Row | None:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One drain over another, and the least ratio wanted."""
+    """One drain over another, and the least ratio wanted; one that is not a target is shown
+    beside the targets, to explain one of them."""
 
     name: str
     ours: tuple[object, object, object]
     reference: tuple[object, object, object]
     goal: float
+    target: bool = True
 
 
 DRAIN_COMPARISONS = [
@@ -213,6 +218,13 @@ DRAIN_COMPARISONS = [
     Comparison("no-op drain over pgqueuer", NOOP, ("pgqueuer", "no-op job", 1), 1.5),
     Comparison("no-op drain over procrastinate", NOOP, ("procrastinate", "no-op job", 1), 1.0),
     Comparison("two worker processes over one (no-op)", TWO_WORKERS, NOOP, 1.6),
+    Comparison(
+        "two worker processes over one kept with its server to one core (no-op)",
+        TWO_WORKERS,
+        NOOP_ONE_CORE,
+        1.6,
+        target=False,
+    ),
     Comparison("rules drain over the no-op drain", RULES, NOOP, 0.5),
 ]
 
@@ -230,7 +242,7 @@ def drain_ratios(results: Results) -> list[Row]:
                 "ours_msgs_per_s": ours["steady_msgs_per_s"],
                 "reference_msgs_per_s": reference["steady_msgs_per_s"],
                 "ratio": _times(_steady_ratio(ours, reference)),
-                "goal": f"≥ {c.goal}x",
+                "goal": f"≥ {c.goal}x" if c.target else f"context (≥ {c.goal}x)",
                 "spawn_to_empty_ratio": _times(
                     ratio(num(ours, "msgs_per_s"), num(reference, "msgs_per_s"))
                 ),
@@ -422,7 +434,7 @@ def _latency_checks(results: Results) -> list[Check]:
 
 def _drain_checks(results: Results) -> list[Check]:
     checks = []
-    for c in DRAIN_COMPARISONS:
+    for c in (c for c in DRAIN_COMPARISONS if c.target):
         ours, reference = _drain(results, c.ours), _drain(results, c.reference)
         target = f"{c.name} ≥ {c.goal}x"
         if ours is None or reference is None:
@@ -658,7 +670,11 @@ COST_TEXT = (
     "time of the consumer's processes and of every process of the server but the watcher's "
     "own connection (psutil; a server on another host shows no CPU). Their sum bounds the "
     "rate: on this machine's cores, fully busy, no drain can go faster than the bound, and a "
-    "second worker process can add at most what one leaves of it."
+    "second worker process can add at most what one leaves of it. One worker kept with its "
+    "server to one core (CPU affinity of the worker and of every process of the server, where "
+    "they run on this machine and may be changed) shows what a second process adds when it has "
+    "a core of its own: the two-process target assumes a core to spare, which one process "
+    "already half uses on a machine of two (its own work and its backend's overlap)."
 )
 HELD_TEXT = (
     "A held transaction: `nexus up` (rules extractor) under a steady open-loop load, first "

@@ -18,8 +18,10 @@ from bench.common import (
     QUEUE_TABLE,
     admin_url,
     bench_env,
+    first_cpus,
     fresh_database,
     process,
+    server_kept_to,
     table,
     watch_drain,
 )
@@ -214,9 +216,30 @@ def test_drain_costs_bound_the_rate_by_cpu_per_message() -> None:
         65.0,
     )
     assert row["cpu_us_per_msg"] == 110.0
-    assert row["cpu_bound_on_2_cores"] == 18182  # 2 cores x 1e6 us / 110 us a message
+    assert (row["cores"], row["cpu_bound_msgs_per_s"]) == (2, 18182)  # 2 x 1e6 us / 110 us
     assert row["steady_over_bound"] == "0.55x"  # 10,000 of 18,182 msgs/s
     assert "| 2500 | 45.0 | 65.0 |" in render({"drain": runs}, {}, "box: 2 cores", "today")
+
+
+def test_one_worker_on_one_core_explains_the_two_process_target() -> None:
+    """Two processes over one kept with its server to one core is shown beside the drain
+    targets, not judged among them; its CPU bound counts the one core it had."""
+    one_core = "noop extractor, worker and server on one core"
+    runs = [
+        _drain("nexus", "noop extractor", 1, 10000, 1),
+        _drain("nexus", "noop extractor", 2, 11000, 1),
+        {**_drain("nexus", one_core, 1, 6000, 1), "cores": 1, "wal_bytes_per_msg": 2000,
+         "consumer_cpu_us_per_msg": 40.0, "postgres_cpu_us_per_msg": 60.0},
+    ]  # fmt: skip
+    context = {r["comparison"]: r for r in drain_ratios({"drain": runs})}[
+        "two worker processes over one kept with its server to one core (no-op)"
+    ]
+    assert (context["ratio"], context["goal"]) == ("1.83x", "context (≥ 1.6x)")
+    judged = [row["target"] for row in targets({"drain": runs})]
+    assert "two worker processes over one (no-op) ≥ 1.6x" in judged
+    assert not [t for t in judged if "one core" in t]
+    [cost] = drain_costs({"drain": runs}, cores=2)
+    assert (cost["work"], cost["cores"], cost["cpu_bound_msgs_per_s"]) == (one_core, 1, 10000)
 
 
 @pytest.fixture
@@ -250,6 +273,29 @@ def test_pgmq_floor_and_two_worker_drain_run() -> None:
     assert float(floor["postgres_cpu_us_per_msg"]) > 0, floor
     two = drain.run("noop", 400, workers=2)
     assert two["rows"] == 400 and two["workers"] == 2
+
+
+@pytest.mark.usefixtures("bench_server")
+def test_a_drain_kept_to_one_core_keeps_the_server_there_and_gives_it_back() -> None:
+    """While kept, the server's new backends run on the one core; after, on all it had."""
+    import psutil
+
+    if not drain.can_keep_to(1):
+        pytest.skip("one core of several cannot be kept to here (one core, or another host)")
+    [cpu] = first_cpus(1) or []
+    with psycopg.connect(admin_url()) as conn:
+        backend = psutil.Process(conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        allowed = backend.parent().cpu_affinity()
+    with server_kept_to(admin_url(), [cpu]) as kept:
+        assert kept
+        with psycopg.connect(admin_url()) as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            assert psutil.Process(pid).cpu_affinity() == [cpu]
+    with psycopg.connect(admin_url()) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        assert psutil.Process(pid).cpu_affinity() == allowed
+    one = drain.run("noop", 400, cores=1)
+    assert (one["rows"], one["cores"]) == (400, 1)
 
 
 @pytest.mark.usefixtures("bench_server")
@@ -435,9 +481,11 @@ def test_drain_rounds_alternate_their_order(monkeypatch: pytest.MonkeyPatch) -> 
 
     ran: list[str] = []
 
-    def nexus_drain(extractor: str, count: int, workers: int = 1) -> dict[str, object]:
-        ran.append(f"{extractor} x{workers}")
-        return {"extractor": extractor, "workers": workers}
+    def nexus_drain(
+        extractor: str, count: int, workers: int = 1, cores: int | None = None
+    ) -> dict[str, object]:
+        ran.append(f"{extractor} x{workers}" + (f" on {cores} core" if cores else ""))
+        return {"extractor": extractor, "workers": workers, **({"cores": cores} if cores else {})}
 
     def peer_drain(name: str, count: int) -> dict[str, object]:
         ran.append(name)
@@ -448,9 +496,16 @@ def test_drain_rounds_alternate_their_order(monkeypatch: pytest.MonkeyPatch) -> 
         return {"queue": "pgmq floor"}
 
     monkeypatch.setattr(main.drain, "run", nexus_drain)
+    monkeypatch.setattr(main.drain, "can_keep_to", lambda cores: True)
     monkeypatch.setattr(main.peers, "run", peer_drain)
     monkeypatch.setattr(main.pgmqfloor, "run", floor_drain)
     rows = main.run_drains(main.Plan(drain_rounds=2))
-    one_round = ["noop x1", "floor", "pgqueuer", "noop x2", "rules x1"]
+    one_round = ["noop x1", "floor", "pgqueuer", "noop x2", "rules x1", "noop x1 on 1 core"]
     assert ran == [*one_round, *reversed(one_round), "procrastinate"]
-    assert [r["round"] for r in rows] == [1] * 5 + [2] * 5 + [1]
+    assert [r["round"] for r in rows] == [1] * 6 + [2] * 6 + [1]
+    assert rows[5]["work"] == "noop extractor, worker and server on one core"
+    # Where the server's processes cannot be kept to a core, the round goes without that drain.
+    ran.clear()
+    monkeypatch.setattr(main.drain, "can_keep_to", lambda cores: False)
+    main.run_drains(main.Plan(drain_rounds=1, with_peers=False))
+    assert ran == ["noop x1", "floor", "noop x2", "rules x1"]
