@@ -291,7 +291,10 @@ def server_kept_to(url: str, cpus: list[int]) -> Iterator[bool]:
     try:
         before = postmaster.cpu_affinity()
         for proc in _family([postmaster]):
-            proc.cpu_affinity(cpus)
+            try:
+                proc.cpu_affinity(cpus)
+            except psutil.NoSuchProcess:  # a backend that ended meanwhile (our own, above)
+                continue
     except psutil.AccessDenied:
         yield False
         return
@@ -301,7 +304,7 @@ def server_kept_to(url: str, cpus: list[int]) -> Iterator[bool]:
         for proc in _family([postmaster]):
             try:
                 proc.cpu_affinity(before)
-            except psutil.Error:  # a backend that ended meanwhile
+            except psutil.NoSuchProcess:
                 continue
 
 
