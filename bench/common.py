@@ -288,24 +288,26 @@ def server_kept_to(url: str, cpus: list[int]) -> Iterator[bool]:
     if postmaster is None:
         yield False
         return
+    before = postmaster.cpu_affinity()
     try:
-        before = postmaster.cpu_affinity()
-        for proc in _family([postmaster]):
-            try:
-                proc.cpu_affinity(cpus)
-            except psutil.NoSuchProcess:  # a backend that ended meanwhile (our own, above)
-                continue
-    except psutil.AccessDenied:
+        _keep_server_to(postmaster, cpus)
+    except psutil.AccessDenied:  # not ours: denied at the postmaster, before any change
         yield False
         return
     try:
         yield True
     finally:
-        for proc in _family([postmaster]):
-            try:
-                proc.cpu_affinity(before)
-            except psutil.NoSuchProcess:
-                continue
+        _keep_server_to(postmaster, before)
+
+
+def _keep_server_to(postmaster: Any, cpus: list[int]) -> None:
+    import psutil
+
+    for proc in _family([postmaster]):
+        try:
+            proc.cpu_affinity(cpus)
+        except psutil.NoSuchProcess:  # a backend that ended meanwhile
+            continue
 
 
 def keep_to(procs: Sequence[subprocess.Popen[bytes]], cpus: list[int]) -> None:
