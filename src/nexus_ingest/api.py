@@ -59,7 +59,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await open_pool(
-            database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            application_name="nexus api",
         )
         app.state.extractor = None
         app.state.queue_metrics = QueueMetricsCache(

@@ -482,7 +482,8 @@ def _with_pool(
     from nexus_ingest.db import open_pool
 
     async def run() -> T:
-        pool = await open_pool(_database(settings), min_size=1, max_size=connections)
+        url = _database(settings)
+        pool = await open_pool(url, min_size=1, max_size=connections, application_name="nexus cli")
         try:
             await pool.wait(timeout=10)
             return await work(pool)

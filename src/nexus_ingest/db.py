@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -91,15 +93,18 @@ async def open_pool(
     max_size: int,
     timeout: float = 2.0,
     synchronous_commit: bool = True,
+    application_name: str = "nexus",
 ) -> AsyncConnectionPool:
     """A connection pool that opens in the background, so a server starts even while Postgres is down.
+
+    Its connections carry `application_name` unless the URL names them (see `named`).
 
     With `synchronous_commit` off, commits return before their WAL reaches the disk: a database
     crash may forget the last fraction of a second of them, each whole. Only for work that a
     redelivery repeats harmlessly (the worker's), never for what a client was told is stored.
     """
     pool = AsyncConnectionPool(
-        url,
+        named(url, application_name),
         min_size=min_size,
         max_size=max(min_size, max_size),
         timeout=timeout,
@@ -111,6 +116,15 @@ async def open_pool(
     )
     await pool.open(wait=False)
     return pool
+
+
+def named(url: str, name: str) -> str:
+    """`url` with `name` (`nexus api`, `nexus worker`, ...) as its `application_name`, shown in
+    `pg_stat_activity` and the server's log, so whoever runs the database sees which process
+    holds a connection; `url` as it is when it, or libpq's PGAPPNAME, already names one."""
+    if "application_name" in conninfo_to_dict(url) or os.environ.get("PGAPPNAME"):
+        return url
+    return make_conninfo(url, application_name=name)
 
 
 async def _commit_without_waiting(conn: psycopg.AsyncConnection[Any]) -> None:

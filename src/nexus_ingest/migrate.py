@@ -10,6 +10,7 @@ from importlib.resources import files
 
 import psycopg
 
+from nexus_ingest.db import named
 from nexus_ingest.errors import DatabaseUnavailable, MigrationError
 from nexus_ingest.queries import query
 
@@ -54,7 +55,7 @@ def latest_version() -> int:
 def migrate(url: str) -> list[Migration]:
     """Bring the database at `url` up to date; returns the migrations applied now."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(named(url, "nexus migrate"), autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
     with conn:

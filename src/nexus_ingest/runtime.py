@@ -111,6 +111,7 @@ async def run_worker(
         min_size=2,
         max_size=max(4, settings.worker_concurrency + 2),
         synchronous_commit=settings.worker_synchronous_commit,
+        application_name="nexus worker",
     )
     try:
         worker = Worker(pool, extractor, worker_config(settings), listen_url=database_url)

@@ -90,3 +90,27 @@ def test_the_worker_process_yields_the_cores_to_the_api(db_url: str) -> None:
         chosen = wait_for(lambda: worker.nice() - api_nice or None, what="the worker's niceness")
     assert niced == 10
     assert chosen == 3
+
+
+def _applications(db_url: str) -> set[str]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return {r[0] for r in rows}
+
+
+def test_each_process_names_its_connections_for_the_database(db_url: str) -> None:
+    """In `pg_stat_activity` a database administrator sees which of Nexus's processes holds a
+    connection: the API's are `nexus api`, the worker's `nexus worker`."""
+    port = free_port()
+    with nexus_process(["up"], nexus_env(db_url, port, NEXUS_EXTRACTOR="rules")) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        names = wait_for(
+            lambda: (
+                {"nexus api", "nexus worker"} <= _applications(db_url) and _applications(db_url)
+            ),
+            what="the API's and the worker's connections",
+        )
+    assert names == {"nexus api", "nexus worker"}

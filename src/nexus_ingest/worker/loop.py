@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
+from nexus_ingest.db import named
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.extract.base import BatchExtractor, Extractor
 from nexus_ingest.worker.batches import BatchTracker
@@ -214,7 +215,10 @@ class Worker:
         backoff = 0.5
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                listener = psycopg.AsyncConnection.connect(
+                    named(url, "nexus worker"), autocommit=True
+                )
+                async with await listener as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
                     backoff = 0.5
                     self._wake.set()  # catch anything that arrived while we were not listening
