@@ -9,12 +9,10 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
-from nexus_ingest.db import open_pool
 from nexus_ingest.errors import Permanent, RetryLater
 from nexus_ingest.extract.base import Extraction
 from nexus_ingest.models import ChatMessage
@@ -380,18 +378,3 @@ async def test_the_next_read_runs_while_a_batch_is_extracted(
         stop.set()
         await asyncio.wait_for(task, timeout=10)
     assert extractor.read_while_extracting == 10
-
-
-@pytest.mark.parametrize("synchronous", [True, False])
-async def test_worker_commits_wait_for_the_disk_only_when_asked(
-    db_url: str, synchronous: bool
-) -> None:
-    """The worker's sessions commit without waiting for the WAL flush unless configured to wait."""
-    worker_pool = await open_pool(db_url, min_size=1, max_size=1, synchronous_commit=synchronous)
-    try:
-        await worker_pool.wait(timeout=10)
-        async with worker_pool.connection() as conn:
-            row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
-    finally:
-        await worker_pool.close()
-    assert row == (("on",) if synchronous else ("off",))
