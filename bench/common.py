@@ -205,10 +205,9 @@ class _Meter:
 
     def __init__(self, conn: psycopg.Connection[Any], procs: Sequence[Any]) -> None:
         self.conn, self.procs = conn, list(procs)
-        self.postmaster: Any = None
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
         self.own_backend = int(row[0]) if row else -1  # the watcher's, left out of the figures
-        self.postmaster = _postmaster(self.own_backend)
+        self.postmaster: Any = _postmaster(self.own_backend)
         self.polls = 0
         self.families: tuple[list[Any], list[Any]] = ([], [])
         self.started: tuple[float, dict[int, float], dict[int, float]] | None = None

@@ -482,8 +482,9 @@ def _with_pool(
     from nexus_ingest.db import open_pool
 
     async def run() -> T:
-        url = _database(settings)
-        pool = await open_pool(url, min_size=1, max_size=connections, application_name="nexus cli")
+        pool = await open_pool(
+            _database(settings), min_size=1, max_size=connections, application_name="nexus cli"
+        )
         try:
             await pool.wait(timeout=10)
             return await work(pool)

@@ -108,9 +108,7 @@ def test_each_process_names_its_connections_for_the_database(db_url: str) -> Non
     with nexus_process(["up"], nexus_env(db_url, port, NEXUS_EXTRACTOR="rules")) as proc:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         names = wait_for(
-            lambda: (
-                {"nexus api", "nexus worker"} <= _applications(db_url) and _applications(db_url)
-            ),
+            lambda: (seen := _applications(db_url)) >= {"nexus api", "nexus worker"} and seen,
             what="the API's and the worker's connections",
         )
     assert names == {"nexus api", "nexus worker"}
