@@ -43,7 +43,9 @@ _HOT_POLL_S = 0.02
 # one. Reading again at once would take them one by one too, a read and a save each; letting
 # them gather this long first shares those round trips for a few milliseconds of latency (at
 # 500 snapshots a second under `nexus up`: the worker 41 -> 36% of a core, Postgres 60 -> 52%).
-# Offline extractors only: an LLM worker reads as slots free up.
+# Not longer: each read and save would be a burst of its backend's CPU that the API's requests
+# queue behind (`nexus up`'s p99 over the HTTP floor's: 3.1x at 10 ms, 3.3x at 3, 3.7x at 0,
+# 4.2x at 100). Offline extractors only: an LLM worker reads as slots free up.
 _GATHER_S = 0.01
 
 
