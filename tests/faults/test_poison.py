@@ -4,6 +4,7 @@ forgotten visitor stays forgotten whatever is in flight."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
@@ -314,6 +316,76 @@ async def test_a_message_read_too_often_is_dead_lettered_before_extraction(
     )
     assert errors[0][0]["attempts"] == 4 and "read 4 times" in errors[0][0]["reason"]
     assert extractor.calls == []
+
+
+@pytest.mark.parametrize("headers", ['{"x-pgmq-group": "odd", "traceparent": 5}', "7", '"x"'])
+def test_a_message_with_odd_headers_stops_nothing(
+    db_url: str, tmp_path: Path, headers: str
+) -> None:
+    """Headers that are not what the producer writes (a traceparent that is no string, headers
+    that are no object), sent by hand, neither fail the reads they are in nor hold the messages
+    read with them: every snapshot is saved and the queue empties."""
+    sessions = ["odd", "fine-1", "fine-2", "fine-3"]
+    for sid in sessions:
+        body = {
+            "sessionId": sid,
+            "fingerprint": sid,
+            "messages": [{"role": "user", "content": HEALTHY_TURN}],
+        }
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pgmq.send('nexus_prospect_ingestion', %s::jsonb, %s::jsonb)",
+                (json.dumps(body), headers if sid == "odd" else json.dumps({"x-pgmq-group": sid})),
+            )
+    env = nexus_env(db_url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_VT_S="1")
+    with nexus_process(["worker"], env, log_path=tmp_path / "worker.log") as proc:
+        wait_for(
+            lambda: _scalar(db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion") == 0,
+            timeout=30,
+            what="the queue to empty",
+        )
+        assert proc.poll() is None
+    log = (tmp_path / "worker.log").read_text()
+    assert "unexpected_error" not in log, log[-2000:]
+    saved = _scalar(
+        db_url, "SELECT array_agg(fingerprint_id ORDER BY fingerprint_id) FROM prospect_data"
+    )
+    assert saved == sorted(sessions)
+
+
+async def test_a_forgotten_visitors_snapshots_are_not_archived(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """With NEXUS_ARCHIVE_PROCESSED, handled messages are kept in the archive, but not a
+    forgotten visitor's: those arriving after `nexus forget` are dropped, superseded or not."""
+    await forget_prospect(pool, "fp-gone")
+    await send(pool, "gone-tab", "Carla", fingerprint="fp-gone")
+    await send(pool, "gone-tab", "Carla", fingerprint="fp-gone", turns=2)
+    await send(pool, "kept-tab", "Otto", fingerprint="fp-kept")
+    await running(RecordingExtractor(), dataclasses.replace(FAST, archive=True))
+    await until(lambda: _is_zero(queue_length(pool)), timeout=20, what="empty queue")
+    archived = await fetch(
+        pool,
+        "SELECT message ->> 'fingerprint' FROM pgmq.a_nexus_prospect_ingestion ORDER BY msg_id",
+    )
+    assert archived == [("fp-kept",)]
+
+
+async def test_forget_erases_a_visitors_message_events(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """`nexus trace` reads message events by session: forgetting a visitor erases those of
+    their sessions, and only those."""
+    for fingerprint, session in (("fp-gone", "gone-tab"), ("fp-kept", "kept-tab")):
+        await send(pool, session, "Carla", fingerprint=fingerprint)
+        await send(pool, session, "Carla", fingerprint=fingerprint, turns=2)
+    await running(RecordingExtractor())
+    await until(lambda: _is_zero(queue_length(pool)), timeout=20, what="empty queue")
+    events = "SELECT DISTINCT session_id FROM nexus.message_events ORDER BY 1"
+    assert await fetch(pool, events) == [("gone-tab",), ("kept-tab",)]  # each superseded one
+    counts = await forget_prospect(pool, "fp-gone")
+    assert counts["message_events"] == 1
+    assert await fetch(pool, events) == [("kept-tab",)]
 
 
 async def _is_zero(value: Any) -> bool:

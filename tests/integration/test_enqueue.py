@@ -83,17 +83,47 @@ def test_a_mixed_batch_gets_one_right_receipt_per_snapshot(db_url: str) -> None:
     assert receipts[1][1] < receipts[3][1] < receipts[6][1]
 
 
+def test_a_session_belongs_to_its_first_visitor(db_url: str) -> None:
+    """A sessionId already numbered under one fingerprint is refused under another, in the same
+    batch or a later one: nothing is queued for it, its key is not kept, and the first visitor's
+    numbering goes on as if it had not been sent. (Accepted, it would have superseded or been
+    superseded by the other visitor's snapshots, and one of the two would have been lost.)"""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _enqueue(conn, [_item("shared", "ana 1", fingerprint="fp-ana")])
+        batch = [
+            _item("shared", "bob 1", fingerprint="fp-bob", idempotency_key="k", request_hash="h"),
+            _item("shared", "ana 2", fingerprint="fp-ana"),
+            _item("fresh", "cid 1", fingerprint="fp-cid"),
+            _item("fresh", "dan 1", fingerprint="fp-dan"),
+        ]
+        receipts = _enqueue(conn, batch)
+        queued = conn.execute(
+            "SELECT message ->> 'fingerprint', (message ->> 'seq')::int"
+            " FROM pgmq.q_nexus_prospect_ingestion ORDER BY 1, 2"
+        ).fetchall()
+        keys = conn.execute("SELECT count(*) FROM nexus.idempotency_keys").fetchone()
+
+    assert [(r[1] is None, r[2], r[3], r[4], r[5]) for r in receipts] == [
+        (True, None, False, False, True),  # another visitor's session: refused
+        (False, 2, False, False, False),
+        (False, 1, False, False, False),
+        (True, None, False, False, True),  # taken earlier in the same batch
+    ]
+    assert queued == [("fp-ana", 1), ("fp-ana", 2), ("fp-cid", 1)]
+    assert keys == (0,)
+
+
 def test_the_anon_path_numbers_like_the_producer(db_url: str) -> None:
     """`nexus.enqueue_snapshot`, one snapshot, continues the numbering batches started."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         _enqueue(conn, [_item("s", "one"), _item("s", "two")])
         row = conn.execute(
-            "SELECT msg_id, seq, duplicate, conflict FROM nexus.enqueue_snapshot("
+            "SELECT msg_id, seq, duplicate, conflict, session_taken FROM nexus.enqueue_snapshot("
             "'nexus-prospect-ingestion', 's', 'fp-s', %s, %s)",
             [Jsonb({"sessionId": "s", "messages": []}), Jsonb({"x-pgmq-group": "s"})],
         ).fetchone()
         assert row is not None
-        assert row[1:] == (3, False, False)
+        assert row[1:] == (3, False, False, False)
         assert _queued(conn, row[0])[:2] == ("s", 3)
 
 

@@ -253,6 +253,27 @@ def test_idempotency_keys_belong_to_one_visitor(client: httpx.Client) -> None:
     assert victim.json()["messageId"] != claimed.json()["messageId"]
 
 
+def test_a_session_of_another_visitor_is_422(client: httpx.Client, module_db: str) -> None:
+    """A sessionId posted under a second fingerprint is refused, naming the field, and nothing
+    is queued for it: the first visitor's chat keeps the session."""
+    first = client.post(URL, json=body(sessionId="one-chat", fingerprint="fp-first"))
+    assert first.status_code == 202
+    answer = client.post(URL, json=body(sessionId="one-chat", fingerprint="fp-second"))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "session_of_another_visitor"
+    assert answer.json()["detail"] == [
+        {"loc": ["sessionId"], "msg": "already in use under another fingerprint"}
+    ]
+    again = client.post(URL, json=body(sessionId="one-chat", fingerprint="fp-first"))
+    assert again.status_code == 202 and again.json()["sequence"] == 2
+    with psycopg.connect(module_db) as conn:
+        rows = conn.execute(
+            "SELECT message ->> 'fingerprint' FROM pgmq.q_nexus_prospect_ingestion"
+            " WHERE headers ->> 'x-pgmq-group' = 'one-chat'"
+        ).fetchall()
+    assert rows == [("fp-first",), ("fp-first",)]
+
+
 def test_openapi_describes_the_producer(client: httpx.Client) -> None:
     """/openapi.json documents the POST body, its headers, every status and the consumer's bearer scheme."""
     spec = client.get("/openapi.json").json()
@@ -336,6 +357,43 @@ def test_rate_limit_per_fingerprint_is_429_with_retry_after(module_db: str) -> N
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert_documented(client.get("/openapi.json").json(), "post", limited)
         assert other.status_code == 202
+
+
+def test_a_page_on_an_allowed_origin_reads_retry_after(module_db: str) -> None:
+    """With NEXUS_CORS_ORIGINS, a browser on that origin may post, and may read the headers the
+    client acts on: Retry-After (when to retry a 429 or 503) and traceparent. Without
+    Access-Control-Expose-Headers a browser hides them from the page."""
+    origin = "https://shop.example"
+    with _serve(
+        module_db,
+        NEXUS_CORS_ORIGINS=json.dumps([origin]),
+        NEXUS_RATE_LIMIT_FINGERPRINT_PER_MINUTE="6",
+        NEXUS_RATE_LIMIT_FINGERPRINT_BURST="1",
+    ) as client:
+        preflight = client.options(
+            URL,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,idempotency-key",
+            },
+        )
+        answers = [
+            client.post(
+                URL, json=body(sessionId="cors", fingerprint="cors"), headers={"Origin": origin}
+            )
+            for _ in range(2)
+        ]
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert [a.status_code for a in answers] == [202, 429]
+    for answer in answers:
+        assert answer.headers["access-control-allow-origin"] == origin
+        exposed = {
+            h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")
+        }
+        assert {"retry-after", "traceparent"} <= exposed
+    assert int(answers[1].headers["retry-after"]) >= 1
 
 
 def test_degraded_when_queue_crosses_threshold(module_db: str) -> None:

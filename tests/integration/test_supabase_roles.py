@@ -194,6 +194,25 @@ def test_a_body_that_is_no_chat_snapshot_is_refused_clearly(
     )
 
 
+def test_a_session_of_another_visitor_is_refused_clearly(supabase_db: str) -> None:
+    """As at the producer: a sessionId taken by another fingerprint is a clear 22023 error
+    (PostgREST's 400) for the browser that sent it, and nothing is queued."""
+    first = snapshot()
+    send(supabase_db, "anon", "nexus-prospect-ingestion", first)
+    second = {**first, "fingerprint": "fp-someone-else"}
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match="sessionId: already in use under another"
+    ):
+        send(supabase_db, "anon", "nexus-prospect-ingestion", second)
+    with psycopg.connect(supabase_db) as conn:
+        rows = conn.execute(
+            "SELECT message ->> 'fingerprint' FROM pgmq.q_nexus_prospect_ingestion"
+            " WHERE headers ->> 'x-pgmq-group' = %s",
+            (first["sessionId"],),
+        ).fetchall()
+    assert rows == [(first["fingerprint"],)]
+
+
 def test_the_producers_limits_themselves_are_accepted(supabase_db: str) -> None:
     """A snapshot exactly at each of the producer's limits is queued."""
     at_limits = snapshot(

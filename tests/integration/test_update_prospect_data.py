@@ -106,3 +106,16 @@ def test_every_extraction_is_kept_in_history(conn: psycopg.Connection[Any]) -> N
         (11, "applied", "anthropic", "claude-haiku-5-5", 120, 30, 100, 812.5, {"nombre": "Leo"}),
         (10, "stale", None, None, 0, 0, 0, None, {"nombre": "Leo"}),
     ]
+
+
+@pytest.mark.parametrize(("fingerprint", "session"), [(None, "s-1"), ("fp-1", None)])
+def test_a_missing_visitor_or_session_is_refused(
+    conn: psycopg.Connection[Any], fingerprint: str | None, session: str | None
+) -> None:
+    """A merge without its visitor or session is an error, not a silent no-op."""
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="update_prospect_data"):
+        conn.execute(
+            "SELECT update_prospect_data(%s, %s, %s::jsonb)",
+            (fingerprint, session, json.dumps({"nombre": "X"})),
+        )
+    assert conn.execute("SELECT count(*) FROM prospect_data").fetchone() == (0,)

@@ -248,6 +248,52 @@ async def test_a_worker_stops_polling_soon_after_its_last_snapshot(
     assert 3 <= len(polls) <= 20, polls
 
 
+async def test_a_snapshot_of_a_held_session_does_not_keep_a_worker_polling(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """A snapshot whose session another worker holds (a long LLM call, or a crash until its
+    lease runs out) is not readable: an idle worker waits for the lease or its poll interval,
+    instead of reading every few milliseconds until the lease ends."""
+    await send(pool, "held", "Ana")
+    async with pool.connection() as conn:  # a worker that read it and went silent
+        await conn.execute(
+            "SELECT * FROM nexus.read_snapshots('nexus_prospect_ingestion', 30, 10,"
+            " gen_random_uuid())"
+        )
+    await send(pool, "held", "Ana", turns=2)
+    worker = await running(
+        RecordingExtractor(), WorkerConfig(concurrency=2, vt_s=30, poll_interval_s=30)
+    )
+    reads, _ = _counting_reads(worker)
+    await until(lambda: _truthy((worker.pausing_for or 0) > 5), timeout=5, what="a long idle pause")
+    assert sum(reads) == 0 and len(reads) <= 20, reads
+
+
+async def test_a_worker_reads_its_own_held_session_again_once_it_is_saved(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """While an LLM call holds a session, a newer snapshot of it waits without the worker
+    polling for it; once the call's result is saved, the worker reads the newer one at once,
+    not after its poll interval."""
+    extractor = RecordingExtractor(delay=1.0)
+    worker = await running(extractor, WorkerConfig(concurrency=2, vt_s=30, poll_interval_s=30))
+    reads, _ = _counting_reads(worker)
+    await send(pool, "typing", "Ana")
+    await until(lambda: _truthy(extractor.in_flight), what="the first extraction")
+    before = len(reads)
+    await send(pool, "typing", "Anabel", turns=2)
+    rows = await until(
+        lambda: fetch(pool, "SELECT nombre FROM prospect_data WHERE nombre = 'Anabel'"),
+        timeout=5,
+        what="the newer snapshot's row",
+    )
+    assert rows == [("Anabel",)]
+    assert extractor.calls == ["name: Ana", "name: Anabel"]
+    # Hot polling after the notification and after each find (about ten reads each), and a
+    # read after the save: some twenty, where polling until the lease ended made hundreds.
+    assert len(reads) - before <= 40, reads[before:]
+
+
 async def test_shutdown_finishes_in_flight_work(pool: AsyncConnectionPool, db_url: str) -> None:
     """Stopping a worker mid-extraction lets the extraction finish and be saved within the grace period."""
     extractor = RecordingExtractor(delay=0.5)

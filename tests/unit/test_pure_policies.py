@@ -123,6 +123,12 @@ def test_traceparent_is_continued_or_started() -> None:
     assert trace_id(fresh) and trace_id(fresh) != trace_id(new_traceparent())
     assert trace_id("00-" + "0" * 32 + "-00f067aa0ba902b7-01") == "0" * 32
     assert trace_id(continue_traceparent("00-" + "0" * 32 + "-00f067aa0ba902b7-01")) != "0" * 32
+    # The W3C format is lower-case hex, and an all-zero parent id is invalid: such a header is
+    # ignored, not continued.
+    upper = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"
+    assert trace_id(continue_traceparent(upper)) != "4bf92f3577b34da6a3ce929d0e0e4736"
+    no_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"
+    assert trace_id(continue_traceparent(no_parent)) != "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_query_files_parse_into_named_queries() -> None:

@@ -24,7 +24,12 @@
 /** @typedef {{ seq: number, key: string, body: string, resolve: (result: SendResult) => void, early?: Promise<Outcome> }} Item */
 /** @typedef {{ ok: boolean, status: number, retryAfterMs: number | null, body: unknown }} Outcome */
 
-const KEYS = { fingerprint: "nexus:fingerprint", session: "nexus:session", seq: "nexus:seq:" };
+const KEYS = {
+  fingerprint: "nexus:fingerprint",
+  session: "nexus:session",
+  sessionOwner: "nexus:session-fingerprint",
+  seq: "nexus:seq:",
+};
 const RETRYABLE = [408, 425, 429, 500, 502, 503, 504];
 // Browsers refuse keepalive requests whose bodies (all such requests of a page together) exceed 64 KiB.
 const KEEPALIVE_LIMIT = 60000;
@@ -124,6 +129,21 @@ function remember(store, key, make) {
     store.setItem(key, value);
   }
   return value;
+}
+
+/**
+ * The tab's session, begun anew when the fingerprint is not the one it began with (storage
+ * cleared, the app's visitor changed): Nexus numbers a session under the fingerprint that
+ * first used it and refuses it under another (422 `session_of_another_visitor`).
+ * @param {KeyValueStore} store
+ * @param {string} fingerprint
+ * @param {() => string} make
+ */
+function sessionOf(store, fingerprint, make) {
+  const owner = store.getItem(KEYS.sessionOwner);
+  if (owner !== null && owner !== fingerprint) store.removeItem(KEYS.session);
+  store.setItem(KEYS.sessionOwner, fingerprint);
+  return remember(store, KEYS.session, make);
 }
 
 /** @param {number} ms */
@@ -236,7 +256,7 @@ export function createSender(options) {
   const storage = o.storage || safeStorage(() => globalThis.localStorage);
   const sessionStore = o.sessionStore || safeStorage(() => globalThis.sessionStorage);
   const fingerprint = o.fingerprint || remember(storage, KEYS.fingerprint, newId);
-  const sessionId = o.sessionId || remember(sessionStore, KEYS.session, newId);
+  const sessionId = o.sessionId || sessionOf(sessionStore, fingerprint, newId);
   // Keys need only be unique per snapshot and stable across its retries; a per-sender prefix
   // keeps them unique even when two tabs (or two servers) share the app's session id.
   const keyPrefix = newId();

@@ -112,6 +112,34 @@ test("keeps the session id, fingerprint and sequence across senders on one stora
   );
 });
 
+test("a new fingerprint in the tab begins a new session, as Nexus refuses the old one to it", async () => {
+  const storage = memoryStorage();
+  const sessionStore = memoryStorage();
+  const { calls, fetch } = recorder();
+  let n = 0;
+  const ids = { storage, sessionStore, newId: () => `id-${(n += 1)}` };
+  const first = makeSender(fetch, ids).sender;
+  await first.send(turn("a"));
+  const same = makeSender(fetch, ids).sender;
+  storage.removeItem("nexus:fingerprint"); // site data cleared, the tab kept
+  const cleared = makeSender(fetch, ids).sender;
+  const signedIn = makeSender(fetch, { ...ids, fingerprint: "user-7" }).sender;
+  await cleared.send(turn("b"));
+  await signedIn.send(turn("c"));
+  assert.equal(same.sessionId, first.sessionId);
+  assert.notEqual(cleared.fingerprint, first.fingerprint);
+  assert.notEqual(cleared.sessionId, first.sessionId);
+  assert.notEqual(signedIn.sessionId, cleared.sessionId);
+  assert.deepEqual(
+    calls.map((c) => [c.body.fingerprint, c.body.sessionId, c.body.metadata.clientSeq]),
+    [
+      [first.fingerprint, first.sessionId, 1],
+      [cleared.fingerprint, cleared.sessionId, 1],
+      ["user-7", signedIn.sessionId, 1],
+    ],
+  );
+});
+
 test("two senders sharing the app's session id never share an Idempotency-Key", async () => {
   const { calls, fetch } = recorder();
   const tabs = [1, 2].map(() => makeSender(fetch, { sessionId: "shared", newId: undefined }));

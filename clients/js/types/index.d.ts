@@ -38,6 +38,7 @@ export type ErrorCode =
   | "unsupported_media_type"
   | "invalid_snapshot"
   | "idempotency_key_reused"
+  | "session_of_another_visitor"
   | "rate_limited"
   | "database_unavailable";
 

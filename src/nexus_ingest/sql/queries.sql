@@ -2,7 +2,7 @@
 -- Parameters are psycopg's %(name)s placeholders.
 
 -- name: enqueue_snapshots
-SELECT idx, msg_id, seq, duplicate, conflict
+SELECT idx, msg_id, seq, duplicate, conflict, session_taken
 FROM nexus.enqueue_snapshots(%(queue)s::text, %(items)s::jsonb);
 
 -- name: queue_metrics
@@ -20,14 +20,27 @@ FROM nexus.read_snapshots(%(queue)s::text, %(vt)s::integer, %(qty)s::integer, %(
 SELECT nexus.release_sessions(%(session_ids)s::text[], %(token)s::uuid);
 
 -- name: next_visible
-SELECT EXTRACT(epoch FROM (min(vt) - clock_timestamp()))
-FROM pgmq.q_nexus_prospect_ingestion;
+-- When the next message can be read: its visibility timeout over and its session not held by a
+-- worker (a long LLM call, or a crashed worker until its lease runs out). Counting only the
+-- timeout, a worker idle beside a held session's newer snapshot read every few milliseconds
+-- until the lease ended. The earliest hundred by timeout are weighed; should all of them wait
+-- for leases, a later one may be readable sooner, and the worker's poll interval bounds that.
+SELECT EXTRACT(epoch FROM (min(GREATEST(q.vt, s.leased_until)) - clock_timestamp()))
+FROM (
+    SELECT q.vt, q.headers ->> 'x-pgmq-group' AS session_id
+    FROM pgmq.q_nexus_prospect_ingestion q
+    ORDER BY q.vt
+    LIMIT 100
+) q
+LEFT JOIN nexus.sessions s
+    ON s.session_id = q.session_id AND s.leased_until > clock_timestamp();
 
 -- name: delete_messages
 SELECT pgmq.delete(%(queue)s::text, %(msg_ids)s::bigint[]);
 
 -- name: archive_messages
-SELECT pgmq.archive(%(queue)s::text, %(msg_ids)s::bigint[]);
+-- A forgotten visitor's are deleted instead (020).
+SELECT nexus.archive_messages(%(queue)s::text, %(msg_ids)s::bigint[]);
 
 -- name: set_visibility
 SELECT msg_id FROM pgmq.set_vt(%(queue)s::text, %(msg_id)s::bigint, %(delay)s::integer);

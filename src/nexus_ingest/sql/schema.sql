@@ -40,6 +40,26 @@ COMMENT ON SCHEMA public IS 'standard public schema';
 
 
 --
+-- Name: archive_messages(text, bigint[]); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.archive_messages(p_queue text, p_msg_ids bigint[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+BEGIN
+    PERFORM nexus.ingestion_queue_only(p_queue);
+    LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
+    DELETE FROM pgmq.q_nexus_prospect_ingestion q
+    WHERE q.msg_id = ANY (p_msg_ids)
+      AND EXISTS (
+          SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = q.message ->> 'fingerprint');
+    PERFORM pgmq.archive('nexus_prospect_ingestion', p_msg_ids);
+END;
+$$;
+
+
+--
 -- Name: dead_letter(text, text, bigint[], jsonb[]); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -96,11 +116,11 @@ $_$;
 -- Name: enqueue_snapshot(text, text, text, jsonb, jsonb, text, text, integer); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
-CREATE FUNCTION nexus.enqueue_snapshot(p_queue text, p_session_id text, p_fingerprint_id text, p_message jsonb, p_headers jsonb, p_idempotency_key text DEFAULT NULL::text, p_request_hash text DEFAULT NULL::text, p_delay_ms integer DEFAULT 0) RETURNS TABLE(msg_id bigint, seq integer, duplicate boolean, conflict boolean)
+CREATE FUNCTION nexus.enqueue_snapshot(p_queue text, p_session_id text, p_fingerprint_id text, p_message jsonb, p_headers jsonb, p_idempotency_key text DEFAULT NULL::text, p_request_hash text DEFAULT NULL::text, p_delay_ms integer DEFAULT 0) RETURNS TABLE(msg_id bigint, seq integer, duplicate boolean, conflict boolean, session_taken boolean)
     LANGUAGE sql
     SET search_path TO ''
     AS $$
-    SELECT e.msg_id, e.seq, e.duplicate, e.conflict
+    SELECT e.msg_id, e.seq, e.duplicate, e.conflict, e.session_taken
     FROM nexus.enqueue_snapshots(p_queue, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
         'session_id', p_session_id, 'fingerprint_id', p_fingerprint_id, 'message', p_message,
         'headers', p_headers, 'idempotency_key', p_idempotency_key,
@@ -112,7 +132,7 @@ $$;
 -- Name: enqueue_snapshots(text, jsonb); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
-CREATE FUNCTION nexus.enqueue_snapshots(p_queue text, p_items jsonb) RETURNS TABLE(idx integer, msg_id bigint, seq integer, duplicate boolean, conflict boolean)
+CREATE FUNCTION nexus.enqueue_snapshots(p_queue text, p_items jsonb) RETURNS TABLE(idx integer, msg_id bigint, seq integer, duplicate boolean, conflict boolean, session_taken boolean)
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
@@ -158,6 +178,7 @@ BEGIN
                 seq := v_prior.seq;
                 duplicate := true;
                 conflict := v_prior.request_hash IS DISTINCT FROM v_hash;
+                session_taken := false;
                 RETURN NEXT;
                 CONTINUE;
             END IF;
@@ -170,7 +191,25 @@ BEGIN
             VALUES (v_session, v_fingerprint, 1)
             ON CONFLICT (session_id) DO UPDATE
                 SET last_seq = s.last_seq + 1, updated_at = now()
+                WHERE s.fingerprint_id = EXCLUDED.fingerprint_id
             RETURNING s.last_seq INTO v_seq;
+            IF NOT FOUND THEN
+                -- Another visitor's session: refused, and its key released for a retry
+                -- under a sessionId of its own.
+                IF v_key IS NOT NULL THEN
+                    DELETE FROM nexus.idempotency_keys k
+                    WHERE k.session_id = v_session AND k.fingerprint_id = v_fingerprint
+                      AND k.key = v_key;
+                END IF;
+                idx := v_idx;
+                msg_id := NULL;
+                seq := NULL;
+                duplicate := false;
+                conflict := false;
+                session_taken := true;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
         END IF;
 
         v_message := (v_item -> 'message')
@@ -198,6 +237,7 @@ BEGIN
         seq := v_seq;
         duplicate := false;
         conflict := false;
+        session_taken := false;
         RETURN NEXT;
     END LOOP;
 END;
@@ -252,10 +292,28 @@ CREATE FUNCTION nexus.forget_prospect(p_fingerprint_id text) RETURNS jsonb
 DECLARE
     v_counts jsonb := '{}';
     v_n bigint;
+    v_sessions text[];
 BEGIN
     LOCK TABLE nexus.forgotten IN EXCLUSIVE MODE;
     INSERT INTO nexus.forgotten (fingerprint_id) VALUES (p_fingerprint_id)
     ON CONFLICT (fingerprint_id) DO UPDATE SET forgotten_at = now();
+    SELECT array_agg(DISTINCT v.session_id) INTO v_sessions
+    FROM (
+        SELECT s.session_id FROM nexus.sessions s WHERE s.fingerprint_id = p_fingerprint_id
+        UNION ALL
+        SELECT e.session_id FROM public.prospect_extractions e
+        WHERE e.fingerprint_id = p_fingerprint_id
+        UNION ALL
+        SELECT q.message ->> 'sessionId' FROM pgmq.q_nexus_prospect_ingestion q
+        WHERE q.message ->> 'fingerprint' = p_fingerprint_id
+        UNION ALL
+        SELECT a.message ->> 'sessionId' FROM pgmq.a_nexus_prospect_ingestion a
+        WHERE a.message ->> 'fingerprint' = p_fingerprint_id
+        UNION ALL
+        SELECT d.message -> 'original' ->> 'sessionId' FROM pgmq.q_nexus_prospect_ingestion_dlq d
+        WHERE d.message -> 'original' ->> 'fingerprint' = p_fingerprint_id
+    ) v
+    WHERE v.session_id IS NOT NULL;
     DELETE FROM public.prospect_data WHERE fingerprint_id = p_fingerprint_id;
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('prospect_data', v_n);
     DELETE FROM public.prospect_extractions WHERE fingerprint_id = p_fingerprint_id;
@@ -268,6 +326,8 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('dead_letters', v_n);
     DELETE FROM pgmq.a_nexus_prospect_ingestion_dlq WHERE message -> 'original' ->> 'fingerprint' = p_fingerprint_id;
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('archived_dead_letters', v_n);
+    DELETE FROM nexus.message_events WHERE session_id = ANY (v_sessions);
+    GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('message_events', v_n);
     DELETE FROM nexus.sessions WHERE fingerprint_id = p_fingerprint_id;
     GET DIAGNOSTICS v_n = ROW_COUNT; v_counts := v_counts || jsonb_build_object('sessions', v_n);
     DELETE FROM nexus.idempotency_keys WHERE fingerprint_id = p_fingerprint_id;
@@ -803,8 +863,8 @@ BEGIN
 
     IF v_msg_ids IS NULL AND jsonb_array_length(p_items) > 0 THEN
         -- Several extractions of one visitor: merge them in rounds, in arrival order, as one
-        -- call each would. A session posted under two visitors (bad input) is merged one
-        -- extraction at a time.
+        -- call each would. A session posted under two visitors (queued before 020) is merged
+        -- one extraction at a time.
         SELECT count(DISTINCT (e ->> 'session_id', e ->> 'fingerprint_id'))
                <> count(DISTINCT e ->> 'session_id')
         INTO v_mixed
@@ -828,7 +888,7 @@ BEGIN
     END IF;
 
     IF p_archive THEN
-        PERFORM pgmq.archive(nexus.stored_queue_name(p_queue), v_msg_ids);
+        PERFORM nexus.archive_messages(p_queue, v_msg_ids);
     ELSE
         DELETE FROM pgmq.q_nexus_prospect_ingestion q WHERE q.msg_id = ANY (v_msg_ids);
     END IF;
@@ -857,18 +917,24 @@ CREATE FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer DEFAULT 0) 
     AS $$
 DECLARE
     v_problem text := nexus.snapshot_problem(p_message);
+    v_receipt record;
 BEGIN
     IF v_problem IS NOT NULL THEN
         RAISE EXCEPTION 'pgmq_send: not a chat snapshot: %', v_problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Post {"messages": [{"role": "user", "content": "..."}], "fingerprint": "...", "sessionId": "..."}.';
     END IF;
-    RETURN (
-        SELECT e.msg_id
-        FROM nexus.enqueue_snapshot(
-            'nexus_prospect_ingestion', p_message ->> 'sessionId', p_message ->> 'fingerprint',
-            p_message, pg_catalog.jsonb_build_object('x-pgmq-group', p_message ->> 'sessionId'),
-            p_delay_ms => GREATEST(COALESCE(p_delay, 0), 0) * 1000) AS e);
+    SELECT e.msg_id, e.session_taken INTO v_receipt
+    FROM nexus.enqueue_snapshot(
+        'nexus_prospect_ingestion', p_message ->> 'sessionId', p_message ->> 'fingerprint',
+        p_message, pg_catalog.jsonb_build_object('x-pgmq-group', p_message ->> 'sessionId'),
+        p_delay_ms => GREATEST(COALESCE(p_delay, 0), 0) * 1000) AS e;
+    IF v_receipt.session_taken THEN
+        RAISE EXCEPTION 'pgmq_send: sessionId: already in use under another fingerprint'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give every chat a sessionId of its own.';
+    END IF;
+    RETURN v_receipt.msg_id;
 END;
 $$;
 
@@ -1027,17 +1093,26 @@ $$;
 --
 
 CREATE FUNCTION public.update_prospect_data(p_fingerprint_id text, p_session_id text, p_data jsonb, p_msg_id bigint DEFAULT NULL::bigint, p_seq integer DEFAULT NULL::integer, p_extractor text DEFAULT NULL::text, p_model text DEFAULT NULL::text, p_input_tokens integer DEFAULT 0, p_output_tokens integer DEFAULT 0, p_cached_tokens integer DEFAULT 0, p_latency_ms real DEFAULT NULL::real, p_enqueued_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_cache_write_tokens integer DEFAULT 0, p_batch boolean DEFAULT false, p_cost_usd numeric DEFAULT NULL::numeric) RETURNS text
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $$
-    SELECT m.outcome
-    FROM nexus.merge_extractions(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-        'msg_id', p_msg_id, 'fingerprint_id', p_fingerprint_id, 'session_id', p_session_id,
-        'seq', p_seq, 'data', p_data, 'extractor', p_extractor, 'model', p_model,
-        'input_tokens', p_input_tokens, 'output_tokens', p_output_tokens,
-        'cached_tokens', p_cached_tokens, 'latency_ms', p_latency_ms,
-        'enqueued_at', p_enqueued_at, 'cache_write_tokens', p_cache_write_tokens,
-        'batch', p_batch, 'cost_usd', p_cost_usd))) AS m
+BEGIN
+    IF p_fingerprint_id IS NULL OR p_session_id IS NULL THEN
+        RAISE EXCEPTION 'update_prospect_data: % must not be null',
+            CASE WHEN p_fingerprint_id IS NULL THEN 'p_fingerprint_id' ELSE 'p_session_id' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN (
+        SELECT m.outcome
+        FROM nexus.merge_extractions(pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'msg_id', p_msg_id, 'fingerprint_id', p_fingerprint_id, 'session_id', p_session_id,
+            'seq', p_seq, 'data', p_data, 'extractor', p_extractor, 'model', p_model,
+            'input_tokens', p_input_tokens, 'output_tokens', p_output_tokens,
+            'cached_tokens', p_cached_tokens, 'latency_ms', p_latency_ms,
+            'enqueued_at', p_enqueued_at, 'cache_write_tokens', p_cache_write_tokens,
+            'batch', p_batch, 'cost_usd', p_cost_usd))) AS m
+    );
+END;
 $$;
 
 
@@ -1390,6 +1465,13 @@ ALTER TABLE public.prospect_extractions ENABLE ROW LEVEL SECURITY;
 GRANT USAGE ON SCHEMA nexus TO anon;
 GRANT USAGE ON SCHEMA nexus TO authenticated;
 GRANT USAGE ON SCHEMA nexus TO service_role;
+
+
+--
+-- Name: FUNCTION archive_messages(p_queue text, p_msg_ids bigint[]); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.archive_messages(p_queue text, p_msg_ids bigint[]) FROM PUBLIC;
 
 
 --

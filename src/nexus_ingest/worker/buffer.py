@@ -33,8 +33,10 @@ class SaveBuffer:
         flights: int = 2,
         attempts: int = 4,
         capacity: int = 16,
+        on_saved: Callable[[], object] | None = None,
     ) -> None:
         self._save = save
+        self._on_saved = on_saved
         self._batch_size = batch_size
         self._flights = asyncio.Semaphore(flights)
         self._attempts = attempts
@@ -75,6 +77,8 @@ class SaveBuffer:
         for attempt in range(self._attempts):
             try:
                 await self._save(batch)
+                if self._on_saved is not None:
+                    self._on_saved()
                 return
             except (DatabaseUnavailable, SaveFailed) as exc:
                 log.warning("save.retrying", attempt=attempt + 1, error=str(exc), size=len(batch))

@@ -62,12 +62,21 @@ class Worker:
         self.extractor = extractor
         self.config = config
         self.listen_url = listen_url
-        self.settler = Settler(pool, config)
-        self.saves = SaveBuffer(self.settler.save, batch_size=config.batch_size)
-        self.batches = _batch_tracker(extractor, self.settler, config)
-        self.pacer = _pacer(extractor, self.settler, config, batching=self.batches is not None)
         self.pausing_for: float | None = None  # how long the reader is waiting now, if it is
         self._wake = asyncio.Event()
+        self.settler = Settler(pool, config)
+        # An LLM call holds its session for seconds, and a newer snapshot of that session is
+        # not readable meanwhile (the idle reader waits for the lease, not polling for it):
+        # settling the call's message releases the session, so look again then. An offline
+        # extractor's saves follow its reads within milliseconds, which its hot polling covers.
+        self._wake_on_settled = not extractor.in_process
+        self.saves = SaveBuffer(
+            self.settler.save,
+            batch_size=config.batch_size,
+            on_saved=self._wake.set if self._wake_on_settled else None,
+        )
+        self.batches = _batch_tracker(extractor, self.settler, config)
+        self.pacer = _pacer(extractor, self.settler, config, batching=self.batches is not None)
         self._slots = asyncio.Semaphore(config.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -210,6 +219,8 @@ class Worker:
         if isinstance(result, Extracted):
             return result
         await self.settler.fail(result)
+        if self._wake_on_settled:
+            self._wake.set()
         return None
 
     async def _listen(self, url: str) -> None:

@@ -2,7 +2,12 @@
 "use strict";
 (() => {
   // src/sender.js
-  var KEYS = { fingerprint: "nexus:fingerprint", session: "nexus:session", seq: "nexus:seq:" };
+  var KEYS = {
+    fingerprint: "nexus:fingerprint",
+    session: "nexus:session",
+    sessionOwner: "nexus:session-fingerprint",
+    seq: "nexus:seq:"
+  };
   var RETRYABLE = [408, 425, 429, 500, 502, 503, 504];
   var KEEPALIVE_LIMIT = 6e4;
   var DEFAULTS = Object.freeze({
@@ -66,6 +71,12 @@
       store.setItem(key, value);
     }
     return value;
+  }
+  function sessionOf(store, fingerprint, make) {
+    const owner = store.getItem(KEYS.sessionOwner);
+    if (owner !== null && owner !== fingerprint) store.removeItem(KEYS.session);
+    store.setItem(KEYS.sessionOwner, fingerprint);
+    return remember(store, KEYS.session, make);
   }
   function defaultSleep(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
@@ -149,7 +160,7 @@
     const storage = o.storage || safeStorage(() => globalThis.localStorage);
     const sessionStore = o.sessionStore || safeStorage(() => globalThis.sessionStorage);
     const fingerprint = o.fingerprint || remember(storage, KEYS.fingerprint, newId);
-    const sessionId = o.sessionId || remember(sessionStore, KEYS.session, newId);
+    const sessionId = o.sessionId || sessionOf(sessionStore, fingerprint, newId);
     const keyPrefix = newId();
     const seqKey = KEYS.seq + sessionId;
     const backoff = interruptible(o.sleep || defaultSleep);
