@@ -8,7 +8,7 @@ import hmac
 import time
 
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from nexus_ingest import queue
 from nexus_ingest.queue import QueueMetrics
@@ -23,9 +23,17 @@ class BodyTooSlow(Exception):
     """The request body did not arrive in time."""
 
 
+class ClientGone(BodyTooSlow):
+    """The client closed the connection before its body arrived.
+
+    A kind of `BodyTooSlow` (the body never arrives), so every caller already answers it
+    without a traceback; nobody is listening for that answer anyway."""
+
+
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The body, refused as soon as it is known to exceed `limit` bytes (before reading it all),
-    or once it has taken more than `timeout` seconds, however steadily it trickles in."""
+    or once it has taken more than `timeout` seconds, however steadily it trickles in;
+    `ClientGone` when the client hangs up before sending it all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
@@ -39,6 +47,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise BodyTooSlow from None
+    except ClientDisconnect:
+        raise ClientGone from None
     return b"".join(chunks)
 
 

@@ -1,18 +1,27 @@
 """Clients that send too much, or too slowly, over raw sockets on loopback to `nexus serve`:
-a huge header, a body that stalls or trickles, headers that never end."""
+a huge header, a body that stalls or trickles or is cut off by a hang-up, headers that never end."""
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import SEED_CONVERSATION, free_port, nexus_env, nexus_process, wait_healthy
+from tests.helpers import (
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    wait_for,
+    wait_healthy,
+)
 
 REQUEST_TIMEOUT_S = 1.0
 MAX_HEADER_BYTES = 16 * 1024
@@ -22,8 +31,14 @@ ANSWER_WITHIN_S = 10.0  # generous: the server should answer about REQUEST_TIMEO
 
 
 @pytest.fixture(scope="module")
-def server(pg_admin_url: str, template_db: str) -> Iterator[tuple[str, int]]:
-    """A `nexus serve` with a short request timeout and a small header limit."""
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the module's `nexus serve` writes its log."""
+    return tmp_path_factory.mktemp("slow-clients") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def server(pg_admin_url: str, template_db: str, server_log: Path) -> Iterator[tuple[str, int]]:
+    """A `nexus serve` with a short request timeout, a small header limit and the dashboard on."""
     import psycopg
     from psycopg import sql
 
@@ -41,9 +56,10 @@ def server(pg_admin_url: str, template_db: str) -> Iterator[tuple[str, int]]:
         NEXUS_EXTRACTOR="rules",
         NEXUS_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
         NEXUS_MAX_HEADER_BYTES=str(MAX_HEADER_BYTES),
+        NEXUS_ADMIN_TOKEN="slow-clients-admin",
     )
     try:
-        with nexus_process(["serve"], env) as proc:
+        with nexus_process(["serve"], env, log_path=server_log) as proc:
             wait_healthy(f"http://127.0.0.1:{port}", proc)
             yield "127.0.0.1", port
     finally:
@@ -153,3 +169,52 @@ def test_an_ordinary_large_body_still_arrives(server: tuple[str, int]) -> None:
         json={**SEED_CONVERSATION, "messages": messages},
     )
     assert response.status_code == 202, response.text
+
+
+def answered_by_status(address: tuple[str, int], route: str) -> dict[str, float]:
+    """How many requests to `route` the server has answered, by status, as /metrics counts them."""
+    host, port = address
+    exposition = httpx.get(f"http://{host}:{port}/metrics").text
+    pattern = (
+        r'^nexus_http_request_duration_seconds_count\{[^}]*route="' + re.escape(route) + r'"'
+        r'[^}]*status="(\d+)"[^}]*\} ([0-9.e+]+)$'
+    )
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, exposition, re.M)}
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "partial_body"),
+    [
+        ("/api/nexus/producer", "application/json", b'{"mess'),
+        ("/dashboard/login", "application/x-www-form-urlencoded", b"token=sl"),
+    ],
+)
+def test_a_client_that_hangs_up_mid_body_is_let_go_quietly(
+    server: tuple[str, int], server_log: Path, path: str, content_type: str, partial_body: bytes
+) -> None:
+    """A client that closes its connection halfway through the body it announced is no server
+    error: nothing is logged as a crash, and /metrics counts no 500 for the route."""
+    before = answered_by_status(server, path)
+    log_start = server_log.stat().st_size
+    with closing(connect(server)) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: nexus\r\nContent-Type: {content_type}\r\n".encode()
+            + b"Content-Length: 100\r\n\r\n"
+            + partial_body
+        )
+
+    def counted_since() -> dict[str, float] | None:
+        now = answered_by_status(server, path)
+        return now if sum(now.values()) > sum(before.values()) else None
+
+    after = wait_for(
+        counted_since,
+        timeout=ANSWER_WITHIN_S,
+        what=f"the server to finish with the cut-off request to {path}",
+    )
+    assert after.get("500", 0) == before.get("500", 0), after
+    with server_log.open("rb") as log:
+        log.seek(log_start)
+        written = log.read().decode("utf-8", "replace")
+    assert "Traceback" not in written and "Exception in ASGI application" not in written, written
+    assert still_serving(server)

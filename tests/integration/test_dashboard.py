@@ -387,6 +387,75 @@ def test_replay_and_purge_dead_letters_from_the_dashboard(server: Server) -> Non
     assert "Purged 1 dead letter." in after.text and "is empty" in after.text
 
 
+def test_a_nul_in_a_search_or_a_fingerprint_is_no_server_error(server: Server) -> None:
+    """Postgres text cannot hold NUL: a search drops its NULs, and a fingerprint with one is
+    a prospect nobody has, answered like any other unknown fingerprint."""
+    seed_prospects(server.db_url)
+    client = server.client
+    overview = client.get("/dashboard", params={"q": "\x00"}, headers=BEARER)
+    assert overview.status_code == 200 and "text/html" in overview.headers["content-type"]
+    assert {"Ana Ruiz", "Bob Lee"} <= set(names(overview.text))
+    table = client.get("/dashboard/partials/prospects", params={"q": "a\x00na"}, headers=BEARER)
+    assert table.status_code == 200, table.text
+    assert names(table.text) == ["Ana Ruiz"]
+    assert table.headers["hx-replace-url"] == "/dashboard?q=ana&sort=recent"
+    for fingerprint in ("\x00", "fp-ana\x00"):
+        page = client.get(
+            "/dashboard/prospect", params={"fingerprint": fingerprint}, headers=BEARER
+        )
+        assert page.status_code == 404 and "No such prospect" in page.text, page.text
+
+
+def test_replay_ignores_ids_that_are_not_dead_letter_ids(server: Server) -> None:
+    """Ids beyond a bigint, or made of digits other than 0-9, are ignored like any other
+    non-number; a real id beside them is still replayed."""
+    first = dead_letter(server.db_url, "s-1", 11, "boom")
+    json_bearer = {**BEARER, "Accept": "application/json"}
+    bad = ["99999999999999999999", "9223372036854775808", "²", "٣", "-1", "1e3", "9" * 5000]
+    for msg_id in bad:
+        response = server.client.post(
+            "/dashboard/dead-letters/replay", data={"msg_id": msg_id}, headers=json_bearer
+        )
+        assert response.status_code == 200, (msg_id[:30], response.text[:200])
+        assert response.json() == {"replayed": []}
+    mixed = server.client.post(
+        "/dashboard/dead-letters/replay",
+        data={"msg_id": [*bad[:4], str(first)]},
+        headers=json_bearer,
+    )
+    assert [p["deadLetterId"] for p in mixed.json()["replayed"]] == [first]
+
+
+def test_a_form_with_too_many_fields_is_refused_with_400(server: Server) -> None:
+    """A sign-in form of hundreds of fields (no sign-in needed to send one) is a bad request."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = "&".join(f"f{n}=x" for n in range(201)) + f"&token={TOKEN}"
+    response = server.client.post("/dashboard/login", content=body, headers=form)
+    assert response.status_code == 400, response.text
+    assert server.client.post("/dashboard/login", data={"token": TOKEN}).status_code == 303
+
+
+def test_an_absurd_sign_in_cookie_is_just_a_wrong_one(server: Server) -> None:
+    """A cookie whose issue time has thousands of digits is refused like any bad cookie."""
+    url = str(server.client.base_url)
+    for issued in ("9" * 4301, "1" * 400, "0" * 5000):
+        with httpx.Client(base_url=url, cookies={COOKIE: f"{issued}.x"}) as client:
+            for path in ("/dashboard", "/dashboard/dead-letters"):
+                response = client.get(path)
+                assert response.status_code == 401 and 'name="token"' in response.text, path
+
+
+def test_dead_letter_notices_ignore_counts_that_are_not_counts(server: Server) -> None:
+    """A notice's count from the address bar is shown only when it is a whole number."""
+    client = server.client
+    for query in ("replayed=abc", "purged=1e3", "replayed=-1", "purged=%C2%B2", "replayed=9e999"):
+        page = client.get(f"/dashboard/dead-letters?{query}", headers=BEARER)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"], query
+        assert 'class="flash"' not in page.text, query
+    page = client.get("/dashboard/dead-letters?replayed=2", headers=BEARER)
+    assert "Replayed 2 dead letters to the work queue." in page.text
+
+
 TRICKY_FINGERPRINTS = [
     "../dead-letters",
     "..",

@@ -30,18 +30,46 @@ def minutes(*counts: tuple[int, int, int]) -> list[MinuteCount]:
         ("  Ana Ruiz ", "%Ana Ruiz%"),
         ("100%_off", "%100\\%\\_off%"),
         ("a\\b", "%a\\\\b%"),
+        ("\x00", None),
+        (" a\x00na\x00 ", "%ana%"),
     ],
 )
 def test_like_pattern_escapes_wildcards_and_ignores_blanks(
     text: str | None, expected: str | None
 ) -> None:
-    """A search becomes a contains-pattern with %, _ and backslash taken literally."""
+    """A search becomes a contains-pattern with %, _ and backslash taken literally, and without
+    NULs (Postgres text refuses them)."""
     assert views.like_pattern(text) == expected
 
 
 def test_like_pattern_caps_very_long_searches() -> None:
     """A pasted essay is cut to 200 characters before it reaches SQL."""
     assert len(views.like_pattern("x" * 5000) or "") == 202
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("9223372036854775807", 2**63 - 1),
+        ("9223372036854775808", None),
+        ("99999999999999999999", None),
+        ("9" * 5000, None),
+        ("²", None),
+        ("٣", None),
+        ("-1", None),
+        ("1e3", None),
+        (" 1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_bigint_takes_only_plain_digits_within_a_bigint(
+    value: str | None, expected: int | None
+) -> None:
+    """Ids and counts from forms and URLs: ASCII digits that a bigint holds, nothing else."""
+    assert views.parse_bigint(value) == expected
 
 
 def test_parse_sort_and_intent_accept_only_known_values() -> None:
@@ -200,6 +228,12 @@ def test_the_sign_in_cookie_is_dated_signed_and_never_the_token() -> None:
     fresh = admin_session("secret-1")
     assert session_is_valid(fresh, "secret-1") and not session_is_valid(fresh, "secret-2")
     assert not session_is_valid(value, "secret-1"), "issued long ago"
+
+
+@pytest.mark.parametrize("issued", ["9" * 4301, "1" * 400, "0" * 5000, "²"])
+def test_a_sign_in_cookie_with_an_absurd_issue_time_is_invalid(issued: str) -> None:
+    """Thousands of digits (past int()'s limit, or float's) make a bad cookie, not an error."""
+    assert not session_is_valid(f"{issued}.x", "secret-1")
 
 
 def test_prospect_links_carry_the_fingerprint_encoded_in_the_query() -> None:

@@ -159,6 +159,8 @@ async def prospects(pool: AsyncConnectionPool, search: ProspectFilter) -> list[P
 
 async def prospect_detail(pool: AsyncConnectionPool, fingerprint_id: str) -> ProspectDetail | None:
     """Everything the dashboard shows about one visitor, or None when unknown."""
+    if "\x00" in fingerprint_id:  # Postgres text cannot hold NUL, so no visitor has one
+        return None
     row = await fetch_prospect(pool, fingerprint_id)
     if row is None:
         return None

@@ -40,7 +40,9 @@ STATIC = _HERE / "static"
 COOKIE = "nexus_admin"
 _COOKIE_MAX_AGE_S = 12 * 3600
 _CLOCK_SKEW_S = 60
+_MAX_ISSUED_DIGITS = 12
 _MAX_FORM_BYTES = 16 * 1024
+_MAX_FORM_FIELDS = 200
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -75,7 +77,8 @@ def admin_session(token: str, issued_at: float | None = None) -> str:
 def session_is_valid(value: str | None, token: str) -> bool:
     """Whether `value` is a sign-in cookie issued with `token` less than its maximum age ago."""
     issued, _, mac = (value or "").partition(".")
-    if not (issued.isascii() and issued.isdigit()):
+    # A Unix time has 10 digits until 2286; thousands of them would overflow int() and float.
+    if not (issued.isascii() and issued.isdigit()) or len(issued) > _MAX_ISSUED_DIGITS:
         return False
     age = time.time() - int(issued)
     fresh = -_CLOCK_SKEW_S <= age <= _COOKIE_MAX_AGE_S
@@ -230,7 +233,11 @@ async def _form(request: Request) -> dict[str, list[str]]:
     except BodyTooSlow:
         late = Response("Form too slow.", 408, {"Connection": "close"}, media_type="text/plain")
         raise Halt(late) from None
-    return parse_qs(body.decode("utf-8", "replace"), max_num_fields=200)
+    try:
+        return parse_qs(body.decode("utf-8", "replace"), max_num_fields=_MAX_FORM_FIELDS)
+    except ValueError:  # more fields than allowed: parse_qs says so no other way
+        crowded = Response("Too many form fields.", status_code=400, media_type="text/plain")
+        raise Halt(crowded) from None
 
 
 @public.get("/dashboard/login")
@@ -314,7 +321,7 @@ async def _prospects_context(
     )
     return {
         "prospects": await data.prospects(pool, search),
-        "params": {"q": (q or "").strip(), "sort": chosen_sort, "intent": chosen_intent},
+        "params": {"q": views.clean_search(q), "sort": chosen_sort, "intent": chosen_intent},
         "intents": views.INTENTS,
         "sorts": views.SORTS,
         "limit": search.limit,
@@ -400,10 +407,12 @@ async def _dead_letters_context(request: Request, flash: str | None) -> dict[str
 
 @router.get("/dead-letters")
 async def dead_letters_page(
-    request: Request, replayed: int | None = None, purged: int | None = None
+    request: Request, replayed: str | None = None, purged: str | None = None
 ) -> Response:
     """The dead-letter queue, with replay and purge."""
-    flash = views.action_message(replayed=replayed, purged=purged)
+    # Taken as text: a count edited in the address bar drops the notice, not the page.
+    replayed_count, purged_count = views.parse_bigint(replayed), views.parse_bigint(purged)
+    flash = views.action_message(replayed=replayed_count, purged=purged_count)
     return _render(request, "dead_letters.html", await _dead_letters_context(request, flash))
 
 
@@ -411,7 +420,7 @@ async def dead_letters_page(
 async def replay_dead_letters(request: Request) -> Response:
     """Send one dead letter (form field `msg_id`) or all (`all=1`) back to the work queue."""
     form = await _form(request)
-    ids = [int(v) for v in form.get("msg_id", []) if v.isdigit()]
+    ids = [n for v in form.get("msg_id", []) if (n := views.parse_bigint(v)) is not None]
     replay_all = _first(form, "all") in ("1", "true", "on")
     pairs = await queue.replay_dead_letters(_pool(request), msg_ids=ids, replay_all=replay_all)
     log.info("dashboard.dead_letters_replayed", count=len(pairs), msg_ids=[p[0] for p in pairs])
