@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 import nexus_ingest
 from nexus_ingest.errors import NexusError
-from nexus_ingest.settings import Settings
+from nexus_ingest.settings import InvalidSettings, Settings, load_settings
 
 T = TypeVar("T")
 
@@ -27,12 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
+        settings = load_settings()
         from nexus_ingest.logs import configure_logging
 
         configure_logging(settings.log_level)
         result: int = args.handler(args, settings)
         return result
+    except InvalidSettings as exc:
+        return _fail(str(exc), 2)
     except ValidationError as exc:
         return _fail(f"invalid configuration: {_first_error(exc)}", 2)
     except NexusError as exc:
@@ -235,8 +237,10 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     with _shared_metrics():
-        from nexus_ingest.runtime import run_up
+        from nexus_ingest.runtime import ensure_port_free, run_up
 
+        # A taken port is found before anything starts (the database, the worker process).
+        ensure_port_free(settings.host, settings.port)
         url = _migrated_database(settings)
         _announce(settings)
         _run(run_up(settings, url))
@@ -290,15 +294,18 @@ def _announce(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.runtime import run
+    from nexus_ingest.runtime import ensure_port_free, run
 
+    ensure_port_free(settings.host, settings.port)
     _run(run(settings, _migrated_database(settings), api=True, worker=False))
     return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from nexus_ingest.runtime import run
+    from nexus_ingest.runtime import ensure_port_free, run
 
+    if settings.worker_metrics_port is not None:
+        ensure_port_free(settings.host, settings.worker_metrics_port)
     url = _database(settings) if args.migrated else _migrated_database(settings)
     if settings.worker_nice:
         os.nice(settings.worker_nice)
@@ -482,9 +489,9 @@ def _with_pool(
     from nexus_ingest.db import open_pool
 
     async def run() -> T:
-        pool = await open_pool(
-            _database(settings), min_size=1, max_size=connections, application_name="nexus cli"
-        )
+        url = _database(settings)
+        await _ensure_reachable(url)
+        pool = await open_pool(url, min_size=1, max_size=connections, application_name="nexus cli")
         try:
             await pool.wait(timeout=10)
             return await work(pool)
@@ -496,6 +503,26 @@ def _with_pool(
             await pool.close()
 
     return _run(run())
+
+
+async def _ensure_reachable(url: str) -> None:
+    """Fail at once, in one line, on a database that does not answer, as `nexus migrate` does.
+
+    The pool alone would keep retrying in the background for its whole wait, logging a
+    warning at each attempt, before the command could say anything.
+    """
+    import psycopg
+
+    from nexus_ingest.db import named
+    from nexus_ingest.errors import DatabaseUnavailable
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            named(url, "nexus cli"), autocommit=True, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    await conn.close()
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:

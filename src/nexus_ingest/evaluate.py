@@ -272,6 +272,9 @@ def parse_example(line: str, where: str) -> Example:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError:
+        # Deeper than the parser's recursion allows: this line's fault, not the run's.
+        raise InputError(f"{where}: JSON nested too deeply to read") from None
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a JSON object with id, messages and expected")
     return Example(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Coroutine, Generator
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from nexus_ingest.db import open_pool
+from nexus_ingest.errors import NexusError
 from nexus_ingest.extract import build_extractor
 from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.metrics import MULTIPROCESS_DIR_VARIABLE
@@ -67,6 +70,7 @@ async def _serve_http(
     app: ASGIApp, host: str, port: int, stop: asyncio.Event, *, http: Any = "auto"
 ) -> None:
     """Serve `app` with uvicorn until `stop` is set."""
+    ensure_port_free(host, port)
     # Imported here so a worker on its own does not pay for the web stack at start-up.
     import uvicorn
 
@@ -91,7 +95,7 @@ async def _serve_http(
             yield
 
     server = _Server(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(_serve_or_fail(server, host, port))
     await asyncio.wait(
         [serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
     )
@@ -99,6 +103,45 @@ async def _serve_http(
     await serving
     if server.started is False and not stop.is_set():
         raise OSError(f"could not serve on {host}:{port}")
+
+
+async def _serve_or_fail(server: Any, host: str, port: int) -> None:
+    """uvicorn calls sys.exit when it cannot start (its port taken since `ensure_port_free`, or
+    the app's start-up failed); that would end the event loop mid-task, with uvicorn's exit
+    code and no error line. Here it is an error like any other."""
+    try:
+        await server.serve()
+    except SystemExit:
+        raise NexusError(f"could not serve on {host}:{port} (see the log above)") from None
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise a one-line `NexusError` unless `host:port` can be listened on right now.
+
+    A trial bind on every address the host resolves to, as the server binds them (address
+    reuse on, so connections of an earlier run in TIME_WAIT do not count), then closed.
+    """
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise NexusError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                trial.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                trial.bind(address)
+            except OSError as exc:
+                raise _cannot_listen(exc, host, port) from None
+
+
+def _cannot_listen(exc: OSError, host: str, port: int) -> NexusError:
+    if exc.errno == errno.EADDRINUSE:
+        return NexusError(f"port {port} on {host} is already in use")
+    return NexusError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 async def run_worker(
@@ -115,16 +158,12 @@ async def run_worker(
     )
     try:
         worker = Worker(pool, extractor, worker_config(settings), listen_url=database_url)
-        jobs = [worker.run(stop)]
-        if probe_port is not None:
-            from nexus_ingest.probes import WorkerProbe, worker_app
-
-            probe = WorkerProbe(pool)
-            jobs = [
-                _while_running(worker.run(stop), probe),
-                probe.watch(stop),
-                _serve_http(worker_app(probe), settings.host, probe_port, stop),
-            ]
+        # One coroutine of `worker.run` only: one made and dropped is a "never awaited" warning.
+        jobs: list[Coroutine[Any, Any, None]] = (
+            [worker.run(stop)]
+            if probe_port is None
+            else _probed_worker_jobs(worker, pool, settings.host, probe_port, stop)
+        )
         if settings.maintenance_interval_s > 0:
             jobs.append(
                 maintenance_loop(
@@ -139,6 +178,20 @@ async def run_worker(
     finally:
         await pool.close()
         await extractor.aclose()
+
+
+def _probed_worker_jobs(
+    worker: Worker, pool: Any, host: str, port: int, stop: asyncio.Event
+) -> list[Coroutine[Any, Any, None]]:
+    """The worker's loop, watched by a probe that answers /metrics, /healthz, /readyz on `port`."""
+    from nexus_ingest.probes import WorkerProbe, worker_app
+
+    probe = WorkerProbe(pool)
+    return [
+        _while_running(worker.run(stop), probe),
+        probe.watch(stop),
+        _serve_http(worker_app(probe), host, port, stop),
+    ]
 
 
 async def _while_running(loop: Coroutine[Any, Any, None], probe: WorkerProbe) -> None:

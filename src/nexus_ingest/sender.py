@@ -70,19 +70,58 @@ class Outcome:
 def json_documents(text: str) -> tuple[list[tuple[int, Any]], list[BadLine]]:
     """One JSON document (line 1), or JSON Lines of them with their line numbers, and bad lines."""
     try:
-        return [(1, json.loads(text))], []
-    except json.JSONDecodeError:
-        pass
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        pass  # not one document: read it line by line
+    else:
+        problem = _unsendable(whole)
+        return ([], [BadLine(1, problem)]) if problem else ([(1, whole)], [])
     documents, bad = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                documents.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                bad.append(BadLine(number, f"not valid JSON ({exc.msg}, column {exc.colno})"))
+                documents.append((number, _document(line)))
+            except _BadDocument as exc:
+                bad.append(BadLine(number, str(exc)))
     if not documents and not bad:
         bad.append(BadLine(1, "no JSON found"))
     return documents, bad
+
+
+class _BadDocument(ValueError):
+    """A line that is not a document `nexus send` can post; the message says why."""
+
+
+_TOO_DEEP = "nested too deeply to read"
+
+
+def _document(line: str) -> Any:
+    """The JSON document of one line, or `_BadDocument` saying why it cannot be sent."""
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _BadDocument(f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:
+        raise _BadDocument(_TOO_DEEP) from None
+    problem = _unsendable(document)
+    if problem:
+        raise _BadDocument(problem)
+    return document
+
+
+def _unsendable(document: Any) -> str | None:
+    """Why a parsed document could not be posted, if it could not.
+
+    json.loads accepts the escape of a lone surrogate (`\\ud800`), which no UTF-8 encoder does:
+    found here, its line is a bad line; found when posting, the run would stop half-sent.
+    """
+    try:
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return "holds a lone surrogate escape (\\ud800-\\udfff), which is not valid Unicode"
+    except RecursionError:
+        return _TOO_DEEP
+    return None
 
 
 def parse_conversations(

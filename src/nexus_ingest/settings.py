@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import re
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, StringConstraints
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from nexus_ingest.errors import ConfigError
 from nexus_ingest.spend import ModelPrices
 
 ExtractorName = Literal["auto", "rules", "anthropic", "openai", "noop"]
-PhoneRegion = Annotated[str, StringConstraints(to_upper=True, pattern=r"^[A-Z]{2}$")]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _region_code(value: str) -> str:
+    """`es` or `ES`: the code is upper-cased before it is checked, so either case is accepted."""
+    code = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", code):
+        raise ValueError("expected two letters, an ISO 3166 region code such as ES")
+    return code
+
+
+PhoneRegion = Annotated[str, AfterValidator(_region_code)]
 
 
 class Settings(BaseSettings):
@@ -23,6 +45,9 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         use_attribute_docstrings=True,
+        # `NAME=` means unset, so the default: .env.example shows some defaults as empty lines,
+        # and a number or a port cannot be empty anyway. Applies to .env lines too.
+        env_ignore_empty=True,
     )
 
     database_url: str | None = Field(
@@ -169,6 +194,35 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """log level; personal data is never logged at INFO"""
 
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database_url(cls, url: str | None) -> str | None:
+        """Refuse a URL libpq cannot parse now, not at the first connection, and without quoting
+        it: psycopg's own message repeats the URL, password and all."""
+        if url is None:
+            return None
+        # Imported here: psycopg takes ~140 ms to import, which `nexus --version` need not pay.
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(url)
+        except psycopg.Error:
+            raise ValueError(
+                "not a valid PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DB)"
+            ) from None
+        return url
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, level: str) -> str:
+        name = level.strip().upper()
+        if name == "WARN":
+            name = "WARNING"  # the standard library's alias
+        if name not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return name
+
     def resolved_extractor(self) -> ExtractorName:
         """The extractor in use: `auto` means Anthropic with a key, rules without."""
         if self.extractor != "auto":
@@ -184,3 +238,66 @@ class Settings(BaseSettings):
         if self.coalesce_window_s is not None:
             return self.coalesce_window_s
         return 0.0 if self.resolved_extractor() in ("rules", "noop") else 2.0
+
+
+class InvalidSettings(ConfigError):
+    """A setting's value is not valid; the message names its environment variable."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment and `.env`; a bad value is an `InvalidSettings` that
+    names the environment variable to fix (what a user sets), never the value (maybe a secret)."""
+    # `from None`: the original errors hold the values read, which may be secrets.
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(f"invalid configuration: {_first_problem(exc)}") from None
+    except SettingsError as exc:
+        raise InvalidSettings(f"invalid configuration: {_undecodable(exc)}") from None
+
+
+def env_variable(field_name: str) -> str:
+    """The environment variable that sets a field: its short alias when it has one
+    (`DATABASE_URL`), else `NEXUS_<FIELD>`."""
+    field = Settings.model_fields.get(field_name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"NEXUS_{field_name.upper()}"
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    first, *inner = [str(part) for part in error["loc"]] or ["settings"]
+    # A field set through an alias is reported under it (DATABASE_URL); map the rest.
+    where = first if first.isupper() else env_variable(first)
+    inside = f" {'.'.join(inner)}:" if inner else ""
+    reason = error["msg"].removeprefix("Value error, ")
+    return f"{where}:{inside} {reason}"
+
+
+_FIELD_OF_SETTINGS_ERROR = re.compile(r'field "(?P<field>\w+)"')
+
+
+def _undecodable(exc: SettingsError) -> str:
+    """pydantic-settings' error for a value that is not JSON names the field, not the variable,
+    and does not say what was expected."""
+    match = _FIELD_OF_SETTINGS_ERROR.search(str(exc))
+    if match is None:
+        return str(exc)
+    field = match["field"]
+    cause = exc.__cause__
+    detail = (
+        f" ({cause.msg}, column {cause.colno})" if isinstance(cause, json.JSONDecodeError) else ""
+    )
+    return f"{env_variable(field)}: not valid JSON{detail}; expected {_json_kind(field)}"
+
+
+def _json_kind(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    origin = typing.get_origin(field.annotation) if field else None
+    if origin is list:
+        return 'a JSON list, e.g. ["https://shop.example"]'
+    if origin is dict:
+        return "a JSON object"
+    return "JSON"

@@ -29,34 +29,60 @@ class Moment:
 
 async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str | None, list[Moment]]:
     """The session a key names (a session id, or a message id) and its moments; a message id
-    keeps only its own (a message put on the queue by hand may belong to no session)."""
-    msg_id = int(key) if key.isdigit() else None
+    keeps only its own (a message put on the queue by hand may belong to no session). An
+    all-digit key no message has is a session id: session ids may be numbers too."""
+    msg_id = _as_message_id(key)
     async with connection(pool) as conn:
-        session_id: str | None = key
-        if msg_id is not None:
-            session_id = await _session_of(conn, msg_id)
-        if session_id is None:
-            rows = await _rows(conn, "trace_message_timeline", {"msg_id": msg_id})
+        message = await _message_of(conn, msg_id) if msg_id is not None else None
+        if message is None:
+            session_id: str | None = key
+            rows = await _rows(conn, "trace_timeline", {"session_id": key})
         else:
-            rows = await _rows(conn, "trace_timeline", {"session_id": session_id})
+            session_id = message.session_id
+            rows = await _rows(conn, *_message_query(message))
     moments = [
         Moment(at, mid, event, {k: v for k, v in detail.items() if v is not None})
         for at, mid, event, detail in rows
     ]
-    if msg_id is not None:
-        moments = [m for m in moments if m.msg_id == msg_id]
+    if message is not None:
+        moments = [m for m in moments if m.msg_id == message.msg_id]
     if not moments:
-        raise InputError(f"nothing is known about {key!r}")
+        raise InputError(f"nothing is known about {key!r} (no message or session has that id)")
     return session_id, moments
 
 
-async def _session_of(conn: psycopg.AsyncConnection[Any], msg_id: int) -> str | None:
+_BIGINT_MAX = 2**63 - 1
+
+
+def _as_message_id(key: str) -> int | None:
+    """The message id a key could be: ASCII digits within a bigint (`²` is a digit to Python)."""
+    if not (key.isascii() and key.isdigit()):
+        return None
+    number = int(key)
+    return number if number <= _BIGINT_MAX else None
+
+
+@dataclass(frozen=True)
+class _Message:
+    """A known message and its session (None: it was put on the queue without one)."""
+
+    msg_id: int
+    session_id: str | None
+
+
+async def _message_of(conn: psycopg.AsyncConnection[Any], msg_id: int) -> _Message | None:
+    """The message of that id, or None when no message has it."""
     row = await (
         await conn.execute(query("trace_session_of_message"), {"msg_id": msg_id})
     ).fetchone()
-    if row is None:
-        raise InputError(f"no message {msg_id} is known")
-    return cast(str | None, row[0])
+    return None if row is None else _Message(msg_id, cast(str | None, row[0]))
+
+
+def _message_query(message: _Message) -> tuple[str, dict[str, Any]]:
+    """A message's moments come from its session's timeline, or on their own without one."""
+    if message.session_id is None:
+        return "trace_message_timeline", {"msg_id": message.msg_id}
+    return "trace_timeline", {"session_id": message.session_id}
 
 
 async def _rows(

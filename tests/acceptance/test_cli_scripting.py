@@ -200,9 +200,10 @@ def test_send_keeps_one_connection_alive_honours_retry_after_and_keys_each_line(
     fake = FakeProducer(script=[(202, {}), (503, {"Retry-After": "1"})])
     lines = [conversation("s-1", f"turn {n}") for n in range(4)]
     path = jsonl(tmp_path / "chats.jsonl", *lines)
+    env = nexus_env("postgresql://unused@127.0.0.1:1/unused")  # `send` needs no database
     try:
-        first = nexus("send", str(path), "--url", fake.url, "--json", env=nexus_env("unused"))
-        second = nexus("send", str(path), "--url", fake.url, env=nexus_env("unused"))
+        first = nexus("send", str(path), "--url", fake.url, "--json", env=env)
+        second = nexus("send", str(path), "--url", fake.url, env=env)
     finally:
         fake.close()
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr

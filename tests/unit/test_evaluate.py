@@ -257,6 +257,7 @@ def test_load_dataset_reads_examples(tmp_path: Path) -> None:
             json.dumps({"id": "b", "messages": HELLO, "expected": {"nivel_interes": 11}}),
             "nivel_interes",
         ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_load_dataset_names_the_bad_line(tmp_path: Path, bad_line: str, fragment: str) -> None:

@@ -13,6 +13,7 @@ from nexus_ingest.sender import (
     BadLine,
     Conversation,
     Outcome,
+    json_documents,
     parse_conversations,
     refusal,
     retry_after,
@@ -41,6 +42,25 @@ def test_every_bad_json_line_is_reported_with_its_number() -> None:
 def test_an_empty_input_is_a_bad_line() -> None:
     """Nothing to send is reported, not silently accepted."""
     assert parse_conversations("  \n") == ([], [BadLine(1, "no JSON found")])
+
+
+def test_a_line_no_encoder_can_send_is_a_bad_line() -> None:
+    """A lone-surrogate escape parses as JSON but cannot be sent: its line is bad, found now."""
+    surrogate = json.dumps(CHAT).replace("Hola", "\\ud800")
+    good, bad = parse_conversations("\n".join([json.dumps(CHAT), surrogate]))
+    assert [c.line for c in good] == [1] and [b.line for b in bad] == [2]
+    assert "surrogate" in bad[0].reason
+    single, bad = parse_conversations(surrogate)
+    assert single == [] and [b.line for b in bad] == [1]
+
+
+def test_a_line_nested_too_deeply_is_a_bad_line() -> None:
+    """JSON deeper than Python can parse is a bad line, not an error that ends the run."""
+    deep = "[" * 100_000 + "]" * 100_000
+    good, bad = parse_conversations("\n".join([json.dumps(CHAT), deep]))
+    assert [c.line for c in good] == [1] and [b.line for b in bad] == [2]
+    assert "nested too deeply" in bad[0].reason
+    assert json_documents(deep) == ([], [BadLine(1, bad[0].reason)])
 
 
 def test_the_idempotency_key_depends_on_the_content_only() -> None:

@@ -1,0 +1,279 @@
+"""What `nexus` says when something is wrong: bad settings, bad input, a taken port, no database.
+
+Each failure is one line on stderr starting `nexus: error:`, exit code 1 (2 for bad
+configuration), promptly, and never with a secret in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.helpers import (
+    NEXUS,
+    SEED_CONVERSATION,
+    free_port,
+    nexus_env,
+    nexus_process,
+    running_nexus,
+    wait_for,
+)
+
+ENV_EXAMPLE = Path(__file__).parents[2] / ".env.example"
+# A database nobody listens on: nothing here may need one before it fails.
+NOWHERE = "postgresql://postgres@127.0.0.1:1/x"
+CHAT = json.dumps(SEED_CONVERSATION)
+# `{"messages":[{"role":"user","content":"\ud800"}],...}` as written in a file: the escape of a
+# lone surrogate, which json.loads accepts but no UTF-8 encoder does.
+SURROGATE_LINE = (
+    '{"messages":[{"role":"user","content":"\\ud800"}],"fingerprint":"f","sessionId":"s"}'
+)
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit lets json parse
+
+
+def nexus(
+    *args: str, env: dict[str, str], stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [NEXUS, *args], env=env, input=stdin, capture_output=True, text=True, timeout=90, cwd=cwd
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The only line on stderr, without its `nexus: error: ` prefix."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nexus: error: "), result.stderr
+    return lines[0].removeprefix("nexus: error: ")
+
+
+def offline_env(**settings: str) -> dict[str, str]:
+    return nexus_env(NOWHERE, NEXUS_EXTRACTOR="rules", **settings)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_a_malformed_database_url_is_bad_configuration_and_keeps_its_password(
+    tmp_path: Path,
+) -> None:
+    """A DATABASE_URL that cannot be parsed exits 2 naming the variable, never echoing it."""
+    env = offline_env(DATABASE_URL="postgresql://postgres:hunter2@[::1")
+    result = nexus("metrics", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result).startswith("invalid configuration: DATABASE_URL: ")
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("NEXUS_CORS_ORIGINS", "not json", "JSON list"),
+        ("NEXUS_CORS_ORIGINS", "http://a.com", "JSON list"),
+        ("NEXUS_LLM_PRICES", "[1", "JSON object"),
+        ("NEXUS_LOG_LEVEL", "bogus", "DEBUG, INFO, WARNING, ERROR"),
+        ("NEXUS_PORT", "not-a-port", "integer"),
+        ("NEXUS_COALESCE_WINDOW_S", "-1", "greater than or equal to 0"),
+        ("NEXUS_PHONE_REGION", "Spain", "two letters"),
+    ],
+)
+def test_a_bad_setting_exits_2_naming_its_variable(
+    variable: str, value: str, reason: str, tmp_path: Path
+) -> None:
+    """Exit 2 and `invalid configuration: VARIABLE: reason`, whatever kind of value is wrong."""
+    result = nexus("metrics", env=offline_env(**{variable: value}), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = error_line(result)
+    assert message.startswith(f"invalid configuration: {variable}: "), message
+    assert reason in message
+
+
+def test_a_lower_case_phone_region_is_accepted(tmp_path: Path) -> None:
+    """NEXUS_PHONE_REGION is upper-cased, so `es` is as good as `ES`."""
+    result = nexus(
+        "extract", "-", env=offline_env(NEXUS_PHONE_REGION="es"), stdin=CHAT, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _env_example_uncommented() -> list[str]:
+    return [
+        line.removeprefix("# ")
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.startswith("# ") and "=" in line and line[2:].split("=")[0].isupper()
+    ]
+
+
+def test_env_example_uncommented_whole_is_the_defaults(tmp_path: Path) -> None:
+    """Every line of .env.example uncommented, the empty ones too, still runs: empty is unset."""
+    assignments = _env_example_uncommented()
+    assert "NEXUS_COALESCE_WINDOW_S=" in assignments
+    (tmp_path / ".env").write_text("\n".join(assignments) + "\n")
+    env = offline_env()
+    for name in [a.split("=", 1)[0] for a in assignments]:
+        env.pop(name, None)
+    result = nexus("extract", "-", env=env, stdin=CHAT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_variable_is_unset(tmp_path: Path) -> None:
+    """`NEXUS_WORKER_METRICS_PORT=` in the environment means the default, not a bad number."""
+    env = offline_env(NEXUS_COALESCE_WINDOW_S="", NEXUS_WORKER_METRICS_PORT="")
+    result = nexus("extract", "-", env=env, stdin=CHAT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+# --- bad input lines -----------------------------------------------------------------------
+
+
+def test_send_names_a_line_no_encoder_can_send_and_sends_nothing(tmp_path: Path) -> None:
+    """A lone-surrogate escape is a bad line, named FILE:LINE, found before anything is sent."""
+    path = tmp_path / "chats.jsonl"
+    path.write_text(f"{CHAT}\n{SURROGATE_LINE}\n")
+    nobody = f"http://127.0.0.1:{free_port()}/api/nexus/producer"
+    result = nexus("send", str(path), "--url", nobody, "--attempts", "1", env=offline_env())
+    assert result.returncode == 1 and result.stdout == ""
+    assert error_line(result).startswith(f"{path}:2: ")
+
+
+def test_send_keeps_going_past_a_line_no_encoder_can_send(db_url: str, tmp_path: Path) -> None:
+    """With --keep-going the good line is queued and the bad one reported."""
+    path = tmp_path / "chats.jsonl"
+    path.write_text(f"{CHAT}\n{SURROGATE_LINE}\n")
+    with running_nexus(["serve"], db_url, NEXUS_EXTRACTOR="rules") as base:
+        env = nexus_env(db_url, int(base.rsplit(":", 1)[1]), NEXUS_EXTRACTOR="rules")
+        result = nexus("send", str(path), "--keep-going", env=env)
+    assert result.returncode == 1
+    assert result.stdout.strip() == "1 queued, 0 already queued before, 0 refused"
+    assert error_line(result).startswith(f"{path}:2: ")
+
+
+def test_input_nested_too_deep_is_a_bad_line_everywhere(tmp_path: Path) -> None:
+    """`send`, `extract` and `eval` name a line nested deeper than they can read as FILE:LINE."""
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(f"{CHAT}\n{DEEP}\n")
+    dataset = tmp_path / "dataset.jsonl"
+    dataset.write_text(f"{DEEP}\n")
+    nobody = f"http://127.0.0.1:{free_port()}/api/nexus/producer"
+    env = offline_env()
+    sent = nexus("send", str(chats), "--url", nobody, "--attempts", "1", env=env)
+    assert sent.returncode == 1 and sent.stdout == ""
+    assert error_line(sent).startswith(f"{chats}:2: ")
+    extracted = nexus("extract", "-", env=env, stdin=DEEP)
+    assert extracted.returncode == 1 and error_line(extracted).startswith("-:1: ")
+    scored = nexus("eval", str(dataset), env=env)
+    assert scored.returncode == 1 and error_line(scored).startswith(f"{dataset}:1: ")
+
+
+# --- trace -----------------------------------------------------------------------------------
+
+
+def test_trace_finds_a_session_whose_id_is_all_digits(db_url: str) -> None:
+    """`nexus trace 777` is session 777's timeline when no message has id 777."""
+    body = {"sessionId": "777", "fingerprint": "fp", "messages": [], "seq": 1}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pgmq.send('nexus_prospect_ingestion', %s, %s)",
+            (Jsonb(body), Jsonb({"x-pgmq-group": "777"})),
+        )
+    result = nexus("trace", "777", env=nexus_env(db_url))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "session 777" and "enqueued" in result.stdout
+    unknown = nexus("trace", "778", env=nexus_env(db_url))
+    assert unknown.returncode == 1 and "778" in error_line(unknown)
+
+
+# --- ports -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port some other program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield int(other.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_port_in_use_is_one_clear_line(command: str, taken_port: int, db_url: str) -> None:
+    """`nexus serve` and `nexus up` on a taken port say so and exit 1."""
+    result = nexus(command, env=nexus_env(db_url, taken_port, NEXUS_EXTRACTOR="rules"))
+    assert result.returncode == 1, result.stderr
+    assert error_line(result) == f"port {taken_port} on 127.0.0.1 is already in use"
+
+
+def test_a_worker_metrics_port_in_use_is_one_clear_line(taken_port: int, db_url: str) -> None:
+    """A standalone worker whose probe port is taken says so and exits 1."""
+    env = nexus_env(db_url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_METRICS_PORT=str(taken_port))
+    result = nexus("worker", env=env)
+    assert result.returncode == 1, result.stderr
+    assert error_line(result) == f"port {taken_port} on 127.0.0.1 is already in use"
+
+
+def test_a_port_taken_after_the_check_is_an_error_not_an_exit(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the port be taken between the check and uvicorn's bind, uvicorn's sys.exit
+    becomes an error the command reports, not the event loop's end."""
+    from nexus_ingest import runtime
+    from nexus_ingest.errors import NexusError
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        """Starts and stops cleanly: only the bind can fail."""
+        while scope["type"] == "lifespan":
+            stage = (await receive())["type"].removeprefix("lifespan.")
+            await send({"type": f"lifespan.{stage}.complete"})
+            if stage == "shutdown":
+                return
+
+    monkeypatch.setattr(runtime, "ensure_port_free", lambda host, port: None)
+    with pytest.raises(NexusError, match=f"could not serve on 127.0.0.1:{taken_port}"):
+        asyncio.run(runtime._serve_http(app, "127.0.0.1", taken_port, asyncio.Event()))
+
+
+def test_a_worker_with_a_metrics_port_leaves_no_coroutine_unawaited(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A standalone worker serving probes starts without a `never awaited` warning."""
+    port = free_port()
+    env = nexus_env(db_url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_METRICS_PORT=str(port))
+    log = tmp_path / "worker.log"
+    with nexus_process(["worker"], env, log_path=log):
+
+        def alive() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(alive, timeout=20, what="the worker's probe")
+    text = log.read_text()
+    assert "worker" in text and "never awaited" not in text, text
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["metrics"], ["dlq", "list"], ["trace", "some-session"], ["forget", "fp", "--yes"]],
+)
+def test_an_unreachable_database_is_one_line_at_once(command: list[str]) -> None:
+    """Commands that read the database fail promptly with one line when it cannot be reached."""
+    env = nexus_env(f"postgresql://postgres@127.0.0.1:{free_port()}/x")
+    started = time.monotonic()
+    result = nexus(*command, env=env)
+    assert result.returncode == 1
+    assert error_line(result).startswith("cannot connect to the database")
+    assert time.monotonic() - started < 5
