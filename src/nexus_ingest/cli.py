@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
@@ -58,10 +59,18 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong argument is one line, as every other error is (scripts read stderr's first line);
+    the usage is a `--help` away. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("nexus").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"nexus: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nexus", description="Asynchronous lead ingestion on Postgres and PGMQ."
-    )
+    parser = _Parser(prog="nexus", description="Asynchronous lead ingestion on Postgres and PGMQ.")
     parser.add_argument("--version", action=_PrintVersion, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(
@@ -104,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(send, "one JSON object per conversation: line, HTTP status, answer")
     metrics = _command(sub, "metrics", "print the queue's metrics", cmd_metrics)
     metrics.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    metrics.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    metrics.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes")
     _json_flag(metrics, "one JSON object (one per refresh with --watch)")
     extract = _command(
         sub, "extract", "print the prospect extracted from a conversation", cmd_extract
@@ -113,12 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     dlq = _command(sub, "dlq", "inspect, replay or purge the dead-letter queue", cmd_dlq)
     dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     dlq_list = dlq_sub.add_parser("list", help="list dead letters with their errors")
-    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--limit", type=_positive, default=100)
     _json_flag(dlq_list, "one JSON object per line")
     replay = dlq_sub.add_parser("replay", help="send dead letters back to the work queue")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--id", type=int, action="append", dest="ids", help="a dead letter's id (repeatable)"
+        "--id", type=_positive, action="append", dest="ids", help="a dead letter's id (repeatable)"
     )
     which.add_argument("--all", action="store_true", help="every dead letter")
     _concurrency_flag(replay, "batches replayed at once (a session's stay in one batch)")
@@ -173,10 +182,28 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
+_BIGINT_MAX = 2**63 - 1
+
+
 def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+    """A count or an id: a whole number from 1 up to what a Postgres bigint holds."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= _BIGINT_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_BIGINT_MAX}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0")
     return value
 
 
@@ -376,11 +403,15 @@ def _send_summary(outcomes: Sequence[Any], *, unsent: int) -> str:
     duplicates = sum(
         1 for o in accepted if isinstance(o.answer, dict) and o.answer.get("duplicate")
     )
+    # Status 0: no answer at all (the producer unreachable after every attempt), not a refusal.
+    unanswered = sum(1 for o in outcomes if not o.accepted and o.status == 0)
     parts = [
         f"{len(accepted) - duplicates} queued",
         f"{duplicates} already queued before",
-        f"{len(outcomes) - len(accepted)} refused",
+        f"{len(outcomes) - len(accepted) - unanswered} refused",
     ]
+    if unanswered:
+        parts.append(f"{unanswered} unanswered")
     if unsent:
         parts.append(f"{unsent} not sent")
     return ", ".join(parts)
@@ -404,7 +435,16 @@ def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
         return _metrics_view(await queue.metrics(pool, timeout=5), await _spend_rows(pool))
 
     async def watch(pool: Any) -> None:
-        with Live(await view(pool), console=Console(), auto_refresh=False) as live:
+        console = Console()
+        if not console.is_terminal:
+            # Live redraws in place on a terminal; to a pipe or a log it would print nothing
+            # until it stopped. There each refresh is printed in turn.
+            while True:
+                console.print(await view(pool))
+                if not args.watch:
+                    return
+                await asyncio.sleep(args.interval)
+        with Live(await view(pool), console=console, auto_refresh=False) as live:
             while args.watch:
                 await asyncio.sleep(args.interval)
                 live.update(await view(pool), refresh=True)
@@ -575,7 +615,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> None:
             print(f"replayed dead letter {dead_id} as message {new_id}")
         print(f"{len(replayed)} replayed")
     if missing:
-        raise NexusError(f"{len(missing)} of the given ids are not in the dead-letter queue")
+        shown = ", ".join(str(i) for i in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise NexusError(f"not in the dead-letter queue: {shown}")
 
 
 def replay_batches(letters: Iterable[tuple[int, str | None]], size: int = 100) -> list[list[int]]:

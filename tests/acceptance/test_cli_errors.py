@@ -1,7 +1,7 @@
 """What `nexus` says when something is wrong: bad settings, bad input, a taken port, no database.
 
 Each failure is one line on stderr starting `nexus: error:`, exit code 1 (2 for bad
-configuration), promptly, and never with a secret in it.
+configuration or a wrong argument), promptly, and never with a secret in it.
 """
 
 from __future__ import annotations
@@ -277,3 +277,65 @@ def test_an_unreachable_database_is_one_line_at_once(command: list[str]) -> None
     assert result.returncode == 1
     assert error_line(result).startswith("cannot connect to the database")
     assert time.monotonic() - started < 5
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["dlq", "list", "--limit", "-1"], "dlq list: argument --limit: must be from 1 to"),
+        (["dlq", "list", "--limit", "99999999999999999999"], "must be from 1 to"),
+        (["dlq", "replay", "--id", "99999999999999999999"], "dlq replay: argument --id:"),
+        (["dlq", "replay", "--id", "x"], "'x' is not a whole number"),
+        (["metrics", "--watch", "--interval", "nan"], "must be a number of seconds above 0"),
+        (["send", "--concurrency", "0", "-"], "send: argument --concurrency: must be from 1"),
+        (["send"], "send: the following arguments are required"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+)
+def test_a_wrong_argument_is_one_line_before_anything_runs(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    """Refused by the parser (exit 2, one line pointing at --help), not by the database or a
+    traceback later: a negative or huge limit, an id no bigint holds, a NaN interval."""
+    result = nexus(*args, env=offline_env(), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    message = error_line(result)
+    assert says in message and "--help" in message, message
+
+
+def test_metrics_watch_prints_each_refresh_to_a_pipe(db_url: str) -> None:
+    """Not on a terminal, `metrics --watch` prints a table at every refresh instead of redrawing
+    in place (which printed nothing until it was stopped)."""
+    watching = subprocess.Popen(
+        [NEXUS, "metrics", "--watch", "--interval", "0.2"],
+        env=nexus_env(db_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    titles = 0
+    try:
+        assert watching.stdout is not None
+        deadline = time.monotonic() + 30
+        while titles < 2 and time.monotonic() < deadline:
+            line = watching.stdout.readline()
+            titles += "nexus-prospect-ingestion" in line
+    finally:
+        watching.terminate()
+        watching.wait(timeout=30)
+    assert titles == 2, "two refreshes, each printed"
+
+
+def test_send_to_a_producer_that_does_not_answer_says_unanswered(tmp_path: Path) -> None:
+    """A conversation the producer never answered (unreachable) is counted as unanswered, not
+    as refused, and its line is named with the reason."""
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(CHAT + "\n")
+    url = f"http://127.0.0.1:{free_port()}/api/nexus/producer"
+    result = nexus("send", str(chats), "--url", url, "--attempts", "1", env=offline_env())
+    assert result.returncode == 1
+    assert result.stdout.strip() == "0 queued, 0 already queued before, 0 refused, 1 unanswered"
+    assert error_line(result).startswith(f"{chats}:1: ")
