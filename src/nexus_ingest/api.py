@@ -339,10 +339,27 @@ def _parse_snapshot(body: bytes, limits: Limits) -> SnapshotIn | Response:
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False, include_context=False)
         if any(e["type"] in ("json_invalid", "json_type") for e in errors):
-            return _reject(400, "malformed_json", "The body is not valid JSON.")
+            return _beyond_limits(errors) or _reject(
+                400, "malformed_json", "The body is not valid JSON."
+            )
         return _invalid([Problem(tuple(e["loc"]), e["msg"]) for e in errors])
     problems = check_snapshot(snapshot, limits)
     return _invalid(problems) if problems else snapshot
+
+
+# Well-formed JSON that the parser still refuses: the snapshot is out of bounds, not malformed.
+_PARSER_LIMITS = {
+    "recursion limit exceeded": "nested too deeply",
+    "number out of range": "a number too large",
+}
+
+
+def _beyond_limits(errors: list[Any]) -> Response | None:
+    for error in errors:
+        for says, problem in _PARSER_LIMITS.items():
+            if says in error["msg"]:
+                return _invalid([Problem((), f"{problem} to read")])
+    return None
 
 
 def _invalid(problems: list[Problem]) -> Response:

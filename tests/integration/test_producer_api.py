@@ -129,6 +129,22 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
     assert answer.json()["error"] == "malformed_json"
 
 
+@pytest.mark.parametrize(
+    ("metadata", "says"),
+    [("[" * 300 + "]" * 300, "nested too deeply"), ("1" + "0" * 5000, "a number too large")],
+)
+def test_valid_json_beyond_the_parsers_limits_is_422(
+    client: httpx.Client, metadata: str, says: str
+) -> None:
+    """JSON that is well formed but nested deeper or holding a number larger than the parser
+    takes is a snapshot out of bounds (422, as nesting past the limit is), not malformed JSON."""
+    content = json.dumps(body())[:-1] + ', "metadata": {"a": ' + metadata + "}}"
+    answer = client.post(URL, content=content, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_snapshot"
+    assert says in answer.json()["detail"][0]["msg"]
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
 def test_non_json_is_415(client: httpx.Client, content_type: str) -> None:
     """Anything but application/json is refused with 415."""
