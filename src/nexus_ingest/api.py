@@ -22,11 +22,8 @@ from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.extract import build_extractor
 from nexus_ingest.metrics import (
     ENQUEUED,
-    QUEUE_LENGTH,
-    QUEUE_OLDEST_AGE,
     REJECTED,
     RequestTimer,
-    exposition,
 )
 from nexus_ingest.models import QueuedSnapshot, SnapshotIn
 from nexus_ingest.probes import api_readiness, liveness
@@ -41,6 +38,7 @@ from nexus_ingest.web import (
     QueueMetricsCache,
     bearer_matches,
     health_reasons,
+    queue_gauges_exposition,
     read_body,
 )
 from nexus_ingest.worker import consume_once, worker_config
@@ -371,13 +369,8 @@ def _invalid(problems: list[Problem]) -> Response:
 
 async def prometheus_metrics(request: Request) -> Response:
     """Every metric of this process, plus the queue's length and age read now."""
-    try:
-        m = await request.app.state.queue_metrics.get()
-        QUEUE_LENGTH.set(m.queue_length)
-        QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
-    except DatabaseUnavailable:
-        pass  # the scrape still answers; queue gauges keep their last value
-    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+    body = await queue_gauges_exposition(request.app.state.queue_metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def consume(request: Request) -> Response:

@@ -25,7 +25,7 @@ finally:
         del sys.modules["rich"]
 
 # Libraries that would print every request or call at INFO; our own events say what matters.
-_QUIETER = ("uvicorn.access", "httpx", "httpcore")
+_QUIETER = ("uvicorn.access", "httpx", "httpx2", "httpcore")
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> bool:

@@ -105,7 +105,23 @@ def route_label(scope: Scope) -> str:
     paths no route knows share one label.
     """
     path = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+    if isinstance(path, str) and path:
+        return path
+    return _route_of_endpoint(scope)
+
+
+def _route_of_endpoint(scope: Scope) -> str:
+    """The router names the route that answered only for the framework's own kind (`APIRoute`);
+    for the rest (the OpenAPI document and its pages, a mount of static files) it leaves the
+    endpoint it called, which one of the application's routes holds."""
+    endpoint = scope.get("endpoint")
+    if endpoint is None:
+        return UNMATCHED_ROUTE
+    for route in getattr(scope.get("app"), "routes", ()):
+        if getattr(route, "endpoint", None) is endpoint or getattr(route, "app", None) is endpoint:
+            path = getattr(route, "path", None)
+            return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+    return UNMATCHED_ROUTE
 
 
 class RequestTimer:

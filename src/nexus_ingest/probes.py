@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from nexus_ingest.db import schema_version
 from nexus_ingest.errors import DatabaseUnavailable
-from nexus_ingest.metrics import exposition
 from nexus_ingest.migrate import latest_version
+from nexus_ingest.web import QueueMetricsCache, queue_gauges_exposition
 
 _RETRY_AFTER_S = "5"
 
@@ -95,8 +95,11 @@ class WorkerProbe:
 def worker_app(probe: WorkerProbe) -> Starlette:
     """A standalone worker's HTTP face: /metrics, /healthz and /readyz."""
 
-    def metrics(request: Request) -> Response:
-        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+    queue_metrics = QueueMetricsCache(probe.pool, ttl_s=probe.interval_s, timeout=probe.timeout_s)
+
+    async def metrics(request: Request) -> Response:
+        body = await queue_gauges_exposition(queue_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     def readiness(request: Request) -> Response:
         return readiness_answer(probe.problems())

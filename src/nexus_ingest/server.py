@@ -30,12 +30,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Counted before parsing: headers that arrive whole in one read are parsed, and their
+        # request started, within this call. Only up to the blank line that ends them, so a
+        # chunk that also carries the body is not held against them.
         if self._awaiting_headers:
-            self._header_bytes += len(data)
+            end = data.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end + 4
+            if self._header_bytes > self.max_header_bytes:
+                self._refuse(431, "Request header fields too large.")
+                return
         super().data_received(data)
-        # Checked after parsing, so a chunk that ends the headers and carries body is not counted.
-        if self._awaiting_headers and self._header_bytes > self.max_header_bytes:
-            self._refuse(431, "Request header fields too large.")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -4,6 +4,7 @@ shared queue metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
 
@@ -11,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect, Request
 
 from nexus_ingest import queue
+from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.metrics import QUEUE_LENGTH, QUEUE_OLDEST_AGE, exposition
 from nexus_ingest.queue import QueueMetrics
 from nexus_ingest.settings import Settings
 
@@ -105,3 +108,14 @@ def health_reasons(m: QueueMetrics, settings: Settings) -> list[str]:
     if (m.oldest_msg_age_sec or 0) > settings.alert_oldest_age_s:
         reasons.append(f"oldest_msg_age_sec {m.oldest_msg_age_sec} > {settings.alert_oldest_age_s}")
     return reasons
+
+
+async def queue_gauges_exposition(cache: QueueMetricsCache) -> bytes:
+    """Every metric of this process (or of all `nexus up`'s), with the queue's length and age
+    read now: a process that never set them would report an empty queue. When the database
+    does not answer the scrape still does, the gauges keeping their last value."""
+    with contextlib.suppress(DatabaseUnavailable):
+        m = await cache.get()
+        QUEUE_LENGTH.set(m.queue_length)
+        QUEUE_OLDEST_AGE.set(m.oldest_msg_age_sec or 0)
+    return exposition()

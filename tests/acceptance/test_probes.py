@@ -58,10 +58,16 @@ def test_request_durations_are_labelled_by_route_template_and_status(db_url: str
             assert client.get("/no/such/path/1").status_code == 404
             assert client.get("/no/such/path/2").status_code == 404
             prospect = client.get("/dashboard/prospects/visitor-42", follow_redirects=False)
+            # Routes and mounts of the framework's own kind, beside the application's.
+            for path in ("/openapi.json", "/docs", "/static/dashboard.css"):
+                assert client.get(path).status_code == 200, path
             found = samples(client.get("/metrics").text)
     assert _count(found, "/api/nexus/producer", 202, "POST") == 1
     assert _count(found, "/api/nexus/producer", 400, "POST") == 1
     assert _count(found, "unmatched", 404) == 2
+    assert _count(found, "unmatched", 200) == 0
+    for route in ("/openapi.json", "/docs", "/static"):
+        assert _count(found, route, 200) == 1, route
     template = "/dashboard/prospects/{fingerprint_id:path}"
     assert _count(found, template, prospect.status_code) == 1
     routes = {dict(labels).get("route") for (name, labels) in found if name.startswith(DURATION)}
@@ -95,6 +101,9 @@ def test_api_liveness_and_readiness_follow_the_migrations(db_url: str) -> None:
 def test_a_standalone_worker_serves_metrics_liveness_and_readiness(db_url: str) -> None:
     """`nexus worker` with NEXUS_WORKER_METRICS_PORT answers /metrics, /healthz and /readyz on it."""
     port = free_port()
+    with psycopg.connect(db_url, autocommit=True) as conn:  # queued, hidden for a minute
+        for _ in range(3):
+            conn.execute("SELECT pgmq.send('nexus_prospect_ingestion', '{}'::jsonb, 60)")
     env = nexus_env(db_url, NEXUS_EXTRACTOR="rules", NEXUS_WORKER_METRICS_PORT=str(port))
     with nexus_process(["worker"], env) as proc:
         base = f"http://127.0.0.1:{port}"
@@ -113,7 +122,10 @@ def test_a_standalone_worker_serves_metrics_liveness_and_readiness(db_url: str) 
         )
         assert ready.json() == {"status": "ready", "reasons": []}
         assert answer("/healthz").json() == {"status": "alive"}
-        assert "nexus_messages_processed" in answer("/metrics").text
+        text = answer("/metrics").text
+        assert "nexus_messages_processed" in text
+        # The queue's figures are read from the database, as the API's are, not left at 0.
+        assert samples(text)[("nexus_queue_length", ())] == 3
         with _newest_migration_missing(db_url):
             pending = wait_for(
                 lambda: (r := answer("/readyz")) is not None and r.status_code == 503 and r,

@@ -92,6 +92,23 @@ def still_serving(address: tuple[str, int]) -> bool:
     return response.status_code == 202
 
 
+def test_headers_past_the_limit_in_one_write_are_refused_with_431(
+    server: tuple[str, int],
+) -> None:
+    """Headers over 32 KiB that arrive whole, with their blank line, in one read are refused too
+    (the parser would otherwise have finished them before their size was looked at)."""
+    request = (
+        b"GET /healthz HTTP/1.1\r\nHost: nexus\r\nX-Big: "
+        + b"a" * 40_000
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    with closing(connect(server)) as sock:
+        sock.sendall(request)
+        reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:80]
+    assert still_serving(server)
+
+
 def test_a_huge_header_is_refused_with_431_before_it_is_read_whole(
     server: tuple[str, int],
 ) -> None:

@@ -17,6 +17,7 @@ from nexus_ingest.db import open_pool
 from nexus_ingest.extract.rules import RulesExtractor
 from nexus_ingest.migrate import migrate
 from nexus_ingest.settings import Settings
+from nexus_ingest.traceparent import trace_id
 from nexus_ingest.worker import WorkerConfig, consume_once
 from tests.helpers import SEED_CONVERSATION, new_database
 from tests.pgmq_versions import create_extension, offered
@@ -77,6 +78,15 @@ def test_browsers_enqueue_snapshots_numbered_in_their_session(supabase_db: str, 
             (first, second),
         ).fetchall()
     assert rows == [(first, "1", body["sessionId"]), (second, "2", body["sessionId"])]
+    # Each starts a trace of its own, as a POST does: the worker's lines about it carry its id.
+    with psycopg.connect(supabase_db) as conn:
+        traces = conn.execute(
+            "SELECT headers ->> 'traceparent' FROM pgmq.q_nexus_prospect_ingestion"
+            " WHERE msg_id IN (%s, %s)",
+            (first, second),
+        ).fetchall()
+    ids = {trace_id(t) for (t,) in traces}
+    assert None not in ids and len(ids) == 2, traces
 
 
 async def test_a_snapshot_sent_by_anon_becomes_a_prospect(supabase_db: str) -> None:

@@ -40,3 +40,28 @@ def test_every_log_line_is_written_whole_in_one_write() -> None:
 
     assert all(write.endswith("\n") and write.count("\n") == 1 for write in writes), writes
     assert [json.loads(write)["event"] for write in writes] == ["worker.stopped", "Shutting down"]
+
+
+_QUIET_SCRIPT = """
+import io, logging, sys
+sys.stderr = io.StringIO()
+from nexus_ingest.logs import configure_logging
+import structlog
+
+configure_logging("INFO", json=True)
+structlog.get_logger("nexus.worker").info("worker.stopped")
+for name in ("httpx2", "httpx", "httpcore", "uvicorn.access"):
+    logging.getLogger(name).info("HTTP Request: POST http://127.0.0.1/v1/messages")
+print(sys.stderr.getvalue(), file=sys.__stdout__)
+"""
+
+
+def test_the_http_clients_request_lines_stay_below_info() -> None:
+    """The LLM SDKs' HTTP clients (httpx, and httpx2 under the current SDKs) log every request
+    at INFO; at the default level only Nexus's own line about it is written."""
+    result = subprocess.run(
+        [sys.executable, "-c", _QUIET_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "worker.stopped" in result.stdout
+    assert "HTTP Request" not in result.stdout

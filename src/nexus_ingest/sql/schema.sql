@@ -665,6 +665,20 @@ $$;
 
 
 --
+-- Name: new_traceparent(); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.new_traceparent() RETURNS text
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+    SELECT '00-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '-'
+        || pg_catalog.left(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16)
+        || '-01'
+$$;
+
+
+--
 -- Name: notify_queue_insert(); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -927,7 +941,9 @@ BEGIN
     SELECT e.msg_id, e.session_taken INTO v_receipt
     FROM nexus.enqueue_snapshot(
         'nexus_prospect_ingestion', p_message ->> 'sessionId', p_message ->> 'fingerprint',
-        p_message, pg_catalog.jsonb_build_object('x-pgmq-group', p_message ->> 'sessionId'),
+        p_message,
+        pg_catalog.jsonb_build_object(
+            'x-pgmq-group', p_message ->> 'sessionId', 'traceparent', nexus.new_traceparent()),
         p_delay_ms => GREATEST(COALESCE(p_delay, 0), 0) * 1000) AS e;
     IF v_receipt.session_taken THEN
         RAISE EXCEPTION 'pgmq_send: sessionId: already in use under another fingerprint'
@@ -1570,6 +1586,13 @@ REVOKE ALL ON FUNCTION nexus.merge_text(old_value text, new_value text) FROM PUB
 --
 
 REVOKE ALL ON FUNCTION nexus.merge_text_at(old_value text, new_value text, old_at timestamp with time zone, new_at timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION new_traceparent(); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.new_traceparent() FROM PUBLIC;
 
 
 --

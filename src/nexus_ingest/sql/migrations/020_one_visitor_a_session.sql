@@ -10,6 +10,7 @@
 --    `nexus forget`, superseded or not) were archived with their text; they are deleted.
 -- 3. `nexus forget` erases the message events (`nexus trace`) of the visitor's sessions.
 -- 4. `update_prospect_data` without a fingerprint or a session raises instead of saving nothing.
+-- 5. A snapshot sent with `pgmq_send` (the anon key) starts a trace, as a POST does.
 
 DROP FUNCTION IF EXISTS nexus.enqueue_snapshot(text, text, text, jsonb, jsonb, text, text, integer);
 DROP FUNCTION IF EXISTS nexus.enqueue_snapshots(text, jsonb);
@@ -159,7 +160,20 @@ $$;
 REVOKE ALL ON FUNCTION nexus.enqueue_snapshot(
     text, text, text, jsonb, jsonb, text, text, integer) FROM PUBLIC;
 
--- As in 011, refusing another visitor's session as the producer does.
+-- A new W3C trace (version 00, sampled), as the producer starts one for a POST without its
+-- own: every log line about a message carries its trace id, whichever way it was queued.
+CREATE FUNCTION nexus.new_traceparent()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = ''
+AS $$
+    SELECT '00-' || pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', '') || '-'
+        || pg_catalog.left(pg_catalog.replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16)
+        || '-01'
+$$;
+REVOKE ALL ON FUNCTION nexus.new_traceparent() FROM PUBLIC;
+
+-- As in 011, refusing another visitor's session as the producer does, and with a trace.
 CREATE OR REPLACE FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer DEFAULT 0)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
@@ -177,7 +191,9 @@ BEGIN
     SELECT e.msg_id, e.session_taken INTO v_receipt
     FROM nexus.enqueue_snapshot(
         'nexus_prospect_ingestion', p_message ->> 'sessionId', p_message ->> 'fingerprint',
-        p_message, pg_catalog.jsonb_build_object('x-pgmq-group', p_message ->> 'sessionId'),
+        p_message,
+        pg_catalog.jsonb_build_object(
+            'x-pgmq-group', p_message ->> 'sessionId', 'traceparent', nexus.new_traceparent()),
         p_delay_ms => GREATEST(COALESCE(p_delay, 0), 0) * 1000) AS e;
     IF v_receipt.session_taken THEN
         RAISE EXCEPTION 'pgmq_send: sessionId: already in use under another fingerprint'
