@@ -360,6 +360,11 @@ async def forget_batch(conn: psycopg.AsyncConnection[Any], batch_id: str) -> Non
     await conn.execute(query("forget_llm_batch"), {"batch_id": batch_id})
 
 
+async def lose_batch(conn: psycopg.AsyncConnection[Any], batch_id: str) -> None:
+    """A batch the API no longer knows: its messages come back to be read now."""
+    await conn.execute(query("lose_llm_batch"), {"batch_id": batch_id})
+
+
 async def dead_letter(
     conn: psycopg.AsyncConnection[Any], letters: Sequence[tuple[int, Mapping[str, Any]]]
 ) -> None:

@@ -87,12 +87,23 @@ class Hang:
     seconds: float = 30.0
 
 
+_TRICKLE_STEP_S = 0.2
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """A good answer sent a few bytes at a time over `seconds`: never silent for long, so a
+    client's timeout between two reads never fires, but long in all."""
+
+    seconds: float = 6.0
+
+
 @dataclass(frozen=True)
 class Extract:
     """A reasonable answer found by regexes in the request's user turns."""
 
 
-Behaviour = Reply | Text | Refusal | Error | Hang | Extract
+Behaviour = Reply | Text | Refusal | Error | Hang | Trickle | Extract
 
 
 @dataclass(frozen=True)
@@ -342,7 +353,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._stopping.wait(behaviour.seconds)
         elif self.fake.latency_s:
             self.fake._stopping.wait(self.fake.latency_s)
-        self._send(response, wire.request_id_header)
+        trickle_s = behaviour.seconds if isinstance(behaviour, Trickle) else 0.0
+        self._send(response, wire.request_id_header, trickle_s=trickle_s)
 
     def _serve_batches(self, headers: Mapping[str, str], body: Any) -> None:
         problem = _ANTHROPIC.check_headers(headers)
@@ -353,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._record(call)
         self._send(response, _ANTHROPIC.request_id_header)
 
-    def _send(self, response: _Response, request_id_header: str) -> None:
+    def _send(self, response: _Response, request_id_header: str, trickle_s: float = 0.0) -> None:
         if isinstance(response.body, _JsonLines):
             data = "".join(json.dumps(line) + "\n" for line in response.body.lines).encode()
             content_type = "application/x-jsonl"
@@ -368,8 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+        pieces = max(1, round(trickle_s / _TRICKLE_STEP_S))
+        size = -(-len(data) // pieces)
+        for start in range(0, len(data), size):
+            if start and self.fake._stopping.wait(_TRICKLE_STEP_S):
+                return
+            try:
+                self.wfile.write(data[start : start + size])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up: expected
+                return
 
 
 def _with_usage(
@@ -402,7 +422,7 @@ def _json_or_none(raw: bytes) -> Any:
 def _render(wire: _Wire, fake: FakeLLMServer, behaviour: Behaviour | None, body: Any) -> _Response:
     if isinstance(behaviour, Error):
         return wire.error(behaviour.status, _retry_headers(behaviour), behaviour.message)
-    if isinstance(behaviour, Extract | Hang) or behaviour is None:
+    if isinstance(behaviour, Extract | Hang | Trickle) or behaviour is None:
         behaviour = Reply(extract_reasonably(wire.user_text(body)))
     return _Response(200, wire.answer(fake, behaviour, body))
 
@@ -868,6 +888,7 @@ __all__ = [
     "Refusal",
     "Reply",
     "Text",
+    "Trickle",
     "extract_reasonably",
     "running",
 ]

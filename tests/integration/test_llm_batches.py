@@ -161,3 +161,24 @@ async def test_a_passing_batch_failure_is_retried(
     assert [e for (e,) in events] == ["batched", "failed", "batched"]
     assert len(submitted(stand_in)) == 2 and direct(stand_in) == []
     assert [(r[0], r[1]) for r in await saved(pool)] == [(msg_id, True)]
+
+
+async def test_a_batch_the_provider_no_longer_knows_gives_its_snapshots_back(
+    pool: AsyncConnectionPool,
+    running: Any,
+    claude: MeteredExtractor,
+    stand_in: FakeLLMServer,
+    clock: ManualClock,
+) -> None:
+    """A batch the provider answers 404 for (expired, deleted) is lost, not retried: its
+    snapshot comes back and goes in a new batch, instead of staying hidden for good."""
+    msg_id = await post(pool, "lost", "Me llamo Luz")
+    await running(claude, BATCHING)
+    await until(lambda: _equal(open_batches(pool), 1), what="the batch recorded")
+    stand_in._state.batches.clear()  # the provider forgets it
+    await until(
+        lambda: _true(len(submitted(stand_in)) == 2), timeout=10, what="the snapshot batched again"
+    )
+    clock.now += 61
+    await until(lambda: settled(pool, 1), timeout=10, what="the new batch's answer saved")
+    assert [(r[0], r[1]) for r in await saved(pool)] == [(msg_id, True)]

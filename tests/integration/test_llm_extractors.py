@@ -28,6 +28,7 @@ from tests.fakes.llm_server import (
     Refusal,
     Reply,
     Text,
+    Trickle,
 )
 
 if TYPE_CHECKING:
@@ -339,6 +340,24 @@ async def test_anthropic_timeout_is_retry_later_within_a_bounded_time(
     extractor = claude_for(anthropic_server, timeout_s=TIMEOUT_S)
     started = time.monotonic()
     with pytest.raises(RetryLater):
+        await extractor.extract(CONVERSATION)
+    assert time.monotonic() - started < FAST_ENOUGH_S
+    await extractor.aclose()
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_an_answer_trickling_in_is_cut_at_the_timeout(
+    provider: str, anthropic_server: FakeLLMServer, openai_server: FakeLLMServer
+) -> None:
+    """The SDKs' timeout bounds each read of the connection, not the call: an answer arriving
+    a few bytes at a time would hold the session as long as it likes. timeout_s bounds the
+    whole call: RetryLater after about timeout_s."""
+    server = anthropic_server if provider == "anthropic" else openai_server
+    server.script(Trickle(HANG_S))
+    make = claude_for if provider == "anthropic" else local_llm_for
+    extractor = make(server, timeout_s=TIMEOUT_S)
+    started = time.monotonic()
+    with pytest.raises(RetryLater, match="within"):
         await extractor.extract(CONVERSATION)
     assert time.monotonic() - started < FAST_ENOUGH_S
     await extractor.aclose()

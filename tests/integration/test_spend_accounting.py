@@ -15,7 +15,7 @@ from nexus_ingest import queue, store
 from nexus_ingest.dashboard import data
 from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.spend import TOKEN_KINDS
-from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.llm_server import Error, FakeLLMServer, Text
 from tests.worker_kit import FAST, fetch, until
 
 pytest_plugins = ["tests.fakes.fixtures"]  # stand_in: the billing stand-in; claude: on it
@@ -123,3 +123,22 @@ async def test_metrics_count_billed_tokens_and_their_cost(
     cost = sum(billed[("nexus_llm_cost_usd_total", kind)] for kind in TOKEN_KINDS)
     assert cost == pytest.approx(expected["usd"])
     assert billed[("nexus_llm_cost_usd_total", "output")] > 0
+
+
+async def test_an_answer_paid_for_before_a_failure_is_counted(
+    pool: AsyncConnectionPool, running: Any, claude: MeteredExtractor, stand_in: FakeLLMServer
+) -> None:
+    """An unusable answer is paid for even when its re-ask fails (here a 429) and the snapshot
+    is extracted on a later attempt: /metrics count both answers, as the provider bills them."""
+    stand_in.script(Text("no tool call here"), Error(429, retry_after="1"))
+    before = _metrics_now()
+    await running(claude, dataclasses.replace(FAST, policy=None))
+    msg_id = await post(pool, "paid-twice", 2)
+    await until(lambda: _saved(pool, msg_id), timeout=15, what="the retried snapshot saved")
+    billed = {key: value - before[key] for key, value in _metrics_now().items()}
+    expected = invoice(stand_in)
+    assert len(stand_in.ledger) == 2  # the unusable answer and the good one
+    for kind in TOKEN_KINDS:
+        assert billed[("nexus_llm_billed_tokens_total", kind)] == expected[kind], kind
+    cost = sum(billed[("nexus_llm_cost_usd_total", kind)] for kind in TOKEN_KINDS)
+    assert cost == pytest.approx(expected["usd"])

@@ -294,6 +294,31 @@ async def test_a_worker_reads_its_own_held_session_again_once_it_is_saved(
     assert len(reads) - before <= 40, reads[before:]
 
 
+async def test_an_extraction_never_outlasts_its_sessions_lease(
+    pool: AsyncConnectionPool, running: Any
+) -> None:
+    """An LLM extraction slower than the visibility timeout is given up before the lease ends
+    and retried later, instead of running on while another read of the same snapshot starts a
+    second, paid, call beside it."""
+    extractor = RecordingExtractor(delay=3.0)
+    config = dataclasses.replace(FAST, vt_s=2)
+    msg_id = await send(pool, "slow", "Ana")
+    await running(extractor, config)
+    failed = await until(
+        lambda: fetch(
+            pool,
+            "SELECT detail ->> 'error' FROM nexus.message_events"
+            " WHERE msg_id = %s AND event = 'failed'",
+            msg_id,
+        ),
+        timeout=10,
+        what="the first attempt given up",
+    )
+    assert failed[0][0] == "RetryLater"  # the recording extractor itself never fails
+    assert extractor.max_overlap_per_session == 0
+    assert len(extractor.calls) == 1
+
+
 async def test_shutdown_finishes_in_flight_work(pool: AsyncConnectionPool, db_url: str) -> None:
     """Stopping a worker mid-extraction lets the extraction finish and be saved within the grace period."""
     extractor = RecordingExtractor(delay=0.5)

@@ -47,7 +47,7 @@ from nexus_ingest.extract.prompt import (
     tool_input_schema,
     transcript_blocks,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count, within
 from nexus_ingest.models import ChatMessage, Prospect
 
 # Stop reasons after which the tool input is cut short or absent, whatever the blocks say.
@@ -133,6 +133,7 @@ class AnthropicExtractor:
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
+        self._timeout_s = timeout_s
         self._model = model
         self._max_tokens = max_tokens
         self._tool = record_tool()
@@ -170,7 +171,9 @@ class AnthropicExtractor:
 
     async def _create(self, turns: list[MessageParam]) -> Message:
         try:
-            return await self._client.messages.create(**self.request_params(turns))
+            return await within(
+                self._timeout_s, self._client.messages.create(**self.request_params(turns))
+            )
         except anthropic.APIStatusError as exc:
             if not self._rejects_forced_tool(exc):
                 delay = retry_after_seconds(exc.response.headers)
@@ -201,7 +204,7 @@ class AnthropicExtractor:
 
     async def batch_progress(self, batch_id: str) -> BatchProgress:
         """Whether the batch has ended, and its request counts."""
-        batch = await _mapped(self._client.messages.batches.retrieve(batch_id))
+        batch = await _mapped(self._client.messages.batches.retrieve(batch_id), batch_id)
         counts = batch.request_counts
         return BatchProgress(
             batch.processing_status == "ended", counts.succeeded, counts.errored, counts.processing
@@ -211,7 +214,7 @@ class AnthropicExtractor:
         """Each snapshot's Extraction (billed as a batch), or the error it should be settled
         with: `RetryLater` for passing failures, `Permanent` for a refused request or an
         unusable answer (which a direct `extract`, with its one re-ask, may still rescue)."""
-        decoder = await _mapped(self._client.messages.batches.results(batch_id))
+        decoder = await _mapped(self._client.messages.batches.results(batch_id), batch_id)
         started = self._submitted.pop(batch_id, None)
         waited_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
         return {
@@ -232,10 +235,16 @@ def _first_turns(messages: Sequence[ChatMessage]) -> list[MessageParam]:
     return [{"role": "user", "content": transcript_content(messages)}]
 
 
-async def _mapped(call: Awaitable[T]) -> T:
-    """A batch endpoint's answer, its failures mapped like a message request's."""
+async def _mapped(call: Awaitable[T], batch_id: str | None = None) -> T:
+    """A batch endpoint's answer, its failures mapped like a message request's; but a 404 about
+    a batch we submitted means the API no longer knows it (expired, deleted): that is no setting
+    to fix and wait for, and its snapshots must come back."""
     try:
         return await call
+    except anthropic.NotFoundError as exc:
+        if batch_id is None:
+            raise error_for_status(exc.status_code, None, _describe(exc)) from exc
+        raise Permanent(f"batch {batch_id} is unknown to the API: {_describe(exc)}") from exc
     except anthropic.APIStatusError as exc:
         delay = retry_after_seconds(exc.response.headers)
         raise error_for_status(exc.status_code, delay, _describe(exc)) from exc

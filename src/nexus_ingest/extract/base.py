@@ -47,6 +47,21 @@ class Extraction(NamedTuple):
         return max(0, self.input_tokens - self.cached_tokens - self.cache_write_tokens)
 
 
+_SPENT = "nexus_spent"
+
+
+def carry_spend(exc: BaseException, spent: Extraction) -> None:
+    """Note on a failed extraction's error what its answers had already cost: an unusable
+    answer is billed even when no extraction comes of it."""
+    setattr(exc, _SPENT, spent)
+
+
+def spent_before(exc: BaseException) -> Extraction | None:
+    """What a failed extraction had cost before it failed, if anything."""
+    spent = getattr(exc, _SPENT, None)
+    return spent if isinstance(spent, Extraction) else None
+
+
 class Extractor(Protocol):
     """Turns a chat snapshot into a prospect.
 

@@ -12,6 +12,7 @@ from nexus_ingest.extract.base import (
     BatchResult,
     Extraction,
     Extractor,
+    spent_before,
 )
 from nexus_ingest.metrics import EXTRACTION_SECONDS, LLM_CALLS, LLM_TOKENS, record_spend
 from nexus_ingest.models import ChatMessage
@@ -46,8 +47,10 @@ class MeteredExtractor:
         started = time.perf_counter()
         try:
             extraction = await self.inner.extract(messages)
-        except Exception:
+        except Exception as exc:
             self._error.inc()
+            if (spent := spent_before(exc)) is not None:
+                self._count_spend(spent)
             raise
         self._seconds.observe(time.perf_counter() - started)
         self._count(extraction)
@@ -55,8 +58,10 @@ class MeteredExtractor:
 
     def _count(self, extraction: Extraction) -> None:
         self._ok.inc()
-        if not extraction.billed:  # an offline extractor's: nothing more to count
-            return
+        if extraction.billed:  # an offline extractor's bills nothing
+            self._count_spend(extraction)
+
+    def _count_spend(self, extraction: Extraction) -> None:
         for kind, count in (
             ("input", extraction.input_tokens),
             ("output", extraction.output_tokens),

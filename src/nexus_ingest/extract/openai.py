@@ -23,7 +23,7 @@ from nexus_ingest.extract.prompt import (
     render_conversation,
     strict_json_schema,
 )
-from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count
+from nexus_ingest.extract.reask import TokenUsage, ask_with_one_reask, token_count, within
 from nexus_ingest.models import ChatMessage, Prospect
 
 
@@ -59,6 +59,7 @@ class OpenAIExtractor:
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0
         )
+        self._timeout_s = timeout_s
         self._model = model
         self._max_tokens = max_tokens
         self._phone_region = phone_region
@@ -87,12 +88,15 @@ class OpenAIExtractor:
         try:
             # max_tokens rather than max_completion_tokens: it is the one that Ollama, vLLM and
             # llama.cpp all read. temperature 0 keeps small local models on the schema.
-            return await self._client.chat.completions.create(
-                model=self._model,
-                messages=turns,
-                response_format=self._format,
-                max_tokens=self._max_tokens,
-                temperature=0,
+            return await within(
+                self._timeout_s,
+                self._client.chat.completions.create(
+                    model=self._model,
+                    messages=turns,
+                    response_format=self._format,
+                    max_tokens=self._max_tokens,
+                    temperature=0,
+                ),
             )
         except openai.APIStatusError as exc:
             delay = retry_after_seconds(exc.response.headers)

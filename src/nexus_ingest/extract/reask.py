@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from nexus_ingest.errors import Permanent
-from nexus_ingest.extract.base import Extraction
+from nexus_ingest.errors import Permanent, RetryLater
+from nexus_ingest.extract.base import Extraction, carry_spend
 from nexus_ingest.models import Prospect
 
 Turn = TypeVar("Turn")
@@ -17,6 +18,18 @@ ATTEMPTS = 2  # the first answer, and one re-ask telling the model what was wron
 
 TokenUsage = tuple[int, int, int, int]  # whole prompt, output, cache reads, cache writes
 MAX_TOKENS_COUNTED = 2**31 - 1  # the history's token columns are 32-bit integers
+
+
+async def within(seconds: float, call: Awaitable[Response]) -> Response:
+    """`call`'s answer, or `RetryLater` once it has taken `seconds` in all. The SDKs' own timeout
+    bounds each read of the connection, so an answer that trickles in a few bytes at a time
+    would hold its session's lease past the visibility timeout, and be paid for again by the
+    next reader."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call
+    except TimeoutError:
+        raise RetryLater(f"no whole answer within {seconds:g} s") from None
 
 
 def token_count(value: object) -> int:
@@ -49,26 +62,38 @@ async def ask_with_one_reask(
     """Ask once, re-ask once if the answer is unusable, else raise `Permanent`; tokens summed."""
     started = time.perf_counter()
     spent = [0, 0, 0, 0]
+    answered_by: str | None = None  # the model of the last answer, paid for
     problem = ""
-    for _ in range(ATTEMPTS):
-        response = await create(turns)
-        spent = [
-            token_count(total + used) for total, used in zip(spent, usage(response), strict=True)
-        ]
-        try:
-            prospect = parse(response)
-        except Permanent as exc:
-            problem = str(exc)
-            turns.extend(reask(response, problem))
-            continue
+
+    def billed(prospect: Prospect) -> Extraction:
         return Extraction(
             prospect=prospect,
             extractor=name,
-            model=model(response),
+            model=answered_by,
             input_tokens=spent[0],
             output_tokens=spent[1],
             cached_tokens=spent[2],
             cache_write_tokens=spent[3],
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-    raise Permanent(f"unusable answer after one re-ask: {problem}")
+
+    try:
+        for _ in range(ATTEMPTS):
+            response = await create(turns)
+            answered_by = model(response)
+            spent = [
+                token_count(total + used)
+                for total, used in zip(spent, usage(response), strict=True)
+            ]
+            try:
+                prospect = parse(response)
+            except Permanent as exc:
+                problem = str(exc)
+                turns.extend(reask(response, problem))
+                continue
+            return billed(prospect)
+        raise Permanent(f"unusable answer after one re-ask: {problem}")
+    except Exception as exc:
+        if answered_by is not None:  # an answer came, and was billed, before the failure
+            carry_spend(exc, billed(Prospect()))
+        raise

@@ -108,6 +108,17 @@ WHERE owner = %(owner)s::uuid;
 -- name: forget_llm_batch
 DELETE FROM nexus.llm_batches WHERE batch_id = %(batch_id)s;
 
+-- name: lose_llm_batch
+-- A batch the API no longer knows (expired, deleted): forgotten, and its messages readable at
+-- once instead of hidden for the rest of their claim.
+WITH lost AS (
+    DELETE FROM nexus.llm_batches WHERE batch_id = %(batch_id)s RETURNING msg_ids
+)
+UPDATE pgmq.q_nexus_prospect_ingestion q
+SET vt = clock_timestamp()
+FROM lost
+WHERE q.msg_id = ANY(lost.msg_ids);
+
 -- name: llm_spend
 -- What LLM extractions cost, per model and either per day (UTC) over the last `days` days, or,
 -- for one visitor (`fingerprint_id`), per session: tokens billed by kind (plain input, cache

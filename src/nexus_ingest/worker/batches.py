@@ -150,7 +150,7 @@ class BatchTracker:
         except Permanent as exc:  # the provider no longer knows it: its snapshots come back
             log.error("batch.lost", batch_id=batch.batch_id, error=str(exc)[:200])
             self._submitted.pop(batch.batch_id, None)
-            await self.settler.batch_settled(batch.batch_id)
+            await self.settler.batch_lost(batch.batch_id)
             return
         await self._collect(batch, results)
 

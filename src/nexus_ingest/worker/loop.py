@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
 from nexus_ingest.db import named
-from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.errors import DatabaseUnavailable, RetryLater
 from nexus_ingest.extract.base import BatchExtractor, Extractor
 from nexus_ingest.worker.batches import BatchTracker
 from nexus_ingest.worker.buffer import SaveBuffer
@@ -211,8 +211,20 @@ class Worker:
             await self.saves.put([result])
 
     async def _extract(self, item: WorkItem) -> Extracted | None:
-        """Extract one snapshot; a failure is settled at once (retried or dead-lettered)."""
-        return await self._unless_failed(await extract_item(self.extractor, item))
+        """Extract one snapshot; a failure is settled at once (retried or dead-lettered).
+
+        An extraction may last no longer than the session's lease (a tenth is kept for the
+        save): past it, another reader would take the snapshot and pay for it again. However
+        long each call may take, a call and its re-ask together could outlast it.
+        """
+        budget_s = 0.9 * self.config.vt_s
+        try:
+            async with asyncio.timeout(budget_s):
+                result = await extract_item(self.extractor, item)
+        except TimeoutError:
+            late = RetryLater(f"the extraction took longer than its lease allows ({budget_s:g} s)")
+            result = Failed(item, late)
+        return await self._unless_failed(result)
 
     async def _unless_failed(self, result: Extracted | Failed) -> Extracted | None:
         """The extraction; a failure is settled at once (retried or dead-lettered) instead."""

@@ -204,6 +204,11 @@ class Settler:
         async with connection(self.pool) as conn:
             await queue.forget_batch(conn, batch_id)
 
+    async def batch_lost(self, batch_id: str) -> None:
+        """Forget a batch the API no longer knows, and give its snapshots back at once."""
+        async with connection(self.pool) as conn:
+            await queue.lose_batch(conn, batch_id)
+
     async def queued_items(self, msg_ids: Sequence[int]) -> list[WorkItem]:
         """The snapshots still queued among `msg_ids`, decoded, as a read would give them."""
         async with connection(self.pool) as conn:
