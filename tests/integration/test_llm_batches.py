@@ -182,3 +182,26 @@ async def test_a_batch_the_provider_no_longer_knows_gives_its_snapshots_back(
     clock.now += 61
     await until(lambda: settled(pool, 1), timeout=10, what="the new batch's answer saved")
     assert [(r[0], r[1]) for r in await saved(pool)] == [(msg_id, True)]
+
+
+async def test_a_batch_being_collected_is_not_taken_over(
+    pool: AsyncConnectionPool,
+    running: Any,
+    claude: MeteredExtractor,
+    stand_in: FakeLLMServer,
+    clock: ManualClock,
+) -> None:
+    """While one worker collects an ended batch (here: asks its unusable answer again directly,
+    a slow call), it keeps its claim: a second worker polling meanwhile does not take the batch
+    over and pay for the same snapshot again."""
+    config = dataclasses.replace(BATCHING, vt_s=2)  # claims last two seconds
+    stand_in.script(Text("no tool call here"))
+    stand_in.latency_s = 3.0  # a direct call outlasts the claim
+    msg_id = await post(pool, "c1", "Me llamo Cora")
+    await running(claude, config)
+    await until(lambda: _equal(open_batches(pool), 1), what="the batch recorded")
+    await running(claude, config)  # a second worker, polling every 0.2 s
+    clock.now += 61
+    await until(lambda: settled(pool, 1), timeout=20, what="the direct answer saved")
+    assert [(r[0], r[1]) for r in await saved(pool)] == [(msg_id, False)]
+    assert len(direct(stand_in)) == 1, "the snapshot was asked for directly once"

@@ -155,7 +155,24 @@ class BatchTracker:
         await self._collect(batch, results)
 
     async def _collect(self, batch: OpenBatch, results: dict[str, BatchResult]) -> None:
-        """Save every answer of an ended batch, retry or re-ask the rest, then forget it."""
+        """Save every answer of an ended batch, retry or re-ask the rest, then forget it; the
+        claims are renewed meanwhile, as polling would (asking again directly may take longer
+        than a claim lasts, and another worker would then collect the batch and pay again)."""
+        renewing = asyncio.create_task(self._keep_claims())
+        try:
+            await self._collect_claimed(batch, results)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _keep_claims(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            with contextlib.suppress(DatabaseUnavailable):
+                await self.claim()
+
+    async def _collect_claimed(self, batch: OpenBatch, results: dict[str, BatchResult]) -> None:
         items = self._submitted.pop(batch.batch_id, None)
         if items is None:  # submitted before a restart, or by another worker
             items = await self.settler.queued_items(batch.msg_ids)
