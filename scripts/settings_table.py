@@ -76,8 +76,13 @@ def render() -> str:
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         shown = "unset" if default is None else f"`{_plain(default)}`"
-        lines.append(f"| `NEXUS_{name.upper()}` | {shown} | {field.description or ''} |")
+        lines.append(f"| `NEXUS_{name.upper()}` | {shown} | {_one_line(field.description)} |")
     return "\n".join(lines) + "\n"
+
+
+def _one_line(description: str | None) -> str:
+    """A docstring wrapped over lines, as one line: a table cell or a comment line holds one."""
+    return " ".join((description or "").split())
 
 
 def render_env_example() -> str:
@@ -90,7 +95,8 @@ def render_env_example() -> str:
     for name in MOST_SET:
         field = Settings.model_fields[name]
         default = field.get_default(call_default_factory=True)
-        lines += ["", f"# {field.description}", f"# {variable(name, field)}={_plain(default)}"]
+        described = _one_line(field.description)
+        lines += ["", f"# {described}", f"# {variable(name, field)}={_plain(default)}"]
     return "\n".join(lines) + "\n"
 
 

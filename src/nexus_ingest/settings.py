@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     openai_model: str = "llama3.2"
     """model name on the OpenAI-compatible server"""
     llm_timeout_s: float = Field(default=30.0, gt=0)
-    """timeout of one LLM call, seconds"""
+    """timeout of one LLM call in all, seconds; an extraction (a call and its re-ask) is also
+    cut at 0.9x NEXUS_WORKER_VT_S"""
     llm_max_tokens: int = Field(default=1024, gt=0)
     """output token limit of one LLM call"""
     llm_prompt_examples: bool = True
