@@ -9,11 +9,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
 from nexus_ingest.extract.metered import MeteredExtractor
 from nexus_ingest.policy import ExtractionPolicy
+from nexus_ingest.spend import TOKEN_KINDS
 from nexus_ingest.worker import Worker
 from tests.fakes.llm_server import ANTHROPIC_PATH, BATCHES_PATH, Error, FakeLLMServer, Text
 from tests.worker_kit import FAST, fetch, queue_length, until
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 # stand_in: the billing stand-in, whose batches end 60 s after their creation on `clock`, a
 # clock moved by hand; claude: Claude on it.
 pytest_plugins = ["tests.fakes.fixtures"]
+MODEL = "claude-haiku-5-5"  # the `claude` fixture's
 # Every snapshot is backlog: it goes in a batch, polled every 0.2 s.
 BATCHING = dataclasses.replace(FAST, policy=ExtractionPolicy(batch_min_age_s=0), batch_poll_s=0.2)
 
@@ -135,6 +138,10 @@ async def test_an_unusable_batch_answer_is_asked_again_directly(
     """A batch answer without the tool call is asked again with a direct call (and its
     re-ask), whose answer is saved at the direct price."""
     stand_in.script(Text("no tool call here"))
+    spent_before = sum(
+        REGISTRY.get_sample_value("nexus_llm_cost_usd_total", {"model": MODEL, "kind": k}) or 0.0
+        for k in TOKEN_KINDS
+    )
     msg_id = await post(pool, "u1", "Me llamo Uma")
     await running(claude, BATCHING)
     await until(lambda: _equal(open_batches(pool), 1), what="the batch recorded")
@@ -143,6 +150,14 @@ async def test_an_unusable_batch_answer_is_asked_again_directly(
     [(saved_id, batch, cost)] = await saved(pool)
     assert (saved_id, batch) == (msg_id, False) and cost > 0
     assert len(submitted(stand_in)) == 1 and len(direct(stand_in)) == 1
+    # /metrics count both answers the provider billed: the unusable one from the batch (at the
+    # batch price) and the direct one.
+    spent = sum(
+        REGISTRY.get_sample_value("nexus_llm_cost_usd_total", {"model": MODEL, "kind": k}) or 0.0
+        for k in TOKEN_KINDS
+    )
+    assert len(stand_in.ledger) == 2
+    assert spent - spent_before == pytest.approx(stand_in.spent_usd())
 
 
 async def test_a_passing_batch_failure_is_retried(

@@ -29,7 +29,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse
 from anthropic.types.messages.batch_create_params import Request
 
 from nexus_ingest.errors import Permanent, RetryLater
-from nexus_ingest.extract.base import BatchProgress, BatchResult, Extraction
+from nexus_ingest.extract.base import BatchProgress, BatchResult, Extraction, carry_spend
 from nexus_ingest.extract.caching import (
     estimate_tokens,
     examples_to_reach,
@@ -261,13 +261,9 @@ def batch_result(
     """One line of a batch's results as an Extraction or the error that settles it."""
     result = line.result
     if result.type == "succeeded":
-        try:
-            prospect = prospect_from_message(result.message, phone_region)
-        except Permanent as exc:
-            return exc
         prompt_tokens, output, cache_read, cache_write = _usage(result.message)
-        return Extraction(
-            prospect=prospect,
+        answered = Extraction(
+            prospect=Prospect(),
             extractor=name,
             model=result.message.model,
             input_tokens=prompt_tokens,
@@ -277,6 +273,12 @@ def batch_result(
             latency_ms=waited_ms,
             batch=True,
         )
+        try:
+            prospect = prospect_from_message(result.message, phone_region)
+        except Permanent as exc:  # billed all the same
+            carry_spend(exc, answered)
+            return exc
+        return answered._replace(prospect=prospect)
     if result.type == "errored":
         error = result.error.error
         status = _BATCH_ERROR_STATUS.get(error.type, 500)

@@ -106,6 +106,8 @@ class MeteredBatchExtractor(MeteredExtractor):
                 self._count(result)
             else:
                 self._error.inc()
+                if (spent := spent_before(result)) is not None:  # an unusable answer, billed
+                    self._count_spend(spent)
         return results
 
     async def cancel_batch(self, batch_id: str) -> None:
