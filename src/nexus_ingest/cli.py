@@ -182,17 +182,16 @@ class _PrintVersion(argparse.Action):
         parser.exit()
 
 
-_BIGINT_MAX = 2**63 - 1
-
-
 def _positive(text: str) -> int:
     """A count or an id: a whole number from 1 up to what a Postgres bigint holds."""
+    from nexus_ingest.validation import BIGINT_MAX
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= _BIGINT_MAX:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {_BIGINT_MAX}")
+    if not 1 <= value <= BIGINT_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {BIGINT_MAX}")
     return value
 
 

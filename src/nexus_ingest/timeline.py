@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from nexus_ingest.db import connection
 from nexus_ingest.errors import InputError
 from nexus_ingest.queries import query
+from nexus_ingest.validation import parse_bigint
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str | None, lis
     """The session a key names (a session id, or a message id) and its moments; a message id
     keeps only its own (a message put on the queue by hand may belong to no session). An
     all-digit key no message has is a session id: session ids may be numbers too."""
-    msg_id = _as_message_id(key)
+    msg_id = parse_bigint(key)  # the message id the key could be
     async with connection(pool) as conn:
         message = await _message_of(conn, msg_id) if msg_id is not None else None
         if message is None:
@@ -49,17 +50,6 @@ async def timeline(pool: AsyncConnectionPool, key: str) -> tuple[str | None, lis
     if not moments:
         raise InputError(f"nothing is known about {key!r} (no message or session has that id)")
     return session_id, moments
-
-
-_BIGINT_MAX = 2**63 - 1
-
-
-def _as_message_id(key: str) -> int | None:
-    """The message id a key could be: ASCII digits within a bigint (`²` is a digit to Python)."""
-    if not (key.isascii() and key.isdigit()):
-        return None
-    number = int(key)
-    return number if number <= _BIGINT_MAX else None
 
 
 @dataclass(frozen=True)

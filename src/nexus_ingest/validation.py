@@ -13,6 +13,8 @@ from nexus_ingest.models import SnapshotIn
 # Control characters other than tab, newline and carriage return have no place in a chat.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INT64 = 2**63
+BIGINT_MAX = _INT64 - 1  # the largest id or count a Postgres bigint holds
+_BIGINT_DIGITS = len(str(BIGINT_MAX))
 _MAX_METADATA_DEPTH = 8
 
 
@@ -101,3 +103,12 @@ def _check_scalar(value: Any, loc: tuple[str | int, ...]) -> list[Problem]:
     if isinstance(value, str) and "\x00" in value:
         return [Problem(loc, "NUL characters are not allowed")]
     return []
+
+
+def parse_bigint(value: str | None) -> int | None:
+    """A whole number of plain ASCII digits that fits a Postgres bigint, else None: `isdigit`
+    alone lets through `²` and `٣`, which int() refuses, and lengths that no column holds."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > _BIGINT_DIGITS:
+        return None
+    number = int(value)
+    return number if number <= BIGINT_MAX else None

@@ -10,6 +10,7 @@ from nexus_ingest.dashboard import views
 from nexus_ingest.dashboard.data import MinuteCount
 from nexus_ingest.dashboard.routes import admin_session, session_is_valid
 from nexus_ingest.spend import SpendRow
+from nexus_ingest.validation import parse_bigint
 
 T0 = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)
 
@@ -69,7 +70,7 @@ def test_parse_bigint_takes_only_plain_digits_within_a_bigint(
     value: str | None, expected: int | None
 ) -> None:
     """Ids and counts from forms and URLs: ASCII digits that a bigint holds, nothing else."""
-    assert views.parse_bigint(value) == expected
+    assert parse_bigint(value) == expected
 
 
 def test_parse_sort_and_intent_accept_only_known_values() -> None:

@@ -24,6 +24,7 @@ from nexus_ingest.dashboard import data, views
 from nexus_ingest.errors import DatabaseUnavailable
 from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
+from nexus_ingest.validation import parse_bigint
 from nexus_ingest.web import (
     BodyTooLarge,
     BodyTooSlow,
@@ -411,7 +412,7 @@ async def dead_letters_page(
 ) -> Response:
     """The dead-letter queue, with replay and purge."""
     # Taken as text: a count edited in the address bar drops the notice, not the page.
-    replayed_count, purged_count = views.parse_bigint(replayed), views.parse_bigint(purged)
+    replayed_count, purged_count = parse_bigint(replayed), parse_bigint(purged)
     flash = views.action_message(replayed=replayed_count, purged=purged_count)
     return _render(request, "dead_letters.html", await _dead_letters_context(request, flash))
 
@@ -420,7 +421,7 @@ async def dead_letters_page(
 async def replay_dead_letters(request: Request) -> Response:
     """Send one dead letter (form field `msg_id`) or all (`all=1`) back to the work queue."""
     form = await _form(request)
-    ids = [n for v in form.get("msg_id", []) if (n := views.parse_bigint(v)) is not None]
+    ids = [n for v in form.get("msg_id", []) if (n := parse_bigint(v)) is not None]
     replay_all = _first(form, "all") in ("1", "true", "on")
     pairs = await queue.replay_dead_letters(_pool(request), msg_ids=ids, replay_all=replay_all)
     log.info("dashboard.dead_letters_replayed", count=len(pairs), msg_ids=[p[0] for p in pairs])

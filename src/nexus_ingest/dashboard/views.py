@@ -16,8 +16,6 @@ INTENTS: tuple[str, ...] = get_args(Intent)
 SORTS: tuple[Sort, ...] = get_args(Sort)
 DASH = "—"
 _MAX_SEARCH = 200
-_MAX_BIGINT = 2**63 - 1
-_BIGINT_DIGITS = len(str(_MAX_BIGINT))
 
 
 def clean_search(text: str | None) -> str:
@@ -33,15 +31,6 @@ def like_pattern(text: str | None) -> str | None:
         return None
     escaped = cleaned.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def parse_bigint(value: str | None) -> int | None:
-    """A whole number of plain ASCII digits that fits a Postgres bigint, else None: `isdigit`
-    alone lets through `²` and `٣`, which int() refuses, and lengths that no column holds."""
-    if value is None or not (value.isascii() and value.isdigit()) or len(value) > _BIGINT_DIGITS:
-        return None
-    number = int(value)
-    return number if number <= _MAX_BIGINT else None
 
 
 def parse_sort(value: str | None) -> Sort:
