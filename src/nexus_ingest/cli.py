@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one sub-command; errors are one line on stderr and exit code 1 or 2."""
+    _keep_standard_streams_open()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -45,7 +46,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last resort: one line, never a traceback
+        if getattr(exc, "sqlstate", None) in _SCHEMA_MISSING:
+            return _fail(
+                f"{_primary(exc)}: the database is missing migrations; run `nexus migrate`", 1
+            )
         return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+
+
+# undefined_table, undefined_function, undefined_column, invalid_schema_name: what a command
+# meets on a database that `nexus migrate` has not brought up to this package's version.
+_SCHEMA_MISSING = frozenset({"42P01", "42883", "42703", "3F000"})
+
+
+def _primary(exc: Exception) -> str:
+    """The server's one-line message, without the query excerpt and hint psycopg appends."""
+    diag = getattr(exc, "diag", None)
+    return getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+
+
+def _keep_standard_streams_open() -> None:
+    """Give a closed stdin, stdout or stderr `/dev/null`, as daemons do.
+
+    Started with one closed (`nexus trace >&-`), the next socket opened would take its number:
+    output would go down the database connection, and the event loop aborts closing it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
 
 
 def _fail(message: str, code: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -277,6 +278,41 @@ def test_an_unreachable_database_is_one_line_at_once(command: list[str]) -> None
     assert result.returncode == 1
     assert error_line(result).startswith("cannot connect to the database")
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["metrics"], ["dlq", "list"], ["trace", "some-session"], ["forget", "fp", "--yes"]],
+)
+def test_a_database_without_the_schema_says_to_migrate(
+    command: list[str], empty_db: tuple[str, str]
+) -> None:
+    """On a database `nexus migrate` never ran on, a command names what is missing and what to
+    run, not an `unexpected UndefinedTable` with the query quoted."""
+    _, url = empty_db
+    result = nexus(*command, env=nexus_env(url))
+    assert result.returncode == 1
+    message = error_line(result)
+    assert message.endswith("the database is missing migrations; run `nexus migrate`"), message
+    assert "unexpected" not in message and "LINE" not in message, message
+
+
+def test_a_closed_stdout_is_not_taken_by_a_database_socket(db_url: str) -> None:
+    """Started with stdout closed (`nexus trace x >&-`), the command runs and exits as it would
+    with stdout open, instead of the event loop aborting on a socket it finds at number 1."""
+    result = subprocess.run(
+        [NEXUS, "trace", "no-such-session"],
+        env=nexus_env(db_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=90,
+        # The child closes its own stdout before `nexus` starts.
+        preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Assertion" not in result.stderr and "Aborted" not in result.stderr
+    assert "no-such-session" in error_line(result)
 
 
 # --- arguments ------------------------------------------------------------------------------
