@@ -104,13 +104,17 @@ async def open_pool(
     redelivery repeats harmlessly (the worker's), never for what a client was told is stored.
     """
     pool = AsyncConnectionPool(
-        named(url, application_name),
+        named(kept_alive(url), application_name),
         min_size=min_size,
         max_size=max(min_size, max_size),
         timeout=timeout,
         open=False,
         reconnect_timeout=0,  # keep retrying for ever: an outage must not kill the pool
-        kwargs={"autocommit": True, "connect_timeout": 3, "prepare_threshold": _PREPARE_THRESHOLD},
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": 3,
+            "prepare_threshold": _PREPARE_THRESHOLD,
+        },
         configure=None if synchronous_commit else _commit_without_waiting,
         name="nexus",
     )
@@ -125,6 +129,24 @@ def named(url: str, name: str) -> str:
     if "application_name" in conninfo_to_dict(url) or os.environ.get("PGAPPNAME"):
         return url
     return make_conninfo(url, application_name=name)
+
+
+# TCP keepalives, so that a connection whose server vanished without a word (a failover, a
+# dropped route) is found dead within about a minute instead of the kernel's two hours: idle
+# for 30 s, then a probe every 10 s, given up after 3 unanswered. Unix sockets ignore them.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def kept_alive(url: str) -> str:
+    """`url` with the keepalive parameters it leaves unset; those it sets are the user's."""
+    given = conninfo_to_dict(url)
+    missing = {name: value for name, value in _KEEPALIVES.items() if name not in given}
+    return make_conninfo(url, **missing) if missing else url
 
 
 async def _commit_without_waiting(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=400, gt=0)
     """most messages read per round trip (an LLM worker reads no more than it has free slots)"""
     worker_vt_s: int = Field(default=60, gt=0)
-    """visibility timeout (and session lease) of a read message, seconds"""
+    """visibility timeout and session lease of a read message, seconds; also the most a worker database call may last"""
     worker_poll_interval_s: float = Field(default=1.0, gt=0)
     """polling interval when no notification arrives, seconds"""
     worker_shutdown_grace_s: float = Field(default=10.0, ge=0)

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from nexus_ingest import queue
-from nexus_ingest.db import named
+from nexus_ingest.db import kept_alive, named
 from nexus_ingest.errors import DatabaseUnavailable, RetryLater
 from nexus_ingest.extract.base import BatchExtractor, Extractor
 from nexus_ingest.worker.batches import BatchTracker
@@ -241,7 +241,7 @@ class Worker:
         while True:
             try:
                 listener = psycopg.AsyncConnection.connect(
-                    named(url, "nexus worker"), autocommit=True
+                    named(kept_alive(url), "nexus worker"), autocommit=True
                 )
                 async with await listener as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))

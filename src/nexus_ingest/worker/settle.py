@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -55,10 +56,28 @@ class Settler:
         self.config = config
         self.floor = ReadFloor()
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection whose use may last no longer than a lease.
+
+        Past a lease, the messages a call concerns are another reader's anyway. And a
+        connection cut off without a reset (a failover, a dropped route) never answers: an
+        unbounded call on it would hold the worker for ever. Its pool-mates were most likely
+        cut with it, so the pool is renewed rather than each of them waited out in turn.
+        """
+        try:
+            async with connection(self.pool, timeout=self.config.vt_s) as conn:
+                yield conn
+        except DatabaseUnavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                log.warning("worker.database_call_timed_out", after_s=self.config.vt_s)
+                await self.pool.drain()
+            raise
+
     async def read(self, qty: int) -> BatchPlan | None:
         """Read and lease up to `qty` messages and settle what needs no extractor; None if none."""
         after = self.floor.next_after()
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             read = await queue.read_snapshots(
                 conn, qty=qty, vt=self.config.vt_s, lease=uuid4(), after=after
             )
@@ -89,7 +108,7 @@ class Settler:
 
     async def _save_batch(self, done: Sequence[Extracted]) -> list[Outcome]:
         requests = [_save_request(d, self.config) for d in done]
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             results = await save_extractions(
                 conn, requests, queue=queue.QUEUE, archive=self.config.archive
             )
@@ -106,7 +125,7 @@ class Settler:
             "extraction": to_keep(done.extraction),
         }
         try:
-            async with connection(self.pool) as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 await queue.dead_letter(conn, [(message.msg_id, error)])
                 await queue.release_sessions(conn, _leases([message]))
         except psycopg.Error as exc:
@@ -122,7 +141,7 @@ class Settler:
         retry; None when the database could not be told (the message then reappears anyway)."""
         message = failed.item.message
         try:
-            async with connection(self.pool) as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 outcome = await _retry_or_dead_letter(
                     conn, message, failed.error, self.config.retry
                 )
@@ -135,14 +154,14 @@ class Settler:
 
     async def seconds_until_visible(self) -> float | None:
         """How long until the next held-back message becomes readable; None when none is queued."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             return await queue.seconds_until_visible(conn)
 
     async def session_progress(
         self, session_ids: Sequence[str]
     ) -> tuple[datetime, dict[str, SessionProgress]]:
         """The database's time, and when each session began and was last extracted."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             return await queue.session_progress(conn, session_ids)
 
     async def defer(self, deferrals: Sequence[Deferral]) -> None:
@@ -159,7 +178,7 @@ class Settler:
             )
             for d in deferrals
         ]
-        async with connection(self.pool) as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await queue.defer(conn, [(d.item.message.msg_id, d.until) for d in deferrals])
             await queue.release_sessions(conn, _leases(messages))
             await queue.record_events(conn, events)
@@ -183,7 +202,7 @@ class Settler:
             queue.Event(m.msg_id, m.session_id, "batched", m.read_ct, {"batch_id": batch_id})
             for m in messages
         ]
-        async with connection(self.pool) as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             ids = [m.msg_id for m in messages]
             await queue.record_batch(conn, batch_id, ids, owner=owner, claim_s=claim_s)
             await queue.release_sessions(conn, _leases(messages))
@@ -191,27 +210,27 @@ class Settler:
 
     async def claim_batches(self, owner: UUID, claim_s: float) -> list[OpenBatch]:
         """The batches `owner` is to poll now: its own, and those whose worker stopped."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             return await queue.claim_batches(conn, owner=owner, claim_s=claim_s)
 
     async def release_batches(self, owner: UUID) -> None:
         """Let any other worker take `owner`'s batches over at once."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             await queue.release_batches(conn, owner=owner)
 
     async def batch_settled(self, batch_id: str) -> None:
         """Forget a batch whose every result is saved or settled otherwise."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             await queue.forget_batch(conn, batch_id)
 
     async def batch_lost(self, batch_id: str) -> None:
         """Forget a batch the API no longer knows, and give its snapshots back at once."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             await queue.lose_batch(conn, batch_id)
 
     async def queued_items(self, msg_ids: Sequence[int]) -> list[WorkItem]:
         """The snapshots still queued among `msg_ids`, decoded, as a read would give them."""
-        async with connection(self.pool) as conn:
+        async with self._connection() as conn:
             messages = await queue.queued_messages(conn, msg_ids)
         decoded = [(m, decode(m)) for m in messages]
         return [WorkItem(m, s) for m, s in decoded if not isinstance(s, str)]
