@@ -232,6 +232,18 @@ def test_cross_site_posts_with_the_cookie_are_refused(server: Server) -> None:
     assert sql(server.db_url, "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion_dlq") == [(1,)]
 
 
+def test_only_the_dashboard_itself_can_sign_out(server: Server) -> None:
+    """Signing out from another origin is refused (403) and leaves the cookie; from the
+    dashboard's own page, or without an Origin (a script), it clears the cookie."""
+    client = server.client
+    for origin in ("https://evil.test", "null", f"http://127.0.0.1:{client.base_url.port + 1}"):
+        refused = client.post("/dashboard/logout", headers={"Origin": origin})
+        assert refused.status_code == 403 and "set-cookie" not in refused.headers, origin
+    own = client.post("/dashboard/logout", headers={"Origin": str(client.base_url).rstrip("/")})
+    assert own.status_code == 303 and 'nexus_admin=""' in own.headers["set-cookie"]
+    assert client.post("/dashboard/logout").status_code == 303
+
+
 def test_dashboard_is_off_without_an_admin_token(db_url: str) -> None:
     """With no admin token configured the dashboard answers 404 saying how to turn it on."""
     with serving(db_url) as client:
@@ -404,6 +416,48 @@ def test_a_nul_in_a_search_or_a_fingerprint_is_no_server_error(server: Server) -
             "/dashboard/prospect", params={"fingerprint": fingerprint}, headers=BEARER
         )
         assert page.status_code == 404 and "No such prospect" in page.text, page.text
+
+
+def test_a_dead_letter_written_by_hand_still_shows_the_list(server: Server) -> None:
+    """A letter whose error is no object (sent to the queue by hand or another tool) is listed
+    with that error as its reason; the page, its fragment and the replay keep working."""
+    kept = dead_letter(server.db_url, "s-1", 11, "boom")
+    body = {"original": {"sessionId": "s-2", "messages": []}, "error": "worker crashed"}
+    [(odd,)] = sql(
+        server.db_url,
+        "SELECT pgmq.send('nexus_prospect_ingestion_dlq', %s, %s)",
+        (Jsonb(body), Jsonb({"x-pgmq-group": "s-2"})),
+    )
+    page = server.client.get("/dashboard/dead-letters", headers=BEARER)
+    assert page.status_code == 200, page.text[:300]
+    assert f'data-msg-id="{odd}"' in page.text and "worker crashed" in page.text
+    assert f'data-msg-id="{kept}"' in page.text
+    fragment = server.client.post(
+        "/dashboard/dead-letters/replay",
+        data={"msg_id": str(kept)},
+        headers={**BEARER, "HX-Request": "1"},
+    )
+    assert fragment.status_code == 200 and "Replayed 1 dead letter" in fragment.text
+
+
+def test_a_dead_letter_with_an_odd_original_id_leaves_the_prospect_page_up(
+    server: Server,
+) -> None:
+    """A letter in the visitor's session whose `originalMsgId` is no number (written by hand or
+    another tool) is shown on the prospect's timeline without one, instead of failing the page
+    with a cast error."""
+    seed_prospects(server.db_url)
+    body = {"original": {"sessionId": "session-fp-ana"}, "originalMsgId": "x1", "error": "odd"}
+    sql(
+        server.db_url,
+        "SELECT pgmq.send('nexus_prospect_ingestion_dlq', %s, %s)",
+        (Jsonb(body), Jsonb({"x-pgmq-group": "session-fp-ana"})),
+    )
+    page = server.client.get(
+        "/dashboard/prospect", params={"fingerprint": "fp-ana", "history": "1"}, headers=BEARER
+    )
+    assert page.status_code == 200, page.text[:300]
+    assert "Ana Ruiz" in page.text
 
 
 def test_replay_ignores_ids_that_are_not_dead_letter_ids(server: Server) -> None:

@@ -178,6 +178,14 @@ def test_error_summary_and_plain_values() -> None:
     ]
 
 
+def test_error_summary_of_a_letter_written_by_hand() -> None:
+    """An error that is not an object (a string, a list, a number) is shown as it is."""
+    assert views.error_summary("worker crashed") == "worker crashed"
+    assert views.error_summary(["a", 1]) == "['a', 1]"
+    assert views.error_summary(7) == "7"
+    assert views.error_summary(None) == "no reason recorded"
+
+
 def test_timeline_offsets_and_details() -> None:
     """Moments read as time since the first one, their details as key=value pairs."""
     assert [

@@ -26,8 +26,10 @@ from nexus_ingest.ratelimit import RateLimiter, retry_after_header
 from nexus_ingest.settings import Settings
 from nexus_ingest.validation import parse_bigint
 from nexus_ingest.web import (
+    CLIENT_CLOSED_REQUEST,
     BodyTooLarge,
     BodyTooSlow,
+    ClientGone,
     bearer_matches,
     health_reasons,
     read_body,
@@ -172,6 +174,10 @@ def _same_origin(request: Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
 
+def _cross_site(request: Request) -> Response:
+    return _render(request, "disabled.html", {"cross_site": True}, status=403)
+
+
 async def require_admin(request: Request) -> None:
     """Let through a sign-in cookie within its age, or a bearer token; wrong tokens count
     against the client, and past its allowance even a right one waits (no guessing oracle)."""
@@ -180,7 +186,7 @@ async def require_admin(request: Request) -> None:
         raise Halt(_disabled(request))
     if session_is_valid(request.cookies.get(COOKIE), expected):
         if request.method == "POST" and not _same_origin(request):
-            raise Halt(_render(request, "disabled.html", {"cross_site": True}, status=403))
+            raise Halt(_cross_site(request))
         return
     if "authorization" in request.headers:
         if (throttled := _throttled(request)) is not None:
@@ -231,6 +237,8 @@ async def _form(request: Request) -> dict[str, list[str]]:
         body = await read_body(request, _MAX_FORM_BYTES, settings.request_timeout_s)
     except BodyTooLarge:
         raise Halt(Response("Form too large.", status_code=413, media_type="text/plain")) from None
+    except ClientGone:
+        raise Halt(Response(status_code=CLIENT_CLOSED_REQUEST)) from None
     except BodyTooSlow:
         late = Response("Form too slow.", 408, {"Connection": "close"}, media_type="text/plain")
         raise Halt(late) from None
@@ -269,6 +277,10 @@ async def login(request: Request) -> Response:
 @public.post("/dashboard/logout")
 async def logout(request: Request) -> Response:
     """Forget the sign-in cookie."""
+    # Signing out needs no cookie, so SameSite does not guard it: another site's form could
+    # otherwise sign a reader out of the page they are working in.
+    if not _same_origin(request):
+        return _cross_site(request)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(COOKIE, path="/dashboard")
     return response

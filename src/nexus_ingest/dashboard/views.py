@@ -159,8 +159,12 @@ def interest_class(level: int | None) -> str:
     return "hot" if level >= 8 else "warm" if level >= 5 else "cold"
 
 
-def error_summary(error: Mapping[str, Any]) -> str:
+def error_summary(error: object) -> str:
     """Why a message was dead-lettered, in one line."""
+    # The dead-letter queue is a plain PGMQ queue: a letter put there by hand or by another
+    # tool may carry any JSON as its error, and one such letter must not take the page down.
+    if not isinstance(error, Mapping):
+        return str(error) if error else "no reason recorded"
     reason = str(error.get("reason") or "no reason recorded")
     kind = error.get("kind")
     attempts = error.get("attempts")
