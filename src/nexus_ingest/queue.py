@@ -409,11 +409,23 @@ def _dead_letter(row: Mapping[str, Any]) -> DeadLetter:
     original = body.get("original") if isinstance(body.get("original"), dict) else {}
     return DeadLetter(
         msg_id=MsgId(row["msg_id"]),
-        original_msg_id=body.get("originalMsgId"),
+        original_msg_id=_whole_number(body.get("originalMsgId")),
         session_id=original.get("sessionId") if original else None,
         enqueued_at=row["enqueued_at"],
-        error=body.get("error") or {},
+        error=_error_object(body.get("error")),
     )
+
+
+# The dead-letter queue is a plain PGMQ queue: a letter sent there by hand or by another tool
+# may hold anything where the worker writes a number and an object.
+def _whole_number(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _error_object(error: object) -> Mapping[str, Any]:
+    if isinstance(error, Mapping):
+        return error
+    return {"reason": str(error)} if error else {}
 
 
 async def dead_letter_count(pool: AsyncConnectionPool) -> int:

@@ -315,6 +315,29 @@ def test_a_closed_stdout_is_not_taken_by_a_database_socket(db_url: str) -> None:
     assert "no-such-session" in error_line(result)
 
 
+def test_a_dead_letter_written_by_hand_is_listed_and_traced(db_url: str) -> None:
+    """The dead-letter queue is a plain PGMQ queue: a letter sent there by another tool, with a
+    string for its error and no number for its original id, is listed with that error as its
+    reason, and its session traced, instead of failing either command."""
+    body = {"original": {"sessionId": "s-odd"}, "originalMsgId": "x1", "error": "worker crashed"}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pgmq.send('nexus_prospect_ingestion_dlq', %s, %s)",
+            (Jsonb(body), Jsonb({"x-pgmq-group": "s-odd"})),
+        )
+    listed = nexus("dlq", "list", "--json", env=nexus_env(db_url))
+    assert listed.returncode == 0, listed.stderr
+    [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert letter["originalMsgId"] is None
+    assert letter["error"] == {"reason": "worker crashed"}
+    table = nexus("dlq", "list", env=nexus_env(db_url))
+    assert table.returncode == 0, table.stderr
+    assert "worker crashed" in table.stdout
+    traced = nexus("trace", "s-odd", "--json", env=nexus_env(db_url))
+    assert traced.returncode == 0, traced.stderr
+    assert "in_dead_letter_queue" in traced.stdout, traced.stdout
+
+
 # --- arguments ------------------------------------------------------------------------------
 
 

@@ -215,7 +215,7 @@ UNION ALL SELECT session_id FROM nexus.message_events WHERE msg_id = %(msg_id)s
 UNION ALL SELECT headers ->> 'x-pgmq-group' FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %(msg_id)s
 UNION ALL SELECT headers ->> 'x-pgmq-group' FROM pgmq.a_nexus_prospect_ingestion WHERE msg_id = %(msg_id)s
 UNION ALL SELECT headers ->> 'x-pgmq-group' FROM pgmq.q_nexus_prospect_ingestion_dlq
-    WHERE (message ->> 'originalMsgId')::bigint = %(msg_id)s
+    WHERE message ->> 'originalMsgId' = %(msg_id)s::text
 LIMIT 1;
 
 -- name: trace_timeline
@@ -245,7 +245,11 @@ UNION ALL
 SELECT at, msg_id, event, detail || jsonb_build_object('attempt', attempt)
 FROM nexus.message_events WHERE session_id = %(session_id)s
 UNION ALL
-SELECT enqueued_at, (message ->> 'originalMsgId')::bigint, 'in_dead_letter_queue',
+-- A letter written by hand may carry any `originalMsgId`: only digits are cast.
+SELECT enqueued_at,
+       CASE WHEN message ->> 'originalMsgId' ~ '^[0-9]{1,18}$'
+            THEN (message ->> 'originalMsgId')::bigint END,
+       'in_dead_letter_queue',
        jsonb_build_object('dead_letter_id', msg_id, 'kind', message -> 'error' -> 'kind',
                           'attempts', message -> 'error' -> 'attempts')
 FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE headers ->> 'x-pgmq-group' = %(session_id)s
@@ -270,5 +274,5 @@ UNION ALL
 SELECT enqueued_at, %(msg_id)s, 'in_dead_letter_queue',
        jsonb_build_object('dead_letter_id', msg_id, 'kind', message -> 'error' -> 'kind',
                           'attempts', message -> 'error' -> 'attempts')
-FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE (message ->> 'originalMsgId')::bigint = %(msg_id)s
+FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE message ->> 'originalMsgId' = %(msg_id)s::text
 ORDER BY 1, 2;
