@@ -33,8 +33,10 @@ from nexus_ingest.telemetry import span
 from nexus_ingest.traceparent import continue_traceparent, trace_id
 from nexus_ingest.validation import Limits, Problem, check_snapshot
 from nexus_ingest.web import (
+    CLIENT_CLOSED_REQUEST,
     BodyTooLarge,
     BodyTooSlow,
+    ClientGone,
     QueueMetricsCache,
     bearer_matches,
     health_reasons,
@@ -216,6 +218,8 @@ async def post_snapshot(request: Request) -> Response:
         return _reject(
             413, "payload_too_large", f"The body exceeds {settings.max_body_bytes} bytes."
         )
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     except BodyTooSlow:
         return _reject(
             408,

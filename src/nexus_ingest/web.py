@@ -26,6 +26,11 @@ class BodyTooSlow(Exception):
     """The request body did not arrive in time."""
 
 
+# nginx's status for a request whose client closed the connection before it was answered:
+# nobody reads it, but /metrics and the logs tell a hang-up from the server's own 408.
+CLIENT_CLOSED_REQUEST = 499
+
+
 class ClientGone(BodyTooSlow):
     """The client closed the connection before its body arrived.
 

@@ -210,7 +210,8 @@ def test_a_client_that_hangs_up_mid_body_is_let_go_quietly(
     server: tuple[str, int], server_log: Path, path: str, content_type: str, partial_body: bytes
 ) -> None:
     """A client that closes its connection halfway through the body it announced is no server
-    error: nothing is logged as a crash, and /metrics counts no 500 for the route."""
+    error: nothing is logged as a crash, and /metrics counts it as a hang-up (499), neither a
+    500 nor the 408 of a client too slow."""
     before = answered_by_status(server, path)
     log_start = server_log.stat().st_size
     with closing(connect(server)) as sock:
@@ -230,6 +231,8 @@ def test_a_client_that_hangs_up_mid_body_is_let_go_quietly(
         what=f"the server to finish with the cut-off request to {path}",
     )
     assert after.get("500", 0) == before.get("500", 0), after
+    assert after.get("408", 0) == before.get("408", 0), after
+    assert after.get("499", 0) == before.get("499", 0) + 1, after
     with server_log.open("rb") as log:
         log.seek(log_start)
         written = log.read().decode("utf-8", "replace")
