@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.stack import Nexus, saved_prospect, sql
@@ -75,3 +76,27 @@ def test_a_chat_in_the_nextjs_example_lands_in_prospect_data(
         (fingerprint,),
     )
     assert queued == [(session, n) for n in (1, 2, 3, 4)]
+
+
+def _post(base: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.post(f"{base}/api/nexus/producer", json=body, headers=headers, timeout=10)
+
+
+def test_the_route_handler_passes_nexus_refusals_through_unchanged(
+    nexus: Nexus, next_app: str
+) -> None:
+    """Status, body and Retry-After of Nexus's refusals reach the browser as Nexus sent them."""
+    turn = [{"role": "user", "content": "Hola"}]
+    assert _post(next_app, {"messages": turn, "fingerprint": "fp-1", "sessionId": "s-1"}).is_success
+    taken = {"messages": turn, "fingerprint": "fp-2", "sessionId": "s-1"}
+    direct, proxied = _post(nexus.base, taken), _post(next_app, taken)
+    assert (proxied.status_code, proxied.json()) == (direct.status_code, direct.json())
+    assert proxied.json()["error"] == "session_of_another_visitor"
+    limited = None
+    for n in range(60):  # the fingerprint's burst is 30: a 429 comes well before 60
+        limited = _post(next_app, {"messages": turn, "fingerprint": "fp-3", "sessionId": f"t-{n}"})
+        if limited.status_code == 429:
+            break
+    assert limited is not None and limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"] == "rate_limited"

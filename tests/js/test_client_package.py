@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,8 @@ def test_served_widget_is_a_fresh_build_of_the_client(client: Path) -> None:
     assert result.returncode == 0, output(result)
 
 
-def test_client_types_agree_with_the_openapi_document(client: Path, tmp_path: Path) -> None:
-    """Types generated from /openapi.json by openapi-typescript and the client's types are mutually assignable."""
+def _generate_contract_types(client: Path, tmp_path: Path) -> None:
+    """Write contract/openapi.d.ts: openapi-typescript's reading of Nexus's /openapi.json."""
     document = tmp_path / "openapi.json"
     app = create_app(Settings(), "postgresql://unused@127.0.0.1/unused")
     document.write_text(json.dumps(app.openapi()))
@@ -66,8 +67,44 @@ def test_client_types_agree_with_the_openapi_document(client: Path, tmp_path: Pa
     )
     assert result.returncode == 0, output(result)
     assert "Accepted: {" in generated.read_text()
+
+
+def test_client_types_agree_with_the_openapi_document(client: Path, tmp_path: Path) -> None:
+    """Types generated from /openapi.json by openapi-typescript and the client's types are mutually assignable."""
+    _generate_contract_types(client, tmp_path)
     result = npm(client, "exec", "--", "tsc", "-p", "contract")
     assert result.returncode == 0, output(result)
+
+
+# Drifts of types/index.d.ts from the server's document that the contract check must refuse:
+# an optional field dropped (still assignable both ways) and a field of the wrong type.
+DRIFTS = {
+    "ApiError lost its optional detail": ("  detail?: FieldProblem[] | null;\n", ""),
+    "Snapshot lost its optional metadata": (
+        "  metadata?: { [key: string]: unknown } | null;\n",
+        "",
+    ),
+    "Accepted.sequence became a string": ("  sequence: number;", "  sequence: string;"),
+}
+
+
+@pytest.mark.parametrize("drift", DRIFTS, ids=list(DRIFTS))
+def test_contract_check_fails_when_the_client_types_drift(
+    client: Path, tmp_path: Path, drift: str
+) -> None:
+    """The contract check refuses client types that no longer match /openapi.json."""
+    _generate_contract_types(client, tmp_path)
+    copy = tmp_path / "client"
+    shutil.copytree(client / "types", copy / "types")
+    shutil.copytree(client / "contract", copy / "contract")
+    shutil.copy(client / "tsconfig.json", copy / "tsconfig.json")
+    before, after = DRIFTS[drift]
+    types = copy / "types" / "index.d.ts"
+    assert before in types.read_text()
+    types.write_text(types.read_text().replace(before, after))
+    result = npm(client, "exec", "--", "tsc", "-p", str(copy / "contract"))
+    assert result.returncode != 0, f"the check passed despite: {drift}"
+    assert "check.ts" in result.stdout, output(result)
 
 
 def test_core_has_no_dependencies_and_react_is_optional() -> None:

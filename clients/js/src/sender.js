@@ -17,8 +17,8 @@
  */
 
 /**
- * @import { Accepted, ChatMessage, Failed, KeyValueStore, PageLike, ApiError, SendResult,
- *   Sender, SenderOptions, SenderStatus, Tuning } from "../types/index.js"
+ * @import { Accepted, ChatMessage, Failed, GatewayError, KeyValueStore, PageLike, ApiError,
+ *   SendResult, Sender, SenderOptions, SenderStatus, Tuning } from "../types/index.js"
  */
 
 /** @typedef {{ seq: number, key: string, body: string, resolve: (result: SendResult) => void, early?: Promise<Outcome> }} Item */
@@ -30,7 +30,10 @@ const KEYS = {
   sessionOwner: "nexus:session-fingerprint",
   seq: "nexus:seq:",
 };
-const RETRYABLE = [408, 425, 429, 500, 502, 503, 504];
+const RETRYABLE_4XX = [408, 425, 429];
+// 5xx is the server's or a proxy's trouble (Cloudflare's 520-524 when Nexus is down), except
+// these two, which say the request itself can never succeed.
+const FINAL_5XX = [501, 505];
 // Browsers refuse keepalive requests whose bodies (all such requests of a page together) exceed 64 KiB.
 const KEEPALIVE_LIMIT = 60000;
 
@@ -46,7 +49,8 @@ export const DEFAULTS = Object.freeze({
 
 /** @param {number} status 0 for a network error */
 export function isRetryable(status) {
-  return status === 0 || RETRYABLE.includes(status);
+  if (status >= 500 && status <= 599) return !FINAL_5XX.includes(status);
+  return status === 0 || RETRYABLE_4XX.includes(status);
 }
 
 /**
@@ -102,10 +106,48 @@ export function safeStorage(get) {
     if (!store) return memoryStorage();
     store.setItem("nexus:probe", "1");
     store.removeItem("nexus:probe");
-    return store;
+    return unfailing(store);
   } catch {
     return memoryStorage();
   }
+}
+
+/**
+ * `store`, with what it refuses kept in memory instead: a storage that worked at first can
+ * still throw later (its quota, shared with the host page, filled up), and a snapshot must
+ * not be lost for want of a place to note its number.
+ * @param {KeyValueStore} store
+ * @returns {KeyValueStore}
+ */
+function unfailing(store) {
+  const refused = memoryStorage();
+  return {
+    getItem(key) {
+      const kept = refused.getItem(key);
+      if (kept !== null) return kept;
+      try {
+        return store.getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    setItem(key, value) {
+      try {
+        store.setItem(key, value);
+        refused.removeItem(key);
+      } catch {
+        refused.setItem(key, value);
+      }
+    },
+    removeItem(key) {
+      refused.removeItem(key);
+      try {
+        store.removeItem(key);
+      } catch {
+        // Already gone from memory, which is what this tab reads first.
+      }
+    },
+  };
 }
 
 /** @param {() => number} random */
@@ -186,10 +228,15 @@ function timeout(ms) {
   return { signal: controller.signal, cancel: () => clearTimeout(handle) };
 }
 
-/** @returns {typeof fetch} */
-function globalFetch() {
-  if (typeof fetch !== "function") throw new TypeError("createSender needs a fetch function");
-  return fetch.bind(globalThis);
+/**
+ * The global fetch, looked up at each request: a page may polyfill it after the sender is
+ * made, and where there is none a request fails like a network error instead of the sender
+ * (and the widget around it) failing to start.
+ * @type {typeof fetch}
+ */
+function globalFetch(input, init) {
+  if (typeof fetch !== "function") return Promise.reject(new TypeError("no fetch function"));
+  return fetch(input, init);
 }
 
 /** @returns {PageLike | null} */
@@ -248,13 +295,13 @@ function watchPage(page, flush) {
  */
 export function createSender(options) {
   const o = { ...DEFAULTS, ...options };
-  const fetcher = o.fetch || globalFetch();
+  const fetcher = o.fetch || globalFetch;
   if (!o.endpoint) throw new TypeError("createSender needs an endpoint");
   const now = o.now || Date.now;
   const random = o.random || Math.random;
   const newId = o.newId || (() => randomId(random));
-  const storage = o.storage || safeStorage(() => globalThis.localStorage);
-  const sessionStore = o.sessionStore || safeStorage(() => globalThis.sessionStorage);
+  const storage = safeStorage(() => o.storage || globalThis.localStorage);
+  const sessionStore = safeStorage(() => o.sessionStore || globalThis.sessionStorage);
   const fingerprint = o.fingerprint || remember(storage, KEYS.fingerprint, newId);
   const sessionId = o.sessionId || sessionOf(sessionStore, fingerprint, newId);
   // Keys need only be unique per snapshot and stable across its retries; a per-sender prefix
@@ -375,7 +422,7 @@ export function createSender(options) {
    * @returns {Failed}
    */
   function failed(result, outcome) {
-    const body = /** @type {ApiError | null} */ (outcome.body);
+    const body = /** @type {ApiError | GatewayError | null} */ (outcome.body);
     return { ...result, status: "failed", error: body?.status === "error" ? body : null };
   }
 

@@ -154,25 +154,35 @@ function build(container, title) {
 export function mount(container, options) {
   const o = { title: "Chat", reply: cannedReply, replyDelayMs: 350, ...options };
   const view = container.ownerDocument.defaultView;
-  const sessionStore = o.sessionStore || safeStorage(() => view?.sessionStorage);
-  const ui = build(container, o.title);
+  const sessionStore = safeStorage(() => o.sessionStore || view?.sessionStorage);
+  /** @type {HTMLElement | null} */
+  let statusLine = null;
+  /** @type {SenderStatus["state"]} */
+  let lastOutcome = "sent";
   /** @param {SenderStatus} status */
   const onStatus = (status) => {
+    if (status.state === "sent" || status.state === "failed") lastOutcome = status.state;
     container.dataset.state = status.state === "sent" ? "sending" : status.state;
     container.dataset.pending = String(status.pending);
-    ui.statusLine.textContent = statusText(status);
+    // Going idle right after a failure must not wipe the line that tells of it.
+    const shown = status.state === "idle" ? { ...status, state: lastOutcome } : status;
+    if (statusLine) statusLine.textContent = statusText(shown);
   };
+  // The sender first: should it throw, the host page is left as it was, not holding a chat
+  // form without a submit handler (whose submit would navigate the page away).
   /** @type {Sender} */
   const sender =
     o.sender ||
     createSender({
       ...o,
       endpoint: o.endpoint || "/api/nexus/producer",
-      storage: o.storage || safeStorage(() => view?.localStorage),
+      storage: safeStorage(() => o.storage || view?.localStorage),
       sessionStore,
       window: o.window === undefined ? view : o.window,
       onStatus,
     });
+  const ui = build(container, o.title);
+  statusLine = ui.statusLine;
   const transcriptKey = `nexus:transcript:${sender.sessionId}`;
   const messages = loadTranscript(sessionStore, transcriptKey);
   container.dataset.state = "idle";

@@ -222,6 +222,39 @@ test("gives up at once on a 422, hands back its error body, and moves on", async
   assert.deepEqual(slept, []);
 });
 
+test("retries a proxy's 5xx beyond 504 (Cloudflare's 522) with the same Idempotency-Key", async () => {
+  const { calls, fetch } = recorder((n) => (n === 1 ? reply(522) : accepted(n)));
+  const { sender } = makeSender(fetch);
+  const result = await sender.send(turn("hola"));
+  assert.deepEqual([result.status, result.attempts], ["sent", 2]);
+  assert.equal(calls[0].key, calls[1].key);
+});
+
+test("a storage that starts refusing writes (its quota full) loses no snapshot", async () => {
+  const { calls, fetch } = recorder();
+  const kept = memoryStorage();
+  let full = false;
+  const sessionStore = {
+    getItem: (/** @type {string} */ key) => kept.getItem(key),
+    removeItem: (/** @type {string} */ key) => kept.removeItem(key),
+    setItem(/** @type {string} */ key, /** @type {string} */ value) {
+      if (full) throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+      kept.setItem(key, value);
+    },
+  };
+  const { sender } = makeSender(fetch, { sessionStore });
+  full = true;
+  const results = await Promise.all([sender.send(turn("uno")), sender.send(turn("dos"))]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ["sent", "sent"],
+  );
+  assert.deepEqual(
+    calls.map((c) => c.body.metadata.clientSeq),
+    [1, 2],
+  );
+});
+
 test("gives up after maxAttempts retryable failures", async () => {
   const { calls, fetch } = recorder(() => reply(503));
   const { sender } = makeSender(fetch, { maxAttempts: 3 });
@@ -450,7 +483,11 @@ test("parseRetryAfter reads seconds and HTTP dates, and ignores junk", () => {
 
 test("treats 429, 503, other 5xx and network errors as retryable, 4xx as final", () => {
   assert.deepEqual(
-    [0, 408, 429, 500, 502, 503, 504, 400, 401, 413, 415, 422].map(isRetryable),
-    [true, true, true, true, true, true, true, false, false, false, false, false],
+    [0, 408, 429, 500, 502, 503, 504, 507, 520, 522, 524, 529].map(isRetryable),
+    [true, true, true, true, true, true, true, true, true, true, true, true],
+  );
+  assert.deepEqual(
+    [400, 401, 413, 415, 422, 501, 505].map(isRetryable),
+    [false, false, false, false, false, false, false],
   );
 });

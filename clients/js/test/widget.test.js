@@ -87,3 +87,61 @@ test("cannedReply asks for a name, an email, then the need, in the visitor's lan
   assert.match(cannedReply([user("Hello there")]), /your name/);
   assert.match(cannedReply([user("Hello, my name is Ann")]), /Which email/);
 });
+
+test("without a global fetch the widget still mounts: turns are shown, the page stays, sends fail", async () => {
+  const saved = globalThis.fetch;
+  // @ts-ignore: a browser (or a page's own script) without fetch
+  delete globalThis.fetch;
+  try {
+    const chat = container();
+    const options = { endpoint: ENDPOINT, storage: memoryStorage(), sessionStore: memoryStorage() };
+    const widget = mount(chat, { ...options, replyDelayMs: 0, maxAttempts: 1 });
+    const input = /** @type {HTMLInputElement} */ (chat.querySelector("input[name=message]"));
+    input.value = "Hola";
+    const submit = new Event("submit", { cancelable: true });
+    chat.querySelector("form")?.dispatchEvent(submit);
+    assert.equal(submit.defaultPrevented, true, "a submit the widget leaves alone navigates the page");
+    const result = await widget.say("Me llamo Laura");
+    assert.deepEqual([result.status, result.status === "failed" && result.httpStatus], ["failed", 0]);
+    await until(() => chat.querySelectorAll(".nxw-msg").length === 4, "the four turns shown");
+  } finally {
+    globalThis.fetch = saved;
+  }
+});
+
+test("a sessionStorage that starts refusing writes (its quota full) still lets every turn be posted", async () => {
+  const { calls, fetch } = recorder();
+  const kept = memoryStorage();
+  let full = false;
+  const sessionStore = {
+    getItem: (/** @type {string} */ key) => kept.getItem(key),
+    removeItem: (/** @type {string} */ key) => kept.removeItem(key),
+    setItem(/** @type {string} */ key, /** @type {string} */ value) {
+      if (full) throw new DOMException("The quota has been exceeded.", "QuotaExceededError");
+      kept.setItem(key, value);
+    },
+  };
+  const widget = mount(container(), { endpoint: ENDPOINT, fetch, storage: memoryStorage(), sessionStore, replyDelayMs: 0 });
+  full = true;
+  await widget.say("Hello, my name is Ann");
+  await widget.sender.idle();
+  assert.deepEqual(
+    calls.map((c) => c.body.messages.length),
+    [1, 2],
+  );
+});
+
+test("the status line still tells of a turn that could not be saved once the sender is idle", async () => {
+  const refusal = { status: "error", error: "invalid_snapshot", message: "The snapshot does not match the schema." };
+  const { fetch } = recorder((n) => (n === 1 ? reply(422, refusal) : accepted(n)));
+  const chat = container();
+  const widget = mount(chat, { endpoint: ENDPOINT, fetch, storage: memoryStorage(), sessionStore: memoryStorage(), replyDelayMs: 0 });
+  const status = () => chat.querySelector(".nxw-status")?.textContent;
+  widget.sender.send([{ role: "user", content: "x" }]);
+  await widget.sender.idle();
+  assert.equal(chat.dataset.state, "idle");
+  assert.equal(status(), "Could not save the conversation.");
+  await widget.say("Hello, my name is Ann");
+  await widget.sender.idle();
+  assert.equal(status(), "", "a later snapshot that is saved clears it");
+});

@@ -1,5 +1,5 @@
 // The public types of the Nexus client. The HTTP shapes below are checked against the types
-// generated from Nexus's /openapi.json (test/contract.ts), so they cannot drift from the server.
+// generated from Nexus's /openapi.json (contract/check.ts), so they cannot drift from the server.
 
 /** Who said a turn. */
 export type Role = "user" | "assistant" | "system";
@@ -34,6 +34,7 @@ export type ErrorCode =
   | "malformed_json"
   | "invalid_idempotency_key"
   | "unauthorized"
+  | "request_timeout"
   | "payload_too_large"
   | "unsupported_media_type"
   | "invalid_snapshot"
@@ -54,6 +55,16 @@ export interface ApiError {
   error: ErrorCode;
   message: string;
   detail?: FieldProblem[] | null;
+}
+
+/** Why a proxy in front of Nexus (a route handler, as in examples/nextjs) answered for it. */
+export type GatewayErrorCode = "nexus_unreachable" | "nexus_timeout";
+
+/** A proxy's own refusal, in Nexus's shape: 502 `nexus_unreachable`, 504 `nexus_timeout`. */
+export interface GatewayError {
+  status: "error";
+  error: GatewayErrorCode;
+  message: string;
 }
 
 /** The queue's figures, as the seed's `pgmq_metrics` gives them. */
@@ -165,7 +176,8 @@ export interface Failed {
   seq: number;
   attempts: number;
   httpStatus: number;
-  error: ApiError | null;
+  /** The last answer's body, when it had Nexus's error shape (a proxy's own included). */
+  error: ApiError | GatewayError | null;
 }
 
 /** A newer snapshot (which holds every turn of this one) was sent instead. */

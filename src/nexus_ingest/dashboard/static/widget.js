@@ -8,7 +8,8 @@
     sessionOwner: "nexus:session-fingerprint",
     seq: "nexus:seq:"
   };
-  var RETRYABLE = [408, 425, 429, 500, 502, 503, 504];
+  var RETRYABLE_4XX = [408, 425, 429];
+  var FINAL_5XX = [501, 505];
   var KEEPALIVE_LIMIT = 6e4;
   var DEFAULTS = Object.freeze({
     baseDelayMs: 500,
@@ -19,7 +20,8 @@
     timeoutMs: 15e3
   });
   function isRetryable(status) {
-    return status === 0 || RETRYABLE.includes(status);
+    if (status >= 500 && status <= 599) return !FINAL_5XX.includes(status);
+    return status === 0 || RETRYABLE_4XX.includes(status);
   }
   function parseRetryAfter(value, nowMs) {
     const text = value == null ? "" : String(value).trim();
@@ -52,10 +54,39 @@
       if (!store) return memoryStorage();
       store.setItem("nexus:probe", "1");
       store.removeItem("nexus:probe");
-      return store;
+      return unfailing(store);
     } catch (e) {
       return memoryStorage();
     }
+  }
+  function unfailing(store) {
+    const refused = memoryStorage();
+    return {
+      getItem(key) {
+        const kept = refused.getItem(key);
+        if (kept !== null) return kept;
+        try {
+          return store.getItem(key);
+        } catch (e) {
+          return null;
+        }
+      },
+      setItem(key, value) {
+        try {
+          store.setItem(key, value);
+          refused.removeItem(key);
+        } catch (e) {
+          refused.setItem(key, value);
+        }
+      },
+      removeItem(key) {
+        refused.removeItem(key);
+        try {
+          store.removeItem(key);
+        } catch (e) {
+        }
+      }
+    };
   }
   function randomId(random) {
     const c = globalThis.crypto;
@@ -107,9 +138,9 @@
     const handle = setTimeout(() => controller.abort(), ms);
     return { signal: controller.signal, cancel: () => clearTimeout(handle) };
   }
-  function globalFetch() {
-    if (typeof fetch !== "function") throw new TypeError("createSender needs a fetch function");
-    return fetch.bind(globalThis);
+  function globalFetch(input, init) {
+    if (typeof fetch !== "function") return Promise.reject(new TypeError("no fetch function"));
+    return fetch(input, init);
   }
   function defaultWindow() {
     const page = (
@@ -152,13 +183,13 @@
   }
   function createSender(options) {
     const o = { ...DEFAULTS, ...options };
-    const fetcher = o.fetch || globalFetch();
+    const fetcher = o.fetch || globalFetch;
     if (!o.endpoint) throw new TypeError("createSender needs an endpoint");
     const now = o.now || Date.now;
     const random = o.random || Math.random;
     const newId = o.newId || (() => randomId(random));
-    const storage = o.storage || safeStorage(() => globalThis.localStorage);
-    const sessionStore = o.sessionStore || safeStorage(() => globalThis.sessionStorage);
+    const storage = safeStorage(() => o.storage || globalThis.localStorage);
+    const sessionStore = safeStorage(() => o.sessionStore || globalThis.sessionStorage);
     const fingerprint = o.fingerprint || remember(storage, KEYS.fingerprint, newId);
     const sessionId = o.sessionId || sessionOf(sessionStore, fingerprint, newId);
     const keyPrefix = newId();
@@ -256,7 +287,7 @@
     }
     function failed(result, outcome) {
       const body = (
-        /** @type {ApiError | null} */
+        /** @type {ApiError | GatewayError | null} */
         outcome.body
       );
       return { ...result, status: "failed", error: (body == null ? void 0 : body.status) === "error" ? body : null };
@@ -412,21 +443,26 @@
   function mount(container, options) {
     const o = { title: "Chat", reply: cannedReply, replyDelayMs: 350, ...options };
     const view = container.ownerDocument.defaultView;
-    const sessionStore = o.sessionStore || safeStorage(() => view == null ? void 0 : view.sessionStorage);
-    const ui = build(container, o.title);
+    const sessionStore = safeStorage(() => o.sessionStore || (view == null ? void 0 : view.sessionStorage));
+    let statusLine = null;
+    let lastOutcome = "sent";
     const onStatus = (status) => {
+      if (status.state === "sent" || status.state === "failed") lastOutcome = status.state;
       container.dataset.state = status.state === "sent" ? "sending" : status.state;
       container.dataset.pending = String(status.pending);
-      ui.statusLine.textContent = statusText(status);
+      const shown = status.state === "idle" ? { ...status, state: lastOutcome } : status;
+      if (statusLine) statusLine.textContent = statusText(shown);
     };
     const sender = o.sender || createSender({
       ...o,
       endpoint: o.endpoint || "/api/nexus/producer",
-      storage: o.storage || safeStorage(() => view == null ? void 0 : view.localStorage),
+      storage: safeStorage(() => o.storage || (view == null ? void 0 : view.localStorage)),
       sessionStore,
       window: o.window === void 0 ? view : o.window,
       onStatus
     });
+    const ui = build(container, o.title);
+    statusLine = ui.statusLine;
     const transcriptKey = `nexus:transcript:${sender.sessionId}`;
     const messages = loadTranscript(sessionStore, transcriptKey);
     container.dataset.state = "idle";
