@@ -17,6 +17,7 @@ ErrorCode = Literal[
     "malformed_json",
     "invalid_idempotency_key",
     "unauthorized",
+    "request_timeout",
     "payload_too_large",
     "unsupported_media_type",
     "invalid_snapshot",
