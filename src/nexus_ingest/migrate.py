@@ -67,7 +67,10 @@ def migrate(url: str) -> list[Migration]:
 
 
 def _apply_pending(conn: psycopg.Connection) -> list[Migration]:
-    conn.execute(query("create_ledger"))
+    try:
+        conn.execute(query("create_ledger"))
+    except psycopg.Error as exc:
+        raise _failure(conn, "the ledger of migrations could not be created", exc) from exc
     _ensure_pgmq(conn)
     done = {row[0] for row in conn.execute(query("applied_migrations"))}
     applied = []
@@ -92,8 +95,7 @@ def _ensure_pgmq(conn: psycopg.Connection) -> None:
             with conn.transaction():
                 conn.execute(get_embedded_install_sql())
     except psycopg.Error as exc:
-        hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
-        raise MigrationError(f"PGMQ could not be prepared: {exc}{hint}") from exc
+        raise _failure(conn, "PGMQ could not be prepared", exc) from exc
 
 
 def _apply(conn: psycopg.Connection, migration: Migration) -> None:
@@ -109,4 +111,35 @@ def _apply(conn: psycopg.Connection, migration: Migration) -> None:
                 },
             )
     except psycopg.Error as exc:
-        raise MigrationError(f"migration {migration.label} failed: {exc}") from exc
+        raise _failure(conn, f"migration {migration.label} failed", exc) from exc
+
+
+def _failure(conn: psycopg.Connection, what: str, exc: psycopg.Error) -> MigrationError:
+    """One line: what failed and why, without the server's CONTEXT (the SQL that ran, which
+    says nothing to someone running `nexus migrate`); for a missing privilege, as whom to
+    migrate instead."""
+    diag = exc.diag
+    why = diag.message_primary or str(exc).splitlines()[0]
+    why += "".join(f" ({extra})" for extra in (diag.message_detail, diag.message_hint) if extra)
+    message = f"{what}: {why}"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        message += f"; {_whom_to_migrate_as(conn)}"
+    return MigrationError(message)
+
+
+def _whom_to_migrate_as(conn: psycopg.Connection) -> str:
+    """The roles that own what migrating changes, read from the server (best effort: the
+    connection may be gone by now)."""
+    try:
+        row = conn.execute(query("migration_owners")).fetchone()
+    except psycopg.Error:
+        row = None
+    if row is None:
+        return "run `nexus migrate` as the database's owner or as a superuser"
+    user, database_owner, pgmq_owner, missing_roles = row
+    who = f"the database's owner ({database_owner})"
+    if pgmq_owner is not None and pgmq_owner != database_owner:
+        who = f"a role that owns the database ({database_owner}) and PGMQ ({pgmq_owner})"
+    if missing_roles:
+        who += f", with CREATEROLE to create {', '.join(missing_roles)}"
+    return f"the role {user} may not: run `nexus migrate` as {who}, or as a superuser"

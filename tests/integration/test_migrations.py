@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from nexus_ingest.errors import MigrationError
 from nexus_ingest.migrate import load_migrations, migrate
-from tests.helpers import SEED_CONVERSATION
+from tests.helpers import SEED_CONVERSATION, new_database
+from tests.pgmq_versions import install_sql_only
 
 SEED_STATEMENTS = [
     "SELECT routine_name FROM information_schema.routines WHERE routine_name LIKE 'pgmq_%';",
@@ -134,3 +140,65 @@ def test_anon_can_enqueue_through_the_wrapper(db_url: str) -> None:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM pgmq.q_nexus_prospect_ingestion")
     assert row is not None and row[0] > 0
+
+
+@pytest.fixture
+def plain_role(pg_admin_url: str) -> Iterator[str]:
+    """A login role with no attributes: neither superuser nor CREATEROLE."""
+    name = f"nexus_plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def _as(admin_url: str, database: str, role: str) -> str:
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=database, user=role)
+
+
+def _admin(admin_url: str) -> str:
+    with psycopg.connect(admin_url) as conn:
+        row = conn.execute("SELECT current_user").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_role_that_may_not_create_in_the_database_is_told_as_whom_to_migrate(
+    pg_admin_url: str, empty_db: tuple[str, str], plain_role: str
+) -> None:
+    """Migrating as a role that may only connect fails with the project's one-line error,
+    naming the role and the database's owner, not the driver's own exception."""
+    name, _ = empty_db
+
+    with pytest.raises(MigrationError) as failure:
+        migrate(_as(pg_admin_url, name, plain_role))
+
+    message = str(failure.value)
+    assert "permission denied for database" in message
+    assert f"the role {plain_role} may not" in message
+    assert f"the database's owner ({_admin(pg_admin_url)})" in message
+    assert "\n" not in message
+
+
+def test_pgmq_of_another_role_is_named_without_the_servers_sql(
+    pg_admin_url: str, plain_role: str
+) -> None:
+    """A PGMQ that an administrator installed is named with its owner, and the error leaves
+    out the SQL the server was running (its CONTEXT)."""
+    with new_database(pg_admin_url, "nexus_owned") as (name, admin_side):
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(name), sql.Identifier(plain_role)
+                )
+            )
+        install_sql_only(admin_side)
+
+        with pytest.raises(MigrationError) as failure:
+            migrate(_as(pg_admin_url, name, plain_role))
+
+    message = str(failure.value)
+    assert message.startswith("PGMQ could not be prepared: permission denied for schema pgmq")
+    assert f"owns the database ({plain_role}) and PGMQ ({_admin(pg_admin_url)})" in message
+    assert "PL/pgSQL" not in message and "CONTEXT" not in message

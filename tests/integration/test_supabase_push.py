@@ -22,7 +22,15 @@ from tests.pgmq_versions import (
     offered,
     offers_pgmq,
 )
-from tests.supabase_project import db_push, new_project, psql
+from tests.supabase_project import (
+    SEND_PATH,
+    browser_functions,
+    browser_grants,
+    db_push,
+    make_supabase_like,
+    new_project,
+    psql,
+)
 
 
 def nexus_migrate(url: str) -> str:
@@ -63,12 +71,17 @@ def test_the_kit_applies_in_order_and_nexus_migrate_then_applies_nothing(
     pg_admin_url: str,
     tmp_path: Path,
 ) -> None:
-    """Every kit file applies on this pgmq; `nexus migrate` afterwards has nothing left to do."""
+    """Every kit file applies on this pgmq in a project with Supabase's roles and default
+    privileges, leaving browsers only the enqueue; `nexus migrate` afterwards has nothing to do."""
     name, url = empty_db
+    make_supabase_like(url)
     with offered(pg_admin_url, name, with_bundled=bundled):
         prepare(url)
         supabase.export(project)
         db_push(url, project)
+        # The project's own table is open to them, as Supabase's defaults have it.
+        assert {name for _, name in browser_grants(url)} == {"orders"}
+        assert browser_functions(url) == SEND_PATH
         assert nexus_migrate(url) == "migrations applied: none"
         if work:
             assert seed_conversation_to_row(url, tmp_path) == ("Carlos", 1)

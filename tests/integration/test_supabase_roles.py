@@ -1,11 +1,14 @@
 """The anon key's reach on a Supabase-like database: Supabase's default privileges in force
-before migrating, Queues enabled (pgmq 1.5.1). anon may enqueue a chat snapshot to the
-ingestion queue, and nothing else."""
+before migrating, Queues enabled (pgmq 1.5.1) and exposed via PostgREST. anon may enqueue a chat
+snapshot to the ingestion queue, and nothing else."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,22 +19,27 @@ from psycopg.types.json import Jsonb
 from nexus_ingest.db import open_pool
 from nexus_ingest.extract.rules import RulesExtractor
 from nexus_ingest.migrate import migrate
+from nexus_ingest.models import SnapshotIn
 from nexus_ingest.settings import Settings
 from nexus_ingest.traceparent import trace_id
+from nexus_ingest.validation import Limits, check_snapshot
 from nexus_ingest.worker import WorkerConfig, consume_once
 from tests.helpers import SEED_CONVERSATION, new_database
 from tests.pgmq_versions import create_extension, offered
-from tests.supabase_project import make_supabase_like
+from tests.supabase_project import browser_grants, expose_queues, make_supabase_like, psql
 
 BROWSER_ROLES = ["anon", "authenticated"]
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "SUPABASE.md"
 
 
 @pytest.fixture(scope="module")
 def supabase_db(pg_admin_url: str) -> Iterator[str]:
-    """A database set up as a Supabase project is (roles, default privileges, pgmq 1.5.1), migrated."""
+    """A database set up as a Supabase project is (roles, default privileges, pgmq 1.5.1 with
+    its queues exposed via PostgREST), migrated."""
     with new_database(pg_admin_url, "nexus_roles") as (name, url), offered(pg_admin_url, name):
         make_supabase_like(url)
         create_extension(url, "1.5.1")
+        expose_queues(url)
         migrate(url)
         yield url
 
@@ -223,6 +231,38 @@ def test_a_session_of_another_visitor_is_refused_clearly(supabase_db: str) -> No
     assert rows == [(first["fingerprint"],)]
 
 
+def test_a_snapshot_is_held_back_a_minute_at_most(supabase_db: str) -> None:
+    """The seed's `delay` stays, up to 60 s: beyond, one anonymous call could park a snapshot
+    for weeks, aging the queue's oldest message (and so the producer's health) all that time."""
+    kept = as_role(
+        supabase_db,
+        "anon",
+        "SELECT pgmq_send('nexus-prospect-ingestion', %s, 60)",
+        Jsonb(snapshot()),
+    )
+    with psycopg.connect(supabase_db) as conn:
+        row = conn.execute(
+            "SELECT vt - enqueued_at FROM pgmq.q_nexus_prospect_ingestion WHERE msg_id = %s",
+            (kept[0][0],),
+        ).fetchone()
+    assert row is not None and 59 <= row[0].total_seconds() <= 61
+    parked = snapshot()
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="delay: at most 60 seconds"):
+        as_role(
+            supabase_db,
+            "anon",
+            "SELECT pgmq_send('nexus-prospect-ingestion', %s, 2147483)",
+            Jsonb(parked),
+        )
+    with psycopg.connect(supabase_db) as conn:
+        queued = conn.execute(
+            "SELECT count(*) FROM pgmq.q_nexus_prospect_ingestion"
+            " WHERE headers ->> 'x-pgmq-group' = %s",
+            (parked["sessionId"],),
+        ).fetchone()
+    assert queued == (0,)
+
+
 def test_the_producers_limits_themselves_are_accepted(supabase_db: str) -> None:
     """A snapshot exactly at each of the producer's limits is queued."""
     at_limits = snapshot(
@@ -269,6 +309,20 @@ UNCALLABLE = [
     "SELECT nexus.send_message('orders', '{}', 0)",
     "SELECT nexus.run_maintenance()",
     "SELECT nextval('public.prospect_data_id_seq')",
+    # pgmq's own functions, which Studio's "Expose Queues via PostgREST" opens to anon.
+    "SELECT * FROM pgmq.read('nexus_prospect_ingestion', 30, 10)",
+    "SELECT * FROM pgmq.pop('nexus_prospect_ingestion')",
+    "SELECT pgmq.send('nexus_prospect_ingestion', '{}', 0)",
+    "SELECT pgmq.delete('nexus_prospect_ingestion', 1)",
+    "SELECT pgmq.archive('nexus_prospect_ingestion', 1)",
+    "SELECT * FROM pgmq.metrics('nexus_prospect_ingestion')",
+    "SELECT * FROM pgmq.list_queues()",
+    "SELECT pgmq.purge_queue('nexus_prospect_ingestion_dlq')",
+    "SELECT pgmq.drop_queue('nexus_prospect_ingestion_dlq')",
+    "SELECT pgmq.create('nexus_prospect_ingestion_copy')",
+    # Not setval: were it allowed, it would break every later enqueue of this module's tests.
+    "SELECT nextval('pgmq.q_nexus_prospect_ingestion_msg_id_seq')",
+    "SELECT last_value FROM pgmq.q_nexus_prospect_ingestion_dlq_msg_id_seq",
 ]
 
 
@@ -292,3 +346,68 @@ def test_the_only_definer_function_open_to_browsers_is_send_snapshot(supabase_db
             "   AND has_schema_privilege(r.role, n.oid, 'USAGE')"
         ).fetchall()
     assert rows == [("nexus.send_snapshot(jsonb,integer)",)]
+
+
+def test_browsers_hold_no_privilege_on_any_table_or_sequence(supabase_db: str) -> None:
+    """Not a table, view or sequence of public, nexus or pgmq is open to anon or authenticated,
+    not even the queues' id sequences that exposing Queues grants them (`setval` to the largest
+    bigint would make every later enqueue fail)."""
+    assert browser_grants(supabase_db) == []
+
+
+def test_the_guides_statement_closes_queues_exposed_after_migrating(supabase_db: str) -> None:
+    """Exposing Queues after `nexus migrate` grants the queues' id sequences again; the statement
+    docs/SUPABASE.md gives for that case takes them back."""
+    expose_queues(supabase_db)
+    assert ("anon", "pgmq.q_nexus_prospect_ingestion_msg_id_seq") in browser_grants(supabase_db)
+    statement = re.search(
+        r"<!-- test: expose-queues -->\n```sql\n(.*?)```", GUIDE.read_text(), re.DOTALL
+    )
+    assert statement, "docs/SUPABASE.md has no block marked expose-queues"
+    done = psql(supabase_db, script=statement[1])
+    assert done.returncode == 0, done.stderr
+    assert browser_grants(supabase_db) == []
+
+
+def producer_refuses(body: dict[str, Any]) -> bool:
+    limits = Limits(LIMITS.max_messages, LIMITS.max_content_chars, LIMITS.max_id_chars)
+    return bool(check_snapshot(SnapshotIn.model_validate(body), limits))
+
+
+# Every character that Python counts as a space or as a format character (zero-width, bidi),
+# and some that it counts as neither.
+ODD_CHARACTERS = [
+    chr(c) for c in range(1, 0x110000) if chr(c).isspace() or unicodedata.category(chr(c)) == "Cf"
+] + ["ñ", "用", "\U0001f44d", "\u00b7", "\u2800", "\u3164", "\u115f"]
+
+
+def test_ids_and_turns_are_held_to_the_producers_characters(supabase_db: str) -> None:
+    """The SQL check refuses an id or a turn exactly when the producer does, whatever spaces or
+    invisible characters it holds, and whatever the database's locale takes for a space."""
+    bodies = []
+    for char in ODD_CHARACTERS:
+        bodies += [
+            snapshot(sessionId=f"s-{char}"),
+            snapshot(fingerprint=f"{char}fp"),
+            snapshot(messages=[{"role": "user", "content": char * 2}]),
+            snapshot(messages=[{"role": "user", "content": f"hola{char}"}]),
+        ]
+    with psycopg.connect(supabase_db) as conn:
+        refused = conn.execute(
+            "SELECT nexus.snapshot_problem(b) IS NOT NULL FROM unnest(%s::jsonb[]) AS b",
+            ([Jsonb(b) for b in bodies],),
+        ).fetchall()
+    differ = [
+        (b, sql_refuses)
+        for b, (sql_refuses,) in zip(bodies, refused, strict=True)
+        if sql_refuses != producer_refuses(b)
+    ]
+    assert differ == []
+
+
+@pytest.mark.parametrize("session_id", ["s-\u200b1", "s-1\u00a0", "\u202es-1"])
+def test_an_id_the_producer_refuses_is_refused_to_anon(supabase_db: str, session_id: str) -> None:
+    """A sessionId with an invisible or no-break character, which the producer refuses, is a
+    clear 22023 error (PostgREST's 400) for anon too."""
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="sessionId: no "):
+        send(supabase_db, "anon", "nexus-prospect-ingestion", snapshot(sessionId=session_id))

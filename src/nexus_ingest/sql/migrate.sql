@@ -90,6 +90,21 @@ BEGIN
 END
 $prepare_pgmq$;
 
+-- name: migration_owners
+-- Who migrates, who owns what migrating changes (the database; PGMQ, the extension's owner
+-- where it is one, else its schema's, null while there is none), and which of the roles that
+-- migration 003 creates where missing are missing.
+SELECT current_user,
+       (SELECT d.datdba::regrole::text FROM pg_catalog.pg_database d
+        WHERE d.datname = pg_catalog.current_database()),
+       COALESCE(
+           (SELECT e.extowner::regrole::text FROM pg_catalog.pg_extension e WHERE e.extname = 'pgmq'),
+           (SELECT n.nspowner::regrole::text FROM pg_catalog.pg_namespace n WHERE n.nspname = 'pgmq')),
+       ARRAY(SELECT r.name
+             FROM pg_catalog.unnest(ARRAY['anon', 'authenticated', 'service_role']) AS r(name)
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles p WHERE p.rolname = r.name)
+             ORDER BY r.name);
+
 -- name: pgmq_installed
 SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgmq');
 

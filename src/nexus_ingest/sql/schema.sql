@@ -930,6 +930,7 @@ CREATE FUNCTION nexus.send_snapshot(p_message jsonb, p_delay integer DEFAULT 0) 
     SET search_path TO ''
     AS $$
 DECLARE
+    c_max_delay constant integer := 60;
     v_problem text := nexus.snapshot_problem(p_message);
     v_receipt record;
 BEGIN
@@ -937,6 +938,11 @@ BEGIN
         RAISE EXCEPTION 'pgmq_send: not a chat snapshot: %', v_problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Post {"messages": [{"role": "user", "content": "..."}], "fingerprint": "...", "sessionId": "..."}.';
+    END IF;
+    IF p_delay > c_max_delay THEN
+        RAISE EXCEPTION 'pgmq_send: delay: at most % seconds for a chat snapshot', c_max_delay
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Send each turn as it happens, with a delay of 0.';
     END IF;
     SELECT e.msg_id, e.session_taken INTO v_receipt
     FROM nexus.enqueue_snapshot(
@@ -969,8 +975,15 @@ DECLARE
     c_max_content constant integer := 8000;
     c_max_id constant integer := 200;
     c_control constant text := '[\u0001-\u0008\u000b\u000c\u000e-\u001f\u007f]';
+    -- What Python's `str.isspace` holds true (Unicode 15).
+    c_spaces constant text := '\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000';
+    c_blank constant text := '^[' || c_spaces || ']*$';
+    c_padded constant text := '^[' || c_spaces || ']|[' || c_spaces || ']$';
+    -- Unicode's format characters (category Cf, Unicode 15).
+    c_format constant text := '[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]';
     v_key text;
     v_value jsonb;
+    v_id text;
     v_turn jsonb;
     v_index integer;
 BEGIN
@@ -989,12 +1002,16 @@ BEGIN
         v_value := p_body -> v_key;
         IF v_value IS NULL OR pg_catalog.jsonb_typeof(v_value) <> 'string' THEN
             RETURN pg_catalog.format('%s: required, a string', v_key);
-        ELSIF (v_value #>> '{}') !~ '\S' THEN
+        END IF;
+        v_id := v_value #>> '{}';
+        IF v_id ~ c_blank THEN
             RETURN pg_catalog.format('%s: must not be blank', v_key);
-        ELSIF pg_catalog.length(v_value #>> '{}') > c_max_id THEN
+        ELSIF pg_catalog.length(v_id) > c_max_id THEN
             RETURN pg_catalog.format('%s: at most %s characters', v_key, c_max_id);
-        ELSIF (v_value #>> '{}') ~ c_control OR (v_value #>> '{}') ~ '^\s|\s$' THEN
+        ELSIF v_id ~ c_control OR v_id ~ c_padded THEN
             RETURN pg_catalog.format('%s: no control characters or surrounding spaces', v_key);
+        ELSIF v_id ~ c_format THEN
+            RETURN pg_catalog.format('%s: no invisible format characters (zero-width, bidi)', v_key);
         END IF;
     END LOOP;
     v_value := p_body -> 'messages';
@@ -1011,7 +1028,7 @@ BEGIN
         ELSIF (v_turn ->> 'role') IS NULL OR (v_turn ->> 'role') NOT IN ('user', 'assistant', 'system')
               OR pg_catalog.jsonb_typeof(v_turn -> 'role') <> 'string' THEN
             RETURN pg_catalog.format('messages[%s].role: one of user, assistant, system', v_index);
-        ELSIF pg_catalog.jsonb_typeof(v_turn -> 'content') <> 'string' OR (v_turn ->> 'content') !~ '\S' THEN
+        ELSIF pg_catalog.jsonb_typeof(v_turn -> 'content') <> 'string' OR (v_turn ->> 'content') ~ c_blank THEN
             RETURN pg_catalog.format('messages[%s].content: must be a non-empty string', v_index);
         ELSIF pg_catalog.length(v_turn ->> 'content') > c_max_content THEN
             RETURN pg_catalog.format('messages[%s].content: at most %s characters', v_index, c_max_content);
