@@ -309,6 +309,12 @@ async def defer(
         )
 
 
+async def give_back(conn: psycopg.AsyncConnection[Any], msg_ids: Sequence[int]) -> None:
+    """Make messages readable now, without counting the read that took them."""
+    if msg_ids:
+        await conn.execute(query("give_back_messages"), {"msg_ids": list(msg_ids)})
+
+
 async def queued_messages(
     conn: psycopg.AsyncConnection[Any], msg_ids: Sequence[int]
 ) -> list[QueuedMessage]:

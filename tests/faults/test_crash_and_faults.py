@@ -16,7 +16,7 @@ import pytest
 
 from nexus_ingest import queue
 from nexus_ingest.db import open_pool
-from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.llm_server import FakeLLMServer, Hang
 from tests.helpers import NEXUS, nexus_env, nexus_process, wait_for
 
 MESSAGES = 2000
@@ -194,3 +194,31 @@ def test_failure_simulation_switch_is_loud_and_dead_letters(db_url: str, tmp_pat
         [NEXUS, "dlq", "purge", "--yes"], env=env, capture_output=True, text=True, timeout=60
     )
     assert purge.returncode == 0 and "5 purged" in purge.stdout
+
+
+def test_a_stopped_worker_gives_back_the_snapshots_it_could_not_finish(
+    db_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM while three LLM calls hang: past the grace period the calls are cut, and their
+    snapshots are readable again at once, sessions released and the read not counted, rather
+    than hidden for the rest of a 60 s visibility timeout."""
+    ids = fill(db_url, 3, prefix="stopping")
+    with FakeLLMServer("anthropic") as fake:
+        fake.set_default(Hang(60))
+        env = claude_env(db_url, fake, NEXUS_WORKER_VT_S="60", NEXUS_WORKER_SHUTDOWN_GRACE_S="1")
+        with nexus_process(["worker"], env, log_path=tmp_path / "worker.log") as worker:
+            fake.wait_for_calls(3, timeout=30)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=30) == 0
+    ready = query(
+        db_url,
+        "SELECT msg_id, read_ct, vt <= clock_timestamp() FROM pgmq.q_nexus_prospect_ingestion"
+        " ORDER BY msg_id",
+    )
+    assert ready == [(msg_id, 0, True) for msg_id in sorted(ids)]
+    leased = scalar(
+        db_url,
+        "SELECT count(*) FROM nexus.sessions"
+        " WHERE session_id LIKE 'stopping-%' AND leased_until > clock_timestamp()",
+    )
+    assert leased == 0

@@ -78,7 +78,8 @@ class Worker:
         self.batches = _batch_tracker(extractor, self.settler, config)
         self.pacer = _pacer(extractor, self.settler, config, batching=self.batches is not None)
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Each extraction in flight, with the snapshot it works on.
+        self._tasks: dict[asyncio.Task[None], WorkItem] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process messages until `stop` is set, then finish in-flight work within the grace period."""
@@ -189,8 +190,8 @@ class Worker:
             for item in await self._now(plan.work):
                 await self._slots.acquire()
                 task = asyncio.create_task(self._extract_in_slot(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._tasks[task] = item
+                task.add_done_callback(self._forget_task)
         return plan.size
 
     async def _now(self, work: list[WorkItem]) -> list[WorkItem]:
@@ -253,13 +254,23 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
     async def _finish_in_flight(self) -> None:
-        """Give in-flight work the grace period, then cancel it: its messages reappear after the timeout."""
+        """Give in-flight work the grace period, then cancel it and give its snapshots back,
+        readable at once rather than after their visibility timeout."""
         pending = set(self._tasks)
         if pending:
             _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            cut_short = [self._tasks[task] for task in late if task in self._tasks]
             for task in late:
                 task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5.0)  # their slots freed, their calls closed
+            if cut_short:
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self.settler.give_back(cut_short)
         await self.saves.drain(timeout=max(1.0, self.config.shutdown_grace_s))
 
 

@@ -152,6 +152,15 @@ class Settler:
         PROCESSED.labels(outcome=outcome).inc()
         return outcome
 
+    async def give_back(self, items: Sequence[WorkItem]) -> None:
+        """Make snapshots whose extraction a shutdown cut short readable at once, their sessions
+        released and their read not counted: a worker stopping is no failed attempt."""
+        messages = [item.message for item in items]
+        async with self._connection() as conn, conn.transaction():
+            await queue.give_back(conn, [m.msg_id for m in messages])
+            await queue.release_sessions(conn, _leases(messages))
+        log.info("worker.gave_back", messages=len(messages))
+
     async def seconds_until_visible(self) -> float | None:
         """How long until the next held-back message becomes readable; None when none is queued."""
         async with self._connection() as conn:
