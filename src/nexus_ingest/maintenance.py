@@ -62,9 +62,24 @@ async def maintenance_loop(
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
-    """Run the maintenance now and every `interval_s` seconds until `stop`, unless pg_cron does."""
+    """Run the maintenance now and every `interval_s` seconds until `stop`, unless pg_cron does.
+
+    A turn in progress when `stop` comes is cancelled (its deletes roll back, to be done by the
+    next run): one blocked on a lock, or on a connection cut off, must not hold up the stop.
+    """
     while not stop.is_set():
-        ok = await _maintain_once(pool, archive_days=archive_days, history_days=history_days)
+        turn = asyncio.create_task(
+            _maintain_once(pool, archive_days=archive_days, history_days=history_days)
+        )
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not turn.done():
+            turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DatabaseUnavailable, psycopg.Error):
+                await turn
+            return
+        ok = turn.result()
         pause = interval_s if ok else min(interval_s, _RETRY_AFTER_FAILURE_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=pause)

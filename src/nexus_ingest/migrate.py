@@ -9,10 +9,13 @@ from functools import cache
 from importlib.resources import files
 
 import psycopg
+import structlog
 
 from nexus_ingest.db import named
 from nexus_ingest.errors import DatabaseUnavailable, MigrationError
 from nexus_ingest.queries import query
+
+log = structlog.get_logger("nexus.migrate")
 
 _FILE_NAME = re.compile(r"^(\d{3})_(\w+)\.sql$")
 
@@ -59,11 +62,24 @@ def migrate(url: str) -> list[Migration]:
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
     with conn:
-        conn.execute(query("lock_migrations"))
+        _take_turn(conn)
         try:
             return _apply_pending(conn)
         finally:
             conn.execute(query("unlock_migrations"))
+
+
+def _take_turn(conn: psycopg.Connection) -> None:
+    """Hold the migrators' lock; while another holds it, say so once, then wait for it.
+
+    Two processes started at once take turns; one left hanging (killed while its backend
+    still runs, or blocked on a lock of its own) would otherwise keep this one silent."""
+    row = conn.execute(query("try_lock_migrations")).fetchone()
+    if row and row[0]:
+        return
+    holder = conn.execute(query("migration_lock_holder")).fetchone()
+    log.info("migrate.waiting", for_backend_pid=holder[0] if holder else None)
+    conn.execute(query("lock_migrations"))
 
 
 def _apply_pending(conn: psycopg.Connection) -> list[Migration]:

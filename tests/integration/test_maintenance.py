@@ -266,6 +266,26 @@ async def test_loop_runs_once_and_stops_on_the_event(pool: AsyncConnectionPool) 
     await asyncio.wait_for(loop, timeout=5)
 
 
+async def test_a_stop_does_not_wait_for_a_blocked_turn(
+    pool: AsyncConnectionPool, blocker: psycopg.AsyncConnection[Any]
+) -> None:
+    """A turn blocked in the database (a table lock held by someone else, or a connection cut
+    off in a partition) does not hold up the worker's stop: the turn is cancelled."""
+    await blocker.execute("LOCK TABLE nexus.idempotency_keys IN ACCESS EXCLUSIVE MODE")
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
+    )
+
+    async def blocked() -> bool:
+        return await lock_waiters(pool) >= 1
+
+    await eventually(blocked, what="the turn to wait for the lock")
+    stop.set()
+    await asyncio.wait_for(loop, timeout=10)
+    assert await lock_waiters(pool) == 0
+
+
 async def test_two_loops_run_it_once(
     pool: AsyncConnectionPool, blocker: psycopg.AsyncConnection[Any]
 ) -> None:

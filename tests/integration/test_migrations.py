@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import select
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from nexus_ingest.errors import MigrationError
 from nexus_ingest.migrate import load_migrations, migrate
-from tests.helpers import SEED_CONVERSATION, new_database
+from tests.helpers import NEXUS, SEED_CONVERSATION, new_database, nexus_env
 from tests.pgmq_versions import install_sql_only
 
 SEED_STATEMENTS = [
@@ -202,3 +205,31 @@ def test_pgmq_of_another_role_is_named_without_the_servers_sql(
     assert message.startswith("PGMQ could not be prepared: permission denied for schema pgmq")
     assert f"owns the database ({plain_role}) and PGMQ ({_admin(pg_admin_url)})" in message
     assert "PL/pgSQL" not in message and "CONTEXT" not in message
+
+
+def test_a_migrator_waiting_its_turn_says_for_whom(empty_db: tuple[str, str]) -> None:
+    """While another migrator holds the lock, `nexus migrate` says at once which backend it
+    waits for, then migrates as soon as the lock is free."""
+    _, url = empty_db
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(7304225114)")
+        proc = subprocess.Popen(
+            [NEXUS, "migrate"], env=nexus_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            assert proc.stderr is not None
+            readable, _, _ = select.select([proc.stderr], [], [], 30)
+            assert readable, "nothing said within 30 s"
+            line = json.loads(proc.stderr.readline())
+            assert line["event"] == "migrate.waiting"
+            assert line["for_backend_pid"] == holder.info.backend_pid
+            assert proc.poll() is None  # still waiting
+            holder.execute("SELECT pg_advisory_unlock(7304225114)")
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    with psycopg.connect(url) as conn:
+        applied = conn.execute("SELECT max(version) FROM nexus.schema_migrations").fetchone()
+    assert applied == (max(m.version for m in load_migrations()),)

@@ -6,6 +6,16 @@
 -- Any constant works; it only keeps two migrators (`nexus migrate`, a kit file) from interleaving.
 SELECT pg_catalog.pg_advisory_lock(7304225114);
 
+-- name: try_lock_migrations
+SELECT pg_catalog.pg_try_advisory_lock(7304225114);
+
+-- name: migration_lock_holder
+-- The backend holding the lock above: a bigint key is held as (classid, objid) = its halves.
+SELECT pid FROM pg_catalog.pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND (classid::bigint << 32) | objid::bigint = 7304225114
+LIMIT 1;
+
 -- name: unlock_migrations
 SELECT pg_catalog.pg_advisory_unlock(7304225114);
 
