@@ -14,23 +14,16 @@ from urllib.parse import quote
 import pytest
 from psycopg.types.json import Jsonb
 
+from nexus_ingest.models import PROSPECT_FIELDS
 from tests.browser.stack import TOKEN, Nexus, sql
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 expect = sync_api.expect
 expect.set_options(timeout=15_000)
 
+# Every free-text field: the list, the score and the intent are rendered from other shapes.
 FIELDS = [
-    "nombre",
-    "email",
-    "telefono",
-    "empresa",
-    "cargo",
-    "ubicacion",
-    "presupuesto",
-    "plazo",
-    "idioma",
-    "resumen",
+    f for f in PROSPECT_FIELDS if f not in ("productos_interes", "nivel_interes", "intencion")
 ]
 
 
