@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,9 +78,18 @@ class MeteredExtractor:
         await self.inner.aclose()
 
 
+# How many batches' ids are remembered as counted: far more than a worker has open at once.
+_COUNTED_BATCHES_KEPT = 1_000
+
+
 class MeteredBatchExtractor(MeteredExtractor):
     """A metered extractor whose inner one also answers Message Batches: each answer that comes
-    back from a batch is counted like a direct call's, at the batch price."""
+    back from a batch is counted like a direct call's, at the batch price, once.
+
+    A batch's results can be fetched again (saving them failed, and the next poll collects the
+    batch anew), but the provider billed its answers once, so they are counted only the first
+    time this process fetches them.
+    """
 
     def __init__(
         self,
@@ -89,6 +99,7 @@ class MeteredBatchExtractor(MeteredExtractor):
     ) -> None:
         super().__init__(inner, prices, batch_discount)
         self.batches = inner
+        self._counted: OrderedDict[str, None] = OrderedDict()
 
     async def submit_batch(self, snapshots: Mapping[str, Sequence[ChatMessage]]) -> str:
         """Send snapshots as one batch; returns its id."""
@@ -99,8 +110,17 @@ class MeteredBatchExtractor(MeteredExtractor):
         return await self.batches.batch_progress(batch_id)
 
     async def batch_results(self, batch_id: str) -> dict[str, BatchResult]:
-        """Each snapshot's result, every answer counted as a call."""
+        """Each snapshot's result, every answer counted as a call the first time only."""
         results = await self.batches.batch_results(batch_id)
+        if batch_id in self._counted:
+            return results
+        self._counted[batch_id] = None
+        if len(self._counted) > _COUNTED_BATCHES_KEPT:
+            self._counted.popitem(last=False)
+        self._count_results(results)
+        return results
+
+    def _count_results(self, results: Mapping[str, BatchResult]) -> None:
         for result in results.values():
             if isinstance(result, Extraction):
                 self._count(result)
@@ -108,7 +128,6 @@ class MeteredBatchExtractor(MeteredExtractor):
                 self._error.inc()
                 if (spent := spent_before(result)) is not None:  # an unusable answer, billed
                     self._count_spend(spent)
-        return results
 
     async def cancel_batch(self, batch_id: str) -> None:
         """Ask the provider to stop the batch."""

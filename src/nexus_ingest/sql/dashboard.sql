@@ -8,7 +8,10 @@
 -- snapshot counts as received wherever a trace of it is left: the queue, its archive, the
 -- extraction history, the message events (superseded, retried, dead-lettered) or the
 -- dead-letter queue. It counts once, at the earliest time known: the traces of one message id
--- are one, and so are a dead letter's original and its replay (one session, one number).
+-- are one, and so are a dead letter's original and its replay (one session, one number). A
+-- message traced in the hour may have been received before it (retried, held back by the
+-- extraction policy, dead-lettered or replayed late): its traces from before date it, and it
+-- is not counted.
 WITH bounds AS (
     SELECT date_trunc('minute', now()) - interval '59 minutes' AS since
 ),
@@ -27,6 +30,11 @@ dead_letters AS (
     UNION ALL
     SELECT d.message, d.headers, d.enqueued_at
     FROM pgmq.a_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
+),
+all_dead_letters AS (
+    SELECT d.message, d.headers, d.enqueued_at FROM pgmq.q_nexus_prospect_ingestion_dlq d
+    UNION ALL
+    SELECT d.message, d.headers, d.enqueued_at FROM pgmq.a_nexus_prospect_ingestion_dlq d
 ),
 traces AS (
     SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'seq' AS seq,
@@ -51,17 +59,67 @@ traces AS (
     FROM dead_letters d
     WHERE (d.message ->> 'originalMsgId') ~ '^[0-9]{1,18}$'
 ),
+traced AS MATERIALIZED (
+    SELECT DISTINCT t.msg_id FROM traces t
+),
+-- The traces from before the hour of the messages traced in it, looked up by message id (each
+-- of these tables is indexed on it; the dead-letter queue is small).
+earlier AS (
+    SELECT q.msg_id, q.enqueued_at AS at
+    FROM traced t
+    JOIN pgmq.q_nexus_prospect_ingestion q ON q.msg_id = t.msg_id, bounds b
+    WHERE q.enqueued_at < b.since
+    UNION ALL
+    SELECT a.msg_id, a.enqueued_at
+    FROM traced t
+    JOIN pgmq.a_nexus_prospect_ingestion a ON a.msg_id = t.msg_id, bounds b
+    WHERE a.enqueued_at < b.since
+    UNION ALL
+    SELECT e.msg_id, COALESCE(e.enqueued_at, e.created_at)
+    FROM traced t
+    JOIN public.prospect_extractions e ON e.msg_id = t.msg_id, bounds b
+    WHERE COALESCE(e.enqueued_at, e.created_at) < b.since
+    UNION ALL
+    SELECT m.msg_id, m.at
+    FROM traced t
+    JOIN nexus.message_events m ON m.msg_id = t.msg_id, bounds b
+    WHERE m.at < b.since
+    UNION ALL
+    SELECT (d.message ->> 'originalMsgId')::bigint, d.enqueued_at
+    FROM all_dead_letters d, bounds b
+    WHERE d.enqueued_at < b.since AND (d.message ->> 'originalMsgId') ~ '^[0-9]{1,18}$'
+      AND (d.message ->> 'originalMsgId')::bigint IN (SELECT t.msg_id FROM traced t)
+),
 messages AS (
     SELECT t.msg_id, max(t.session_id) AS session_id, max(t.seq) AS seq, min(t.at) AS at
-    FROM traces t
+    FROM (
+        SELECT t.msg_id, t.session_id, t.seq, t.at FROM traces t
+        UNION ALL
+        SELECT e.msg_id, NULL, NULL, e.at FROM earlier e
+    ) t
     GROUP BY t.msg_id
 ),
-snapshots AS (
-    SELECT min(m.at) AS at
+-- A replay is its dead letter's snapshot: one dead-lettered before the hour dates it too.
+snapshot_keys AS (
+    SELECT CASE WHEN m.session_id IS NOT NULL AND m.seq ~ '^[0-9]{1,9}$'
+                THEN ARRAY[m.session_id, m.seq]
+                ELSE ARRAY['', m.msg_id::text] END AS key,
+           m.at
     FROM messages m
-    GROUP BY CASE WHEN m.session_id IS NOT NULL AND m.seq ~ '^[0-9]{1,9}$'
-                  THEN ARRAY[m.session_id, m.seq]
-                  ELSE ARRAY['', m.msg_id::text] END
+),
+snapshots AS (
+    SELECT min(k.at) AS at
+    FROM (
+        SELECT k.key, k.at FROM snapshot_keys k
+        UNION ALL
+        SELECT ARRAY[d.headers ->> 'x-pgmq-group', d.message -> 'original' ->> 'seq'],
+               d.enqueued_at
+        FROM all_dead_letters d, bounds b
+        WHERE d.enqueued_at < b.since
+          AND ARRAY[d.headers ->> 'x-pgmq-group', d.message -> 'original' ->> 'seq']
+              IN (SELECT k.key FROM snapshot_keys k)
+    ) k
+    GROUP BY k.key
 ),
 received AS (
     SELECT date_trunc('minute', s.at) AS minute, count(*) AS n
