@@ -122,11 +122,21 @@ async def enqueue(
     return (await enqueue_many(pool, [snapshot], timeout=timeout))[0]
 
 
+_Waiting = tuple[Snapshot, asyncio.Future[Enqueued]]
+
+
 class EnqueueBatcher:
     """Groups snapshots that arrive while earlier ones are being written into one round trip.
 
     Alone, a snapshot is written at once; under load, each write carries everything that queued
     up meanwhile, so commits (and their disk flushes) are shared instead of serialised.
+
+    A group holds at most one snapshot of a session, and a session's next snapshot waits until
+    the group holding its previous one is written. Two snapshots of a session in one statement
+    lock the session row before the second one's `Idempotency-Key`, while another statement
+    (another producer, or a retry in another group) may hold that key and wait for the session:
+    a deadlock that failed every request of the losing group. Waiting also keeps a session's
+    snapshots numbered in the order they arrived.
     """
 
     def __init__(
@@ -141,7 +151,8 @@ class EnqueueBatcher:
         self._max_batch = max_batch
         self._max_flights = max_flights
         self._timeout = timeout
-        self._pending: list[tuple[Snapshot, asyncio.Future[Enqueued]]] = []
+        self._pending: list[_Waiting] = []
+        self._writing: set[str] = set()  # sessions with a snapshot in a group being written
         self._flights = 0
 
     async def submit(self, snapshot: Snapshot) -> Enqueued:
@@ -155,14 +166,33 @@ class EnqueueBatcher:
 
     async def _fly(self) -> None:
         try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._write(batch)
+            while batch := self._take():
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing.difference_update(s.session_id for s, _ in batch)
         finally:
             self._flights -= 1
 
-    async def _write(self, batch: list[tuple[Snapshot, asyncio.Future[Enqueued]]]) -> None:
+    def _take(self) -> list[_Waiting]:
+        """The oldest waiting snapshots, up to a group, of sessions not being written; a flight
+        that finds none ends, and one that finishes a group looks again for its sessions' next."""
+        batch: list[_Waiting] = []
+        left: list[_Waiting] = []
+        for index, waiting in enumerate(self._pending):
+            if len(batch) == self._max_batch:
+                left.extend(self._pending[index:])
+                break
+            session = waiting[0].session_id
+            if session in self._writing:
+                left.append(waiting)
+            else:
+                self._writing.add(session)
+                batch.append(waiting)
+        self._pending = left
+        return batch
+
+    async def _write(self, batch: list[_Waiting]) -> None:
         try:
             receipts = await enqueue_many(self._pool, [s for s, _ in batch], timeout=self._timeout)
         except Exception as exc:  # handed to every waiting request, which answers 503
