@@ -134,11 +134,11 @@ class Settings(BaseSettings):
     """longest fingerprint or sessionId"""
 
     rate_limit_ip_per_minute: float = Field(default=6000, ge=0)
-    """POSTs per client IP per minute (0: no limit)"""
+    """POSTs per client IP per minute, counted by each API process (0: no limit)"""
     rate_limit_ip_burst: int = Field(default=200, gt=0)
     """burst allowed per client IP"""
     rate_limit_fingerprint_per_minute: float = Field(default=120, ge=0)
-    """POSTs per fingerprint per minute (0: no limit)"""
+    """POSTs per fingerprint per minute, counted by each API process (0: no limit)"""
     rate_limit_fingerprint_burst: int = Field(default=30, gt=0)
     """burst allowed per fingerprint"""
     db_timeout_s: float = Field(default=0.9, gt=0)
