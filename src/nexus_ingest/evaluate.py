@@ -3,7 +3,7 @@
 Scoring rules (SPEC, "Evaluation data format"):
 - only fields present in an example's `expected` are scored; `resumen` never is;
 - strings match after case, accent and whitespace folding;
-- `telefono` matches on digits, by suffix when one side lacks the country code (>= 7 digits);
+- `telefono` matches on digits, also when one side lacks the country code (the rest >= 7 digits);
 - `productos_interes` is scored per item, as sets of folded strings;
 - `nivel_interes` is right within +-2;
 - a value predicted where the expected is null (or an empty list) is a false positive;
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import phonenumbers
 from pydantic import ValidationError
 
 from nexus_ingest.errors import InputError
@@ -102,10 +103,24 @@ def fold(text: str) -> str:
 
 def phones_match(expected: str, predicted: str) -> bool:
     """Whether two phone numbers are the same, ignoring format and a missing country code."""
-    want = "".join(char for char in expected if char.isdigit())
-    got = "".join(char for char in predicted if char.isdigit())
+    want, got = _phone_digits(expected), _phone_digits(predicted)
     shorter, longer = sorted((want, got), key=len)
-    return want == got or (len(shorter) >= MIN_PHONE_SUFFIX and longer.endswith(shorter))
+    if want == got:
+        return True
+    if len(shorter) < MIN_PHONE_SUFFIX or not longer.endswith(shorter):
+        return False
+    # Only a country code may be missing: "2345678" is not "+34 612 345 678".
+    return _is_country_code(longer[: len(longer) - len(shorter)])
+
+
+def _phone_digits(text: str) -> str:
+    digits = "".join(char for char in text if char.isascii() and char.isdigit())
+    # "0034 612..." dials "+34 612...": the 00 is the international prefix, not the number.
+    return digits[2:] if digits.startswith("00") else digits
+
+
+def _is_country_code(digits: str) -> bool:
+    return digits.isdigit() and int(digits) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 
 
 def values_match(name: str, expected: object, predicted: object) -> bool:

@@ -83,6 +83,8 @@ def test_intent_maps_synonyms_and_unknowns(raw: object, expected: str | None) ->
         ("  ana.perez+leads@acme.co.uk ", "ana.perez+leads@acme.co.uk"),
         ("mailto:Bob@x.io", "bob@x.io"),
         ("<bob@x.io>", "bob@x.io"),
+        ("Ana@Gmail.com.", "ana@gmail.com"),
+        ("(ana@gmail.com),", "ana@gmail.com"),
         ("carlos at example dot com", None),
         ("carlos@", None),
         ("@example.com", None),
@@ -113,6 +115,48 @@ def test_email_is_lowercased_or_dropped(raw: object, expected: str | None) -> No
 def test_phone_keeps_digits_and_leading_plus(raw: object, expected: str | None) -> None:
     """telefono: only digits and a leading '+', None below six digits."""
     assert expected == clean_phone(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+1 415 555 2671 ext. 23", "+14155552671"),
+        ("+1 415-555-2671x23", "+14155552671"),
+        ("55 1234 5678 extensión 12", "5512345678"),
+        ("+34 612 345 678 / +34 698 765 432", "+34612345678"),
+        ("612345678 o 698765432", "612345678"),
+        ("Tel: (+34) 612 345 678", "+34612345678"),
+        ("+44 (0)20 7946 0958", "+442079460958"),
+        (612345678.0, "612345678"),
+    ],
+)
+def test_phone_is_the_first_number_without_its_extension(raw: object, expected: str) -> None:
+    """telefono: an extension, a second number or a float's ".0" never adds digits to it."""
+    assert expected == clean_phone(raw)
+
+
+@pytest.mark.parametrize("raw", ["+34 6I2 345 678", "612 345 G78"])
+def test_phone_with_a_letter_among_its_digits_is_dropped(raw: str) -> None:
+    """telefono: digits around a letter would be some other number, so none is kept."""
+    assert clean_phone(raw) is None
+
+
+# A hang guard, not a speed goal: read once per position, these took over ten seconds at a
+# tenth of this length, and would take hours at this one; read once, milliseconds.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "raw", ["1" + " " * 200_000 + "#", "( " * 200_000, "+34" + " " * 200_000 + "(0"]
+)
+def test_phone_cleaning_of_a_long_answer_does_not_hang(raw: str) -> None:
+    """telefono: a model's long run of spaces or brackets is read once, not once per position."""
+    assert clean_phone(raw) is None
+
+
+def test_phone_longer_than_any_number_is_dropped() -> None:
+    """telefono: more digits than E.164 allows (15, past a "00") is no phone number."""
+    assert clean_phone("6" * 100) is None
+    assert clean_phone("+34 612345678 698765432") is None
+    assert clean_phone("00 52 1 55 1234 5678") == "005215512345678"
 
 
 @pytest.mark.parametrize(

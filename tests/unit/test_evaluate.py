@@ -96,6 +96,25 @@ def test_phone_suffix_rule(expected: str, predicted: str, same: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("expected", "predicted", "same"),
+    [
+        ("+34 612 345 678", "2345678", False),
+        ("+34 612 345 678", "12345678", False),
+        ("612345678", "99612345678", False),
+        ("0034 612 345 678", "612345678", True),
+        ("0034 612 345 678", "+34 612 345 678", True),
+        ("+1 415 555 2671", "415 555 2671", True),
+    ],
+)
+def test_phone_forgives_only_a_missing_country_code(
+    expected: str, predicted: str, same: bool
+) -> None:
+    """What one side has more than the other must be a country code (or "00" and one), not
+    any digits: a number's last seven digits are not the number."""
+    assert phones_match(expected, predicted) is same
+
+
+@pytest.mark.parametrize(
     ("expected", "predicted", "counts"),
     [
         (7, 9, Counts(tp=1)),

@@ -85,6 +85,15 @@ def test_soy_and_im_without_a_name(text: str) -> None:
     assert user(text).nombre is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["I'm Ready to buy the pro plan", "Soy Autónomo y quiero una web", "Hi, I'm Writing about SEO"],
+)
+def test_a_capitalised_state_or_occupation_is_not_a_name(text: str) -> None:
+    """A capital letter does not make "Ready" or "Autónomo" after 'I'm'/'soy' a name."""
+    assert user(text).nombre is None
+
+
 def test_assistant_name_is_not_the_prospect() -> None:
     """An assistant introducing itself does not name the prospect, even when greeted back."""
     prospect = extract_prospect(
@@ -402,6 +411,27 @@ def test_interest_level_follows_intent_signals() -> None:
     assert 10 >= buying > asking > browsing >= 1
 
 
+@pytest.mark.parametrize("text", ["Tenemos unos 3.000 euros", "We have about $2,500 for this"])
+def test_a_stated_budget_rates_interest(text: str) -> None:
+    """A budget is a sign of interest as a product named is: the level is not left empty."""
+    prospect = user(text)
+    assert prospect.presupuesto is not None
+    assert prospect.nivel_interes is not None and prospect.nivel_interes >= 5
+
+
+@pytest.mark.parametrize(
+    ("text", "budget"),
+    [
+        ("We can spend 3k", "3000"),
+        ("Queremos invertir 20 mil", "20000"),
+        ("We can spend 2 hours on a call", None),
+    ],
+)
+def test_an_amount_to_spend_is_a_budget(text: str, budget: str | None) -> None:
+    """Saying "spend 3k" states a budget without the word "budget"; "spend 2 hours" does not."""
+    assert user(text).presupuesto == budget
+
+
 def test_browsing_then_buying_is_buying() -> None:
     """A prospect who was just looking and then decides to buy is buying."""
     assert (
@@ -419,6 +449,20 @@ def test_browsing_then_buying_is_buying() -> None:
 )
 def test_language(texts: tuple[str, ...], language: str | None) -> None:
     """Language is Spanish or English by stop-word counts, unknown without words."""
+    assert user(*texts).idioma == language
+
+
+@pytest.mark.parametrize(
+    ("texts", "language"),
+    [
+        (("juan.de.la.cruz@correo.es",), None),
+        (("My email is juan.de.la.cruz@correo.es",), "en"),
+    ],
+)
+def test_an_email_address_says_nothing_of_the_language(
+    texts: tuple[str, ...], language: str | None
+) -> None:
+    """The words inside an address ("de", "la", "es") are not counted as the prospect's."""
     assert user(*texts).idioma == language
 
 
@@ -503,3 +547,124 @@ def test_phone_region_setting_reads_national_numbers() -> None:
     """With a default region, a national number in a chat that names no place becomes E.164."""
     messages = chat(("user", "Mi número es 81 1234 5678"))
     assert extract_prospect(messages, phone_region="MX").telefono == "+528112345678"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "El pedido 123456789 no ha llegado",
+        "Mi pedido número 4567891 no ha llegado",
+        "La factura 2023-001234 está mal",
+        "Número de factura: 2023-001234",
+        "The order #123456789 never arrived",
+        "My case number is 123456789",
+        "Order no. 12345678",
+        "Ticket 987654321",
+    ],
+)
+def test_an_order_invoice_or_ticket_number_is_not_a_phone(text: str) -> None:
+    """A number named as an order's, an invoice's or a ticket's is never the prospect's phone,
+    even said with "número" or "number"."""
+    assert user(text).telefono is None
+
+
+@pytest.mark.parametrize(
+    "question", ["¿Me dices el número de pedido?", "What's your order number?"]
+)
+def test_a_bare_number_answering_for_an_order_number_is_not_a_phone(question: str) -> None:
+    """A reply of digits alone to "your order number?" is the order's number."""
+    prospect = extract_prospect(chat(("assistant", question), ("user", "123456789")))
+    assert prospect.telefono is None
+
+
+@pytest.mark.parametrize(
+    ("turns", "phone"),
+    [
+        ((("user", "El pedido es el 1234567, y mi móvil 612345678"),), "+34612345678"),
+        ((("user", "Tengo un pedido pendiente, mi número es 612345678"),), "+34612345678"),
+        ((("assistant", "¿Me das tu número?"), ("user", "612345678")), "612345678"),
+        (
+            (("assistant", "En ese caso, ¿me dejas un contacto?"), ("user", "612345678")),
+            "612345678",
+        ),
+        ((("assistant", "Your order number and phone?"), ("user", "6125550199")), "6125550199"),
+    ],
+)
+def test_a_phone_beside_an_order_is_still_the_phone(
+    turns: tuple[tuple[str, str], ...], phone: str
+) -> None:
+    """Only the number named as a reference is set aside; a phone said next to it, or asked
+    for with it, is kept."""
+    assert extract_prospect(chat(*turns)).telefono == phone
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No me interesa, gracias",
+        "No estoy interesada",
+        "No quiero comprar nada",
+        "No necesito nada",
+        "Not interested, thanks",
+        "I'm not interested in buying",
+        "I don't want to buy anything",
+    ],
+)
+def test_a_prospect_who_declines_is_not_a_buyer(text: str) -> None:
+    """Turning the offer down is the lowest interest, not a purchase: the buying words in
+    "no quiero comprar nada" are what the prospect does not want."""
+    prospect = user(text)
+    assert (prospect.intencion, prospect.nivel_interes) == ("informacion", 2)
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        ("Quiero contratar el plan pro", "¿Te interesa también el SEO?", "No, no me interesa"),
+        ("Quiero contratar el plan pro", "¿Necesitas algo más?", "No necesito nada más, gracias"),
+        ("I want to buy the pro plan", "Anything else?", "I don't need anything else"),
+    ],
+)
+def test_declining_an_upsell_keeps_the_purchase(turns: tuple[str, str, str]) -> None:
+    """A "no" to one more thing after a wish to buy leaves the prospect a buyer."""
+    wish, offer, answer = turns
+    prospect = extract_prospect(chat(("user", wish), ("assistant", offer), ("user", answer)))
+    assert prospect.intencion == "compra"
+    assert prospect.nivel_interes is not None and prospect.nivel_interes >= 7
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        ("Quiero contratar el plan pro", "¿Algo más?", "Perdona, ya no me interesa"),
+        ("I want a quote for the CRM", "Sure! Anything else?", "I'm not interested anymore"),
+    ],
+)
+def test_interest_withdrawn_after_a_wish_to_buy(turns: tuple[str, str, str]) -> None:
+    """Saying "ya no me interesa" takes back the wish to buy said before it."""
+    wish, reply, answer = turns
+    prospect = extract_prospect(chat(("user", wish), ("assistant", reply), ("user", answer)))
+    assert (prospect.intencion, prospect.nivel_interes) == ("informacion", 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "products"),
+    [
+        ("No me interesa el SEO, ¿qué incluye el plan pro?", ["plan pro"]),
+        ("Not interested in the basic plan, I want to buy the pro plan", ["pro plan"]),
+        ("No necesito hosting pero sí un dominio", ["dominio"]),
+        ("I don't need a website, just SEO", ["SEO"]),
+        ("Quiero el CRM y no el ERP", ["CRM"]),
+        ("No me interesan los cursos", []),
+    ],
+)
+def test_a_product_turned_down_is_not_of_interest(text: str, products: list[str]) -> None:
+    """Only what the prospect wants is listed, not what they say they do not want."""
+    assert user(text).productos_interes == products
+
+
+def test_declining_one_product_is_not_declining_the_offer() -> None:
+    """Saying "no me interesa el SEO" turns down the SEO, not the plan asked about next."""
+    prospect = user("No me interesa el SEO, ¿qué incluye el plan pro?")
+    assert prospect.intencion == "informacion"
+    assert prospect.nivel_interes is not None and prospect.nivel_interes >= 5

@@ -96,6 +96,21 @@ _SCORE = re.compile(r"^(-?\d+(?:[.,]\d+)?)(?:\s*/\s*10)?$")
 _LANGUAGE_CODE = re.compile(r"^([a-z]{2})(?:[-_][a-z0-9]+)?$")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 MIN_PHONE_DIGITS = 6
+MAX_PHONE_DIGITS = 15  # E.164's longest number, country code included
+# An extension ("ext. 23", "x45", "extensión 4") is no part of the number to dial.
+# Each match begins at its word, not at the spaces before it, so a long run of spaces is
+# scanned once, not once from each of its positions.
+_EXTENSION = re.compile(
+    r"(?:\b(?:ext|extn|extension|extensi[oó]n|anexo)\b\.?|(?<=[\d\s])x|#)\s*(?=\d)",
+    re.IGNORECASE,
+)
+_TRUNK_ZERO = re.compile(r"(\+\s*\d{1,3})\s*\(0\)")
+_LETTER_IN_DIGITS = re.compile(r"\d[^\W\d_]|[^\W\d_]\d")
+# One number: digits and the separators people write between them, after an optional "+".
+# "/", ",", ";" or a word end it, so a second number given after the first is left out.
+# The "+" (perhaps inside a bracket) is optional but unambiguous: no run of spaces or brackets
+# can be matched two ways, so a long answer of them costs linear time.
+_PHONE_RUN = re.compile(r"(?P<prefix>\+\s*\(?|\(\s*\+\s*)?\d[\d \t().-]*")
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -175,22 +190,41 @@ def clean_email(value: object) -> str | None:
     text = _as_text(value)
     if text is None:
         return None
-    text = text.lower().removeprefix("mailto:").strip("<>")
+    # Models copy an address with the punctuation around it: "ana@x.com." is ana@x.com.
+    text = text.lower().removeprefix("mailto:").strip("<>()[]\"'.,;:!? ")
     if len(text) > _limits().text or not _EMAIL.match(text):
         return None
     return text
 
 
 def clean_phone(value: object) -> str | None:
-    """Digits with an optional leading '+', or None below `MIN_PHONE_DIGITS` digits."""
+    """The first number in the answer as digits with an optional leading '+', without its
+    extension; None outside `MIN_PHONE_DIGITS`..`MAX_PHONE_DIGITS` digits, or with a letter
+    among its digits."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 612345678.0 would read as 6123456780
     text = _as_text(value)
-    if text is None:
+    if text is None or _LETTER_IN_DIGITS.search(_EXTENSION.sub(" ", text)):
+        # "6I2 345 678" or "612 345 G78" read as digits is some other number, or part of
+        # one: better none than a wrong one.
         return None
-    digits = "".join(char for char in text if char.isascii() and char.isdigit())
-    if len(digits) < MIN_PHONE_DIGITS:
+    # "+44 (0)20 ...": the trunk zero is dialled only from inside the country.
+    text = _TRUNK_ZERO.sub(r"\1 ", _EXTENSION.split(text, maxsplit=1)[0])
+    run = next(
+        (r for r in _PHONE_RUN.finditer(text) if _digit_count(r[0]) >= MIN_PHONE_DIGITS), None
+    )
+    digits = "" if run is None else _ascii_digits(run[0])
+    if run is None or len(digits.removeprefix("00")) > MAX_PHONE_DIGITS:
         return None
-    phone = ("+" if text.startswith("+") else "") + digits
-    return phone[: _limits().text]
+    return ("+" if run["prefix"] else "") + digits
+
+
+def _ascii_digits(text: str) -> str:
+    return "".join(char for char in text if char.isascii() and char.isdigit())
+
+
+def _digit_count(text: str) -> int:
+    return len(_ascii_digits(text))
 
 
 def clean_interest(value: object) -> int | None:

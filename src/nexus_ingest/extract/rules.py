@@ -285,6 +285,30 @@ _PHONE_CONTEXT_RE = re.compile(
     r"tel[eé]fono|m[oó]vil|celular|n[uú]mero|whatsapp|ll[aá]m|phone|number|call|cell|mobile|text",
 )
 _NOT_PHONE_AFTER_RE = re.compile(r"\s*(?:€|\$|£|%|euros?|eur|usd|d[oó]lares|dollars?)")
+# Numbers that identify an order, an invoice, a ticket or a document: as long as a phone
+# number, and said with "número" or "number", yet never the prospect's phone.
+_REFERENCE_WORDS = (
+    r"pedidos?|orders?|factura|invoice|ticket|tique|referencia|ref|reference|tracking"
+    r"|seguimiento|env[ií]o|shipment|expediente|caso|case|incidencia|albar[aá]n|cuenta|account"
+    r"|contrato|contract|p[oó]liza|policy|dni|nif|cif|nie|pasaporte|passport|postal|zip"
+    r"|iban|serie|serial|transacci[oó]n|transaction|localizador|reserva|booking|confirmaci[oó]n"
+    r"|confirmation"
+)
+# "número"/"number" asks for a phone, unless it is an order's or an invoice's ("your order
+# number", "el número de pedido"); one fixed-width look-behind per English reference word,
+# tried only after an "n", so most positions cost one character test.
+_ENGLISH_REFERENCE_WORDS = _word_set(
+    "order invoice ticket reference tracking case account contract policy passport serial "
+    "transaction booking confirmation"
+)
+_NOT_REFERENCE_NUMBER = "".join(rf"(?<!{word}\sn)" for word in sorted(_ENGLISH_REFERENCE_WORDS))
+# The reference word right before a number, with only "number", "#", "de", "is" and the like
+# between them: "pedido número 4567891", "order #123456789", "número de factura: 2023-001234".
+_REFERENCE_BEFORE_RE = re.compile(
+    rf"(?:#|\bn[º°]|\b(?:{_REFERENCE_WORDS}))"
+    r"(?:\s*(?:\bn[uú]mero\b|\bnumber\b|\bnum\b|\bno\b|\bid\b|n[º°]|[#:.]|\bde\b|\bdel\b"
+    r"|\bis\b|\bes\b|\bwas\b|\bera\b|\bmi\b|\bmy\b|\bthe\b|\bel\b))*\s*$"
+)
 _MIN_PHONE_DIGITS, _SURE_PHONE_DIGITS, _MAX_PHONE_DIGITS = 7, 9, 15
 
 _AMOUNT = r"\d{1,3}(?:[.,\s]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
@@ -298,8 +322,9 @@ _BUDGET_RE = re.compile(
     rf"(?P<currency>{_CURRENCY_WORD})(?!\w)",
 )
 _BARE_BUDGET_RE = re.compile(
-    rf"\b(?:presupuesto|budget)(?:\s*(?:[:=]|\b(?:es|is|of|de|around|about|unos|aproximado"
-    rf"|máximo)\b)){{0,3}}\s*(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?(?!\s*[\w€$£])",
+    rf"\b(?:presupuesto|budget|spend|gastar|invertir|invest)"
+    rf"(?:\s*(?:[:=]|\b(?:es|is|of|de|around|about|unos|aproximado|máximo)\b)){{0,3}}"
+    rf"\s*(?P<amount2>{_AMOUNT})\s?(?:(?P<mult2>{_MULTIPLIER})\b)?(?!\s*[\w€$£])",
 )
 # Every alternative begins with a letter (the boundary before "max" is checked behind it), so
 # the regex engine skips at once the positions where none can begin.
@@ -372,6 +397,15 @@ _PRODUCT_RE = re.compile(
     rf"(?P<product>{_VOCABULARY})(?:\s+{_CONTAINER})?"
     r"|(?<!no\s)(?P<container>paquetes?|packages?|planes))\b",
 )
+# A product the prospect turns down ("no me interesa el SEO", "I don't need a website", "el CRM
+# y no el ERP") is not one they are interested in: its clause is left out, up to a comma or a
+# "but".
+_DECLINED_CLAUSE_RE = re.compile(
+    r"\b(?:no\s+(?:me|nos)\s+interesan?|no\s+(?:estoy|estamos)\s+interesad[oa]s?"
+    r"|not\s+interested|no\s+(?:quiero|queremos|necesito|necesitamos|busco|buscamos)"
+    r"|(?:don't|don’t|do\s+not)\s+(?:want|need)|y\s+no|and\s+not)\b"
+    r"[^,;¿?.!]*?(?=[,;¿?.!]|\s+(?:pero|but|sino|just|s[oó]lo|only)\b|$)"
+)
 _INTEREST_RE = re.compile(
     r"\b(?:interesad[oa]s?\s+en|interested\s+in|me\s+interesan?|nos\s+interesan?)\s+"
     r"(?:(?:el|la|los|las|un|una|the|a|an|your|vuestr[oa]s?|sus?)\s+)?"
@@ -431,7 +465,24 @@ _OTHER_RE = _by_first_letter(
 _BROWSING_RE = _by_first_letter(
     r"\b(?:s[oó]lo\s+(?:estoy\s+)?mirando|s[oó]lo\s+miraba|just\s+(?:browsing|looking)"
     r"|looking\s+around|no\s+(?:plans?|intention)\s+to\s+buy|not\s+(?:ready|looking)\s+to\s+buy"
-    r"|por\s+curiosidad|just\s+curious|de\s+momento\s+no|por\s+ahora\s+no)\b",
+    r"|por\s+curiosidad|just\s+curious|de\s+momento\s+no|por\s+ahora\s+no"
+    # Interest withdrawn: it outweighs a wish to buy said before it, as browsing does.
+    r"|ya\s+no\s+(?:me|nos)\s+interesan?|ya\s+no\s+(?:quiero|queremos)\s+(?:comprar|contratar)"
+    r"|no\s+longer\s+interested|not\s+interested\s+any\s?more|changed\s+my\s+mind"
+    r"|he\s+cambiado\s+de\s+opini[oó]n|cambi[eé]\s+de\s+opini[oó]n)\b",
+)
+# A prospect turning the whole offer down ("no me interesa", "I don't want to buy anything"),
+# not one product of it ("no me interesa el SEO"): the buying words inside are what they do
+# not want. Not "no, gracias" nor "nothing else", which end many a purchase.
+_NO_OBJECT = r"(?!\s+(?:el|la|los|las|en|ese|esa|este|esta|in|the|this|that|your|a|an|un|una)\b)"
+_DECLINE_RE = _by_first_letter(
+    rf"\b(?:no\s+(?:me|nos)\s+interesan?{_NO_OBJECT}"
+    rf"|no\s+(?:estoy|estamos)\s+interesad[oa]s?(?:\s+en\s+(?:comprar|contratar|nada)|{_NO_OBJECT})"
+    r"|no\s+(?:quiero|queremos|necesito|necesitamos)\s+(?:(?:comprar|contratar)\s+)?nada"
+    r"(?!\s+m[aá]s)|no\s+(?:quiero|queremos|voy\s+a|vamos\s+a)\s+(?:comprar|contratar)\b"
+    rf"|not\s+interested(?:\s+in\s+(?:buying|purchasing|anything)|{_NO_OBJECT})"
+    r"|(?:don't|don’t|do\s+not)\s+(?:want|need)\s+(?:to\s+(?:buy|purchase)\b|anything(?!\s+else))"
+    r"|(?:won't|won’t|will\s+not)\s+(?:buy|purchase))\b",
 )
 _BUY_RE = _by_first_letter(
     r"\b(?:compr(?:ar|o|amos|ar[ií]a)|contrat(?:ar|o|amos|ar[ií]a)|adquirir|suscrib\w*|precios?"
@@ -464,7 +515,14 @@ _CONTACT_RE = _by_first_letter(
 
 # Most chats hold none of these: one scan for them all says so, and spares the scan of each.
 _RARE_SIGNAL_RE = _union(
-    _COMPLAINT_RE, _SUPPORT_RE, _OTHER_RE, _BROWSING_RE, _STRONG_BUY_RE, _CONTACT_RE, _URGENT_RE
+    _COMPLAINT_RE,
+    _SUPPORT_RE,
+    _OTHER_RE,
+    _BROWSING_RE,
+    _DECLINE_RE,
+    _STRONG_BUY_RE,
+    _CONTACT_RE,
+    _URGENT_RE,
 )
 
 _ASK_RES = {
@@ -473,7 +531,16 @@ _ASK_RES = {
         r"|con\s+qui[eé]n\s+(?:tengo|hablo)|your\s+name|who\s+am\s+i\s+(?:speaking|talking|chatting)"
         r"|what\s+should\s+i\s+call\s+you",
     ),
-    "telefono": re.compile(r"tel[eé]fono|m[oó]vil|n[uú]mero|whatsapp|phone|number"),
+    "telefono": re.compile(
+        rf"tel[eé]fono|m[oó]vil|whatsapp|phone|n{_NOT_REFERENCE_NUMBER}(?:[uú]mero|umber)"
+        rf"(?!\s+(?:de\s+(?:la\s+|el\s+|su\s+|tu\s+)?)?(?:{_REFERENCE_WORDS}))"
+    ),
+    # A reference's number asked for ("el número de pedido", "your order number"), not a
+    # reference word alone ("en ese caso").
+    "referencia": re.compile(
+        rf"(?:n[uú]mero|n[º°])\s+(?:de\s+(?:la\s+|el\s+|su\s+|tu\s+)?)?(?:{_REFERENCE_WORDS})\b"
+        rf"|\b(?:{_REFERENCE_WORDS})\s*(?:number|no\b|#|id\b)"
+    ),
     "presupuesto": re.compile(r"presupuesto|budget"),
     "empresa": re.compile(r"empresa|compañ[ií]a|company|organi[sz]ation"),
     "ubicacion": re.compile(r"d[oó]nde|ciudad|where|city|located"),
@@ -499,9 +566,13 @@ _FILLERS = _word_set(
     "claro sí si sure yes ok okay vale bueno pues perfecto yeah con with it's it’s es soy"
 )
 _GREETINGS = _word_set("hola hello hi hey buenas buenos good gracias thanks thank")
+# Words that follow "soy" or "I'm" when no name does, capitalised or not ("I'm Ready to buy",
+# "Soy Autónomo"): a state or an occupation, not a name.
 _NOT_NAMES = _word_set(
     "interesado interesada interested looking buscando nuevo nueva new here aquí cliente customer "
-    "from de"
+    "from de ready happy glad calling writing reaching trying wondering planning thinking "
+    "currently autónomo autónoma freelance freelancer particular estudiante student emprendedor "
+    "emprendedora"
 )
 _MAX_NAME_WORDS = 4
 _LOOKBEHIND_CHARS = 24
@@ -951,20 +1022,24 @@ def _deobfuscate(match: re.Match[str]) -> str | None:
 
 def _phone(turns: Sequence[_Turn]) -> str | None:
     return _last(
-        _sentence_phone(sentence, "telefono" in turn.asked)
+        _sentence_phone(sentence, turn.asked)
         for turn in turns
         for sentence in turn.sentences
         if sentence.own and sentence.digits
     )
 
 
-def _sentence_phone(sentence: _Sentence, asked: bool) -> str | None:
+def _sentence_phone(sentence: _Sentence, asked: frozenset[str]) -> str | None:
     if not _PHONE_CUE_RE.search(sentence.text):
         return None
     matches = list(_PHONE_RE.finditer(sentence.text))
     if not matches:
         return None
-    likely = asked or bool(_PHONE_CONTEXT_RE.search(sentence.low))
+    context = bool(_PHONE_CONTEXT_RE.search(sentence.low))
+    # A bare number answering "¿tu número de pedido?" is the order's, not a phone.
+    if "referencia" in asked and "telefono" not in asked and not context:
+        return None
+    likely = "telefono" in asked or context
     return _last(_phone_value(sentence.low, match, likely) for match in matches)
 
 
@@ -978,6 +1053,8 @@ def _phone_value(low: str, match: re.Match[str], likely: bool) -> str | None:
     if len(digits) < _SURE_PHONE_DIGITS and not likely:
         return None
     if _NOT_PHONE_AFTER_RE.match(low, match.end()) or _negated(low, match.start()):
+        return None
+    if _REFERENCE_BEFORE_RE.search(_before(low, match.start())):
         return None
     return f"+{digits}" if international else digits
 
@@ -1142,17 +1219,29 @@ def _sentence_products(sentence: _Sentence) -> list[str]:
     text, low = sentence.text, sentence.low
     if not _PRODUCT_CUE_RE.search(low):
         return []
-    products = [
-        " ".join(_original(text, m, "tier", "product", "container").split())
-        for m in _PRODUCT_RE.finditer(low)
-    ]
-    if products:
-        return products
+    declined = _declined_spans(low)
+    matches = [m for m in _PRODUCT_RE.finditer(low) if not _within(m.start(), declined)]
+    if matches:
+        return [
+            " ".join(_original(text, m, "tier", "product", "container").split()) for m in matches
+        ]
     return [
         thing
         for m in _INTEREST_RE.finditer(low)
-        if (thing := _interest_thing(_original(text, m, "thing")))
+        if not _within(m.start(), declined)
+        and (thing := _interest_thing(_original(text, m, "thing")))
     ]
+
+
+def _declined_spans(low: str) -> list[tuple[int, int]]:
+    # Every decline holds "no" ("not" included) or "n't": most sentences need no scan.
+    if "no" not in low and "n't" not in low and "n’t" not in low:
+        return []
+    return [match.span() for match in _DECLINED_CLAUSE_RE.finditer(low)]
+
+
+def _within(position: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start <= position < end for start, end in spans)
 
 
 def _interest_thing(raw: str) -> str | None:
@@ -1186,9 +1275,15 @@ def _intent(text: str, browsing: bool, rare: bool) -> Intent | None:
 
 def _is_browsing(text: str) -> bool:
     browsing = list(_BROWSING_RE.finditer(text))
+    declines = [match.span() for match in _DECLINE_RE.finditer(text)]
+    if not (browsing or declines):
+        return False
+    buying = [match for match in _BUY_RE.finditer(text) if not _within(match.start(), declines)]
+    if declines and not buying:
+        # Only then: beside a wish to buy, a decline more likely turns down an upsell.
+        return True
     if not browsing:
         return False
-    buying = list(_BUY_RE.finditer(text))
     # "Solo miraba... bueno, quiero contratar" ends up buying; "no plans to buy" does not.
     return not buying or buying[-1].start() < browsing[-1].end()
 
@@ -1207,7 +1302,7 @@ def _interest_level(
     if browsing:
         return _BROWSING_LEVEL
     contact = rare and bool(_CONTACT_RE.search(text))
-    if intent is None and not (has_products or contact):
+    if intent is None and not (has_products or contact or budget):
         return None
     buying = intent == "compra"
     level = _BUY_LEVEL if buying else _BASE_LEVEL
@@ -1218,7 +1313,12 @@ def _interest_level(
 
 
 def _language(texts: Iterable[str]) -> str | None:
-    words = _words("\n".join(texts))  # a line break ends a word: none spans two texts
+    text = "\n".join(texts)  # a line break ends a word: none spans two texts
+    if "@" in text:
+        # An address is in no language: "de", "la" and "es" of juan.de.la.cruz@correo.es are not
+        # Spanish words.
+        text = _EMAIL_RE.sub(" ", text)
+    words = _words(text)
     spanish = sum(map(_ES_WORDS.__contains__, words))
     english = sum(map(_EN_WORDS.__contains__, words))
     if spanish == english:
