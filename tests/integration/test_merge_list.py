@@ -1,4 +1,5 @@
-"""nexus.merge_list, rewritten as a loop (migration 018), gives the lists 005's query gave."""
+"""nexus.merge_list, rewritten as a loop (migration 018), gives the lists 005's query gave, with
+two spellings keyed alike when they differ by accents too (023)."""
 
 from __future__ import annotations
 
@@ -15,20 +16,23 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "src" / "nexus_ingest" / "sql
 
 
 def _reference() -> str:
-    """005's set-based version, read from its migration, as pg_temp.merge_list_005: the
-    reference the loop is held to."""
+    """005's set-based version, read from its migration, as pg_temp.merge_list_005, grouping by
+    023's key: the reference the loop is held to."""
     text = (MIGRATIONS / "005_prospects.sql").read_text(encoding="utf-8")
     start = text.index("CREATE OR REPLACE FUNCTION nexus.merge_list(")
     end = text.index("$$;", start) + len("$$;")
-    return text[start:end].replace("nexus.merge_list(", "pg_temp.merge_list_005(", 1)
+    reference = text[start:end].replace("nexus.merge_list(", "pg_temp.merge_list_005(", 1)
+    return reference.replace("GROUP BY lower(btrim(item))", "GROUP BY nexus.list_key(item)", 1)
 
 
 # Spellings that differ by case, by spaces at either end, or not at all; blanks and nulls;
 # letters whose lower case is not a plain ASCII fold.
 item = st.one_of(
     st.none(),
-    st.sampled_from(["crm", "CRM", " crm ", "Crm\t", "", "  ", "SEO", "seo", "İstanbul", "ΣΟΦΙΑ"]),
-    st.text(alphabet="aAbB ñÑ\t", max_size=4),
+    st.sampled_from(
+        ["crm", "CRM", " crm ", "Crm\t", "", "  ", "SEO", "seo", "İstanbul", "ΣΟΦΙΑ", "Diseño"]
+    ),
+    st.text(alphabet="aAbB ñÑnNáÁ\t", max_size=4),
 )
 items = st.one_of(st.none(), st.lists(item, max_size=6))
 
@@ -81,3 +85,13 @@ def test_first_spelling_first_order_no_blanks(conn: psycopg.Connection[Any]) -> 
         "SELECT nexus.merge_list(ARRAY['Paquetes', NULL, ' '], ARRAY['CRM', ' paquetes ', 'crm'])"
     ).fetchone()
     assert row == (["Paquetes", "CRM"],)
+
+
+def test_spellings_that_differ_by_accents_are_one_item(conn: psycopg.Connection[Any]) -> None:
+    """The first spelling is kept, as for case: a product the model wrote with and without its
+    accents, in either case, is listed once."""
+    row = conn.execute(
+        "SELECT nexus.merge_list(ARRAY['Diseño web', 'CRM'],"
+        " ARRAY['diseno web', 'DISEÑO WEB', 'crm', 'Educación', 'EDUCACION'])"
+    ).fetchone()
+    assert row == (["Diseño web", "CRM", "Educación"],)
