@@ -45,14 +45,16 @@ Rules:
 4. When the prospect corrects a value, keep the latest one.
 5. Formats:
    - nombre: the prospect's name as they gave it ("Carlos", "Ana Pérez").
-   - email: lower-case. telefono: as given, with the country code if they gave one.
+   - email: lower-case. telefono: one number as given, with the country code if they gave
+     one, without an extension; an order, invoice or ticket number is not a phone.
    - empresa, cargo, ubicacion: the prospect's own company, job title and location.
    - productos_interes: the products or services the prospect wants or asked about, short
      names, no duplicates; a product the assistant offered counts only if the prospect
-     showed interest in it.
+     showed interest in it, and one the prospect turned down does not count.
    - presupuesto, plazo: as stated, with currency or time unit ("5.000 EUR", "next quarter").
-   - nivel_interes: integer 1-10. 1-3 just browsing; 4-6 asks for details or compares;
-     7-8 asks for price, a demo or a meeting; 9-10 ready to buy or sign now.
+   - nivel_interes: integer 1-10. 1-3 just browsing, or declines; 4-6 asks for details or
+     compares; 7-8 asks for price, a demo or a meeting; 9-10 ready to buy or sign now. Null
+     for a support request or a complaint that shows no wish to buy.
    - intencion: one of compra (wants to buy or hire), informacion (asks for information),
      soporte (already a customer needing help), queja (complaint), otro (anything else).
    - idioma: the ISO 639-1 code of the language the prospect writes in ("es", "en").
@@ -88,7 +90,7 @@ FIELD_DESCRIPTIONS: dict[str, str] = {
     "productos_interes": "Products or services the prospect is interested in.",
     "presupuesto": "The prospect's budget as stated, with currency.",
     "plazo": "When the prospect needs it (deadline or time frame) as stated.",
-    "nivel_interes": "Interest from 1 (browsing) to 10 (ready to buy).",
+    "nivel_interes": "Interest from 1 (browsing) to 10 (ready to buy); null for support or a complaint.",
     "intencion": "compra, informacion, soporte, queja or otro.",
     "idioma": "ISO 639-1 code of the language the prospect writes in.",
     "resumen": "One or two sentences on what the prospect needs.",
