@@ -27,6 +27,7 @@ from nexus_ingest.extract import build_extractor
 from nexus_ingest.maintenance import maintenance_loop
 from nexus_ingest.metrics import MULTIPROCESS_DIR_VARIABLE
 from nexus_ingest.settings import Settings
+from nexus_ingest.stopping import Stop, hurried
 from nexus_ingest.telemetry import configure_tracing, shutdown_tracing
 from nexus_ingest.worker import Worker, worker_config
 
@@ -47,11 +48,11 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
+def _stop_on_signals() -> Stop:
+    stop = Stop()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.signal)
     return stop
 
 
@@ -269,7 +270,7 @@ async def supervise_worker(database_url: str, stop: asyncio.Event, grace_s: floa
         await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if stop.is_set():
-            await _end_child(child, exited, grace_s)
+            await _end_child(child, exited, grace_s, hurried(stop))
             return
         _forget_metrics_of(child.pid)
         if time.monotonic() - started > _HEALTHY_RUN_S:
@@ -297,13 +298,27 @@ def _worker_env(database_url: str) -> dict[str, str]:
 
 
 async def _end_child(
-    child: asyncio.subprocess.Process, exited: asyncio.Task[int], grace_s: float
+    child: asyncio.subprocess.Process,
+    exited: asyncio.Task[int],
+    grace_s: float,
+    hurry: asyncio.Event | None,
 ) -> None:
+    """SIGTERM the worker and give it its grace period; a second signal to this process is
+    passed on, so the worker stops at once too. Past the grace (and 5 s more), SIGKILL."""
     if child.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGTERM)
+    wait_s = grace_s + 5
+    if hurry is not None:
+        hurrying = asyncio.create_task(hurry.wait())
+        await asyncio.wait({exited, hurrying}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        hurrying.cancel()
+        if hurry.is_set() and child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+            wait_s = 5
     try:
-        await asyncio.wait_for(asyncio.shield(exited), timeout=grace_s + 5)
+        await asyncio.wait_for(asyncio.shield(exited), timeout=wait_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             child.kill()

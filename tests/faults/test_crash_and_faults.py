@@ -17,7 +17,7 @@ import pytest
 from nexus_ingest import queue
 from nexus_ingest.db import open_pool
 from tests.fakes.llm_server import FakeLLMServer, Hang
-from tests.helpers import NEXUS, nexus_env, nexus_process, wait_for
+from tests.helpers import NEXUS, free_port, nexus_env, nexus_process, wait_for
 
 MESSAGES = 2000
 KILLS = 20
@@ -222,3 +222,41 @@ def test_a_stopped_worker_gives_back_the_snapshots_it_could_not_finish(
         " WHERE session_id LIKE 'stopping-%' AND leased_until > clock_timestamp()",
     )
     assert leased == 0
+
+
+@pytest.mark.parametrize("command", ["worker", "up"])
+def test_a_second_signal_stops_at_once_and_still_gives_back(
+    db_url: str, tmp_path: Path, command: str
+) -> None:
+    """SIGTERM, then SIGTERM again, while LLM calls hang and the grace period is a minute: the
+    process exits within seconds, not after the grace, and what it held is readable again.
+    (`nexus up` passes the second signal on to its worker process.)"""
+    ids = fill(db_url, 3, prefix=f"hurried-{command}")
+    with FakeLLMServer("anthropic") as fake:
+        fake.set_default(Hang(120))
+        env = claude_env(
+            db_url,
+            fake,
+            NEXUS_WORKER_VT_S="120",
+            NEXUS_WORKER_SHUTDOWN_GRACE_S="60",
+            NEXUS_PORT=str(free_port()),
+        )
+        with nexus_process([command], env, log_path=tmp_path / "nexus.log") as proc:
+            fake.wait_for_calls(3, timeout=60)
+            proc.send_signal(signal.SIGTERM)
+
+            def stopped() -> bool:
+                if proc.poll() is not None:
+                    return True
+                # Again: two signals sent at once may arrive as one.
+                proc.send_signal(signal.SIGTERM)
+                return False
+
+            wait_for(stopped, timeout=20, interval=0.5, what="a stop at the second signal")
+            assert proc.returncode == 0
+    ready = query(
+        db_url,
+        "SELECT msg_id, read_ct, vt <= clock_timestamp() FROM pgmq.q_nexus_prospect_ingestion"
+        " ORDER BY msg_id",
+    )
+    assert ready == [(msg_id, 0, True) for msg_id in sorted(ids)]

@@ -18,6 +18,7 @@ from nexus_ingest import queue
 from nexus_ingest.db import kept_alive, named
 from nexus_ingest.errors import DatabaseUnavailable, RetryLater
 from nexus_ingest.extract.base import BatchExtractor, Extractor
+from nexus_ingest.stopping import hurried
 from nexus_ingest.worker.batches import BatchTracker
 from nexus_ingest.worker.buffer import SaveBuffer
 from nexus_ingest.worker.config import WorkerConfig, read_size
@@ -98,7 +99,7 @@ class Worker:
         try:
             await self._read_loop(stop)
         finally:
-            await self._finish_in_flight()
+            await self._finish_in_flight(hurried(stop))
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -257,12 +258,13 @@ class Worker:
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
-    async def _finish_in_flight(self) -> None:
-        """Give in-flight work the grace period, then cancel it and give its snapshots back,
-        readable at once rather than after their visibility timeout."""
+    async def _finish_in_flight(self, hurry: asyncio.Event | None = None) -> None:
+        """Give in-flight work the grace period (cut short when `hurry` is set), then cancel it
+        and give its snapshots back, readable at once rather than after their visibility
+        timeout."""
         pending = set(self._tasks)
         if pending:
-            _, late = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            late = await _unfinished(pending, self.config.shutdown_grace_s, hurry)
             cut_short = [self._tasks[task] for task in late if task in self._tasks]
             for task in late:
                 task.cancel()
@@ -271,7 +273,28 @@ class Worker:
             if cut_short:
                 with contextlib.suppress(DatabaseUnavailable):
                     await self.settler.give_back(cut_short)
-        await self.saves.drain(timeout=max(1.0, self.config.shutdown_grace_s))
+        hurrying = hurry is not None and hurry.is_set()
+        await self.saves.drain(timeout=1.0 if hurrying else max(1.0, self.config.shutdown_grace_s))
+
+
+async def _unfinished(
+    tasks: set[asyncio.Task[None]], timeout: float, hurry: asyncio.Event | None
+) -> set[asyncio.Task[None]]:
+    """The tasks still running after `timeout` seconds, or as soon as `hurry` is set."""
+    hurrying = asyncio.create_task(hurry.wait()) if hurry is not None else None
+    waited = tasks | {hurrying} if hurrying is not None else set(tasks)
+    deadline = asyncio.get_running_loop().time() + timeout
+    pending = set(tasks)
+    while pending and (hurry is None or not hurry.is_set()):
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        done, _ = await asyncio.wait(waited, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        pending -= done
+        waited -= done
+    if hurrying is not None:
+        hurrying.cancel()
+    return pending
 
 
 def _batch_tracker(
