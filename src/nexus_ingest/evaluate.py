@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from nexus_ingest.errors import InputError
 from nexus_ingest.extract.base import Extractor
+from nexus_ingest.extract.phones import ascii_digits
 from nexus_ingest.models import PROSPECT_FIELDS, ChatMessage, Prospect
 
 SCORED_FIELDS: tuple[str, ...] = tuple(name for name in PROSPECT_FIELDS if name != "resumen")
@@ -114,7 +115,7 @@ def phones_match(expected: str, predicted: str) -> bool:
 
 
 def _phone_digits(text: str) -> str:
-    digits = "".join(char for char in text if char.isascii() and char.isdigit())
+    digits = ascii_digits(text)
     # "0034 612..." dials "+34 612...": the 00 is the international prefix, not the number.
     return digits[2:] if digits.startswith("00") else digits
 

@@ -329,20 +329,15 @@ async def session_progress(
 
 
 async def defer(
-    conn: psycopg.AsyncConnection[Any], deferrals: Sequence[tuple[int, datetime]]
+    conn: psycopg.AsyncConnection[Any], deferrals: Sequence[tuple[int, datetime | None]]
 ) -> None:
-    """Hide messages until their time, without counting the read that found them."""
+    """Hide messages until their time (None: none, readable now), without counting the read
+    that found them."""
     if deferrals:
         await conn.execute(
             query("defer_messages"),
             {"msg_ids": [m for m, _ in deferrals], "until": [u for _, u in deferrals]},
         )
-
-
-async def give_back(conn: psycopg.AsyncConnection[Any], msg_ids: Sequence[int]) -> None:
-    """Make messages readable now, without counting the read that took them."""
-    if msg_ids:
-        await conn.execute(query("give_back_messages"), {"msg_ids": list(msg_ids)})
 
 
 async def queued_messages(

@@ -18,7 +18,7 @@ from functools import cache
 from typing import Any
 
 from nexus_ingest.errors import ExtractionError, Permanent, RetryLater
-from nexus_ingest.extract.phones import normalise_phone, phone_regions
+from nexus_ingest.extract.phones import ascii_digits, normalise_phone, phone_regions
 from nexus_ingest.models import PROSPECT_FIELDS, Intent, Prospect
 
 _PLACEHOLDERS = frozenset(
@@ -213,18 +213,14 @@ def clean_phone(value: object) -> str | None:
     run = next(
         (r for r in _PHONE_RUN.finditer(text) if _digit_count(r[0]) >= MIN_PHONE_DIGITS), None
     )
-    digits = "" if run is None else _ascii_digits(run[0])
+    digits = "" if run is None else ascii_digits(run[0])
     if run is None or len(digits.removeprefix("00")) > MAX_PHONE_DIGITS:
         return None
     return ("+" if run["prefix"] else "") + digits
 
 
-def _ascii_digits(text: str) -> str:
-    return "".join(char for char in text if char.isascii() and char.isdigit())
-
-
 def _digit_count(text: str) -> int:
-    return len(_ascii_digits(text))
+    return len(ascii_digits(text))
 
 
 def clean_interest(value: object) -> int | None:

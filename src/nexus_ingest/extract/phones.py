@@ -73,10 +73,15 @@ def phone_regions(
     return tuple(dict.fromkeys(r for r in regions if r and _REGION_CODE.fullmatch(r)))
 
 
+def ascii_digits(text: str) -> str:
+    """The digits 0-9 of `text`, in order: other scripts' digits are no part of a number to dial."""
+    return "".join(char for char in text if char.isascii() and char.isdigit())
+
+
 def normalise_phone(raw: str, regions: Iterable[str]) -> str:
     """`raw` (digits, perhaps after a `+` or `00`) as E.164 when it is a valid number with its
     own country code or in one of `regions`; else its digits, with the `+` it had."""
-    digits = "".join(char for char in raw if char.isascii() and char.isdigit())
+    digits = ascii_digits(raw)
     international = raw.lstrip().startswith("+") or digits.startswith("00")
     if international:
         digits = digits[2:] if digits.startswith("00") else digits

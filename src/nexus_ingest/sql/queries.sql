@@ -55,18 +55,12 @@ LEFT JOIN nexus.sessions s ON s.session_id = i.session_id;
 -- name: defer_messages
 -- Hide messages until the extraction policy's time for them, giving back the read that found
 -- them: a deferral is no failed attempt, so it must not bring a message nearer to the
--- dead-letter queue (see worker/plan.py).
+-- dead-letter queue (see worker/plan.py). No time: readable now, by the database's clock (what a
+-- stopping worker took but could not finish).
 UPDATE pgmq.q_nexus_prospect_ingestion q
-SET vt = d.until, read_ct = GREATEST(q.read_ct - 1, 0)
+SET vt = COALESCE(d.until, clock_timestamp()), read_ct = GREATEST(q.read_ct - 1, 0)
 FROM unnest(%(msg_ids)s::bigint[], %(until)s::timestamptz[]) AS d(msg_id, until)
 WHERE q.msg_id = d.msg_id;
-
--- name: give_back_messages
--- Messages a stopping worker took but could not finish, readable again at once, the read that
--- took them given back as for a deferral.
-UPDATE pgmq.q_nexus_prospect_ingestion
-SET vt = clock_timestamp(), read_ct = GREATEST(read_ct - 1, 0)
-WHERE msg_id = ANY(%(msg_ids)s::bigint[]);
 
 -- name: queued_messages
 -- Messages by id, as a read returns them but without reading them (no read is counted).

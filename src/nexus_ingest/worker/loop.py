@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from typing import Any
 
 import psycopg
 import structlog
@@ -281,20 +282,14 @@ async def _unfinished(
     tasks: set[asyncio.Task[None]], timeout: float, hurry: asyncio.Event | None
 ) -> set[asyncio.Task[None]]:
     """The tasks still running after `timeout` seconds, or as soon as `hurry` is set."""
-    hurrying = asyncio.create_task(hurry.wait()) if hurry is not None else None
-    waited = tasks | {hurrying} if hurrying is not None else set(tasks)
-    deadline = asyncio.get_running_loop().time() + timeout
-    pending = set(tasks)
-    while pending and (hurry is None or not hurry.is_set()):
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            break
-        done, _ = await asyncio.wait(waited, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-        pending -= done
-        waited -= done
-    if hurrying is not None:
-        hurrying.cancel()
-    return pending
+    # Cancelling these waiters leaves the tasks themselves running.
+    waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.wait(tasks))}
+    if hurry is not None:
+        waiters.add(asyncio.ensure_future(hurry.wait()))
+    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    return {task for task in tasks if not task.done()}
 
 
 def _batch_tracker(

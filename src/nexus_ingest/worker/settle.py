@@ -157,7 +157,7 @@ class Settler:
         released and their read not counted: a worker stopping is no failed attempt."""
         messages = [item.message for item in items]
         async with self._connection() as conn, conn.transaction():
-            await queue.give_back(conn, [m.msg_id for m in messages])
+            await queue.defer(conn, [(m.msg_id, None) for m in messages])
             await queue.release_sessions(conn, _leases(messages))
         log.info("worker.gave_back", messages=len(messages))
 
