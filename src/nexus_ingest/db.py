@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from nexus_ingest.errors import DatabaseUnavailable
+from nexus_ingest.errors import ConfigError, DatabaseUnavailable
 from nexus_ingest.queries import query
 
 INT32_MAX = 2**31 - 1
@@ -114,8 +114,11 @@ async def open_pool(
             "autocommit": True,
             "connect_timeout": 3,
             "prepare_threshold": _PREPARE_THRESHOLD,
+            # Whatever the database or role sets (`ALTER DATABASE ... SET client_encoding`):
+            # conversations hold any script and emoji.
+            "client_encoding": "UTF8",
         },
-        configure=None if synchronous_commit else _commit_without_waiting,
+        configure=_configure_session if synchronous_commit else _configure_worker_session,
         name="nexus",
     )
     await pool.open(wait=False)
@@ -149,8 +152,72 @@ def kept_alive(url: str) -> str:
     return make_conninfo(url, **missing) if missing else url
 
 
-async def _commit_without_waiting(conn: psycopg.AsyncConnection[Any]) -> None:
+async def _configure_session(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Dates in the one style psycopg reads, when the database or role set another; free when
+    it did not (the server reports both styles when the connection opens)."""
+    status = conn.info.parameter_status
+    if not (status("DateStyle") or "ISO").startswith("ISO") or status("IntervalStyle") not in (
+        None,
+        "postgres",
+    ):
+        await conn.execute(query("readable_dates"))
+
+
+async def _configure_worker_session(conn: psycopg.AsyncConnection[Any]) -> None:
+    await _configure_session(conn)
     await conn.execute(query("commit_without_waiting"))
+
+
+class UnsuitableDatabase(ConfigError):
+    """The database at DATABASE_URL cannot hold Nexus's data safely."""
+
+
+def check_usable(
+    conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]]
+) -> None:
+    """Raise `UnsuitableDatabase`, saying what to change, unless the database behind `conn` can
+    keep what Nexus acknowledges: UTF-8, writable, and one server session per connection.
+
+    `connect` opens another connection the same way, to find a pooler in transaction mode."""
+    encoding, read_only, pid = conn.execute(query("database_traits")).fetchone() or ("", False, 0)
+    if encoding != "UTF8":
+        # A snapshot with a character the encoding lacks (Cyrillic in LATIN1, anything but
+        # ASCII in SQL_ASCII) would be accepted, then never stored.
+        raise UnsuitableDatabase(
+            f"the database's encoding is {encoding}; Nexus needs UTF8, since conversations hold "
+            "any language and emoji: create a database with ENCODING 'UTF8' (e.g. CREATE DATABASE "
+            "nexus ENCODING 'UTF8' TEMPLATE template0) and point DATABASE_URL at it"
+        )
+    if read_only:
+        raise UnsuitableDatabase(
+            "the database is read-only (a standby, or default_transaction_read_only is on for "
+            "this database or role): point DATABASE_URL at the primary, or turn "
+            "default_transaction_read_only off"
+        )
+    if _shares_server_sessions(conn, pid, connect):
+        raise UnsuitableDatabase(
+            "DATABASE_URL leads to a connection pooler in transaction mode (two of Nexus's "
+            "connections were served by one server session): Nexus needs one server session per "
+            "connection for its prepared statements, LISTEN and locks; connect directly, or "
+            "through the pooler's session mode (PgBouncer pool_mode = session; Supabase: port "
+            "5432 of the pooler, not 6543)"
+        )
+
+
+def _shares_server_sessions(
+    conn: psycopg.Connection[Any], pid: int, connect: Callable[[], psycopg.Connection[Any]]
+) -> bool:
+    """Whether a pooler hands server sessions around between transactions (PgBouncer's or
+    Supavisor's transaction mode).
+
+    Directly or in session mode, a connection keeps its server session (its backend pid) for
+    life, and no other open connection can have it. In transaction mode, the session `conn`
+    just released goes to the next connection (PgBouncer reuses the latest freed first), and
+    `conn`'s next transaction gets whichever is free: one of the two pids gives it away."""
+    with connect() as other:
+        row = other.execute(query("backend_pid")).fetchone()
+    again = conn.execute(query("backend_pid")).fetchone()
+    return (row is not None and row[0] == pid) or (again is not None and again[0] != pid)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from importlib.resources import files
 import psycopg
 import structlog
 
-from nexus_ingest.db import named
+from nexus_ingest.db import check_usable, named
 from nexus_ingest.errors import DatabaseUnavailable, MigrationError
 from nexus_ingest.queries import query
 
@@ -57,16 +57,30 @@ def latest_version() -> int:
 
 def migrate(url: str) -> list[Migration]:
     """Bring the database at `url` up to date; returns the migrations applied now."""
-    try:
-        conn = psycopg.connect(named(url, "nexus migrate"), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+    conn = _connect(url)
     with conn:
+        # Before any SET: through a pooler in transaction mode it would stay on a server
+        # session that other clients get next.
+        check_usable(conn, lambda: _connect(url))
+        conn.execute(query("migrator_session"))
         _take_turn(conn)
         try:
             return _apply_pending(conn)
         finally:
             conn.execute(query("unlock_migrations"))
+
+
+def _connect(url: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            named(url, "nexus migrate"),
+            autocommit=True,
+            connect_timeout=10,
+            # Whatever the database or role sets: the migrations' text is UTF-8.
+            client_encoding="UTF8",
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
 
 
 def _take_turn(conn: psycopg.Connection) -> None:
@@ -79,10 +93,13 @@ def _take_turn(conn: psycopg.Connection) -> None:
         return
     holder = conn.execute(query("migration_lock_holder")).fetchone()
     log.info("migrate.waiting", for_backend_pid=holder[0] if holder else None)
+    conn.execute(query("wait_without_lock_timeout"))
     conn.execute(query("lock_migrations"))
+    conn.execute(query("restore_lock_timeout"))
 
 
 def _apply_pending(conn: psycopg.Connection) -> list[Migration]:
+    _refuse_unless_privileged(conn)
     try:
         conn.execute(query("create_ledger"))
     except psycopg.Error as exc:
@@ -95,6 +112,27 @@ def _apply_pending(conn: psycopg.Connection) -> list[Migration]:
             _apply(conn, migration)
             applied.append(migration)
     return applied
+
+
+def _refuse_unless_privileged(conn: psycopg.Connection) -> None:
+    """Stop before the first change when the role lacks a privilege a pending migration needs:
+    failing half-way would leave some migrations applied, by a role that then owns them."""
+    row = conn.execute(query("migrator_lacks")).fetchone()
+    lacking = row[0] if row else []
+    if lacking and _has_pending(conn):
+        raise MigrationError(
+            f"nothing was migrated: {'; '.join(lacking)}; {_whom_to_migrate_as(conn)}"
+        )
+
+
+def _has_pending(conn: psycopg.Connection) -> bool:
+    """Whether a migration of this package is missing from the database's ledger (or the
+    ledger itself is, or the role may not read it)."""
+    try:
+        done = {row[0] for row in conn.execute(query("applied_migrations"))}
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return True
+    return any(m.version not in done for m in load_migrations())
 
 
 def _ensure_pgmq(conn: psycopg.Connection) -> None:

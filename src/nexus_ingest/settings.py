@@ -183,7 +183,9 @@ class Settings(BaseSettings):
     fault_mode: Literal["mixed", "retryable", "permanent", "timeout"] = "mixed"
     """failure simulation: `mixed`, `retryable`, `permanent` or `timeout`"""
     retention_archive_days: int = Field(default=7, ge=0)
-    """days archived and dead-lettered messages are kept"""
+    """days archived messages (and replayed or purged dead letters) are kept"""
+    retention_dead_letter_days: int = Field(default=30, ge=0)
+    """days a dead letter nobody replayed or purged is kept, counted from its death"""
     retention_history_days: int = Field(default=90, ge=0)
     """days extraction history and message events are kept"""
     maintenance_interval_s: float = Field(default=3600.0, ge=0)
@@ -207,11 +209,17 @@ class Settings(BaseSettings):
         from psycopg.conninfo import conninfo_to_dict
 
         try:
-            conninfo_to_dict(url)
+            parts = conninfo_to_dict(url)
         except psycopg.Error:
             raise ValueError(
                 "not a valid PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DB)"
             ) from None
+        if _is_supabase_transaction_mode(parts):
+            raise ValueError(
+                "port 6543 of Supabase's poolers is their transaction mode, which Nexus does not "
+                "support (prepared statements, LISTEN, locks); use port 5432 of the same host "
+                "(session mode), or the direct connection"
+            )
         return url
 
     @field_validator("log_level")
@@ -239,6 +247,23 @@ class Settings(BaseSettings):
         if self.coalesce_window_s is not None:
             return self.coalesce_window_s
         return 0.0 if self.resolved_extractor() in ("rules", "noop") else 2.0
+
+
+# Supavisor (`aws-0-<region>.pooler.supabase.com`) and Supabase's dedicated PgBouncer
+# (`db.<project-ref>.supabase.co`) both serve transaction mode on port 6543.
+_SUPABASE_POOLER_HOST = re.compile(r"(^|\.)(pooler\.supabase\.com|supabase\.co)\.?$", re.IGNORECASE)
+
+
+def _is_supabase_transaction_mode(parts: dict[str, typing.Any]) -> bool:
+    """Whether a URL names a Supabase pooler on its transaction-mode port (6543); `nexus migrate`
+    finds other poolers in transaction mode by how they behave (db.check_usable)."""
+    hosts = str(parts.get("host") or "").split(",")
+    ports = str(parts.get("port") or "5432").split(",")
+    ports += [ports[-1]] * (len(hosts) - len(ports))  # libpq: one port serves every host
+    return any(
+        _SUPABASE_POOLER_HOST.search(host.strip()) and port.strip() == "6543"
+        for host, port in zip(hosts, ports, strict=False)
+    )
 
 
 class InvalidSettings(ConfigError):

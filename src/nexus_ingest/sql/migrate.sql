@@ -11,9 +11,12 @@ SELECT pg_catalog.pg_try_advisory_lock(7304225114);
 
 -- name: migration_lock_holder
 -- The backend holding the lock above: a bigint key is held as (classid, objid) = its halves.
+-- Advisory locks are per database: migrators of other databases on the server hold the same key.
 SELECT pid FROM pg_catalog.pg_locks
 WHERE locktype = 'advisory' AND granted AND objsubid = 1
   AND (classid::bigint << 32) | objid::bigint = 7304225114
+  AND database = (SELECT d.oid FROM pg_catalog.pg_database d
+                  WHERE d.datname = pg_catalog.current_database())
 LIMIT 1;
 
 -- name: unlock_migrations
