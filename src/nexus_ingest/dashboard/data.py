@@ -24,6 +24,8 @@ _TRACE_LIMIT = 500
 _TIMELINE_SESSIONS = 10
 SPEND_DAYS = 14
 _ALL_DAYS = 100_000  # every day the extraction history holds
+# Beyond this many prospects the overview shows the planner's estimate instead of a count.
+EXACT_COUNT_UP_TO = 10_000
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,10 @@ class MinuteCount:
 
 @dataclass(frozen=True)
 class Totals:
-    """Counts of everything the pipeline has produced."""
+    """How many prospects there are: exact while few, else estimated (`prospects_estimated`)."""
 
     prospects: int
-    extractions: int
-    sessions: int
+    prospects_estimated: bool
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,8 @@ async def throughput(pool: AsyncConnectionPool) -> list[MinuteCount]:
 
 
 async def totals(pool: AsyncConnectionPool) -> Totals:
-    """How many prospects, extractions and sessions there are."""
-    [row] = await _rows(pool, "dashboard_totals", {})
+    """How many prospects there are, counted up to `EXACT_COUNT_UP_TO`, else estimated."""
+    [row] = await _rows(pool, "dashboard_totals", {"exact_up_to": EXACT_COUNT_UP_TO})
     return Totals(**row)
 
 
@@ -146,14 +147,19 @@ async def spend_by_day(pool: AsyncConnectionPool, days: int = SPEND_DAYS) -> lis
     return await spend(pool, days=days)
 
 
-async def prospects(pool: AsyncConnectionPool, search: ProspectFilter) -> list[ProspectSummary]:
-    """The prospects matching `search`, in its order."""
-    params = {
+def prospects_params(search: ProspectFilter) -> dict[str, Any]:
+    """The parameters of `dashboard_prospects` for `search`."""
+    return {
         "pattern": search.pattern,
         "intent": search.intent,
         "sort": search.sort,
         "limit": search.limit,
     }
+
+
+async def prospects(pool: AsyncConnectionPool, search: ProspectFilter) -> list[ProspectSummary]:
+    """The prospects matching `search`, in its order."""
+    params = prospects_params(search)
     return [ProspectSummary(**r) for r in await _rows(pool, "dashboard_prospects", params)]
 
 
@@ -174,7 +180,7 @@ async def prospect_detail(pool: AsyncConnectionPool, fingerprint_id: str) -> Pro
         extractions=[ExtractionRow(**r) for r in history],
         spend=by_session,
         trace=await trace(pool, sessions),
-        timelines={s: await timeline(pool, s) for s in sessions[-_TIMELINE_SESSIONS:]},
+        timelines=await timelines(pool, sessions[-_TIMELINE_SESSIONS:]),
     )
 
 
@@ -186,15 +192,15 @@ async def trace(pool: AsyncConnectionPool, session_ids: Sequence[str]) -> list[T
     return [TraceRow(**r) for r in await _rows(pool, "dashboard_trace", params)]
 
 
-async def timeline(pool: AsyncConnectionPool, session_id: str) -> list[Moment]:
-    """Every recorded moment of a session's messages, as `nexus trace` shows them."""
-    rows = await _rows(pool, "trace_timeline", {"session_id": session_id})
-    return [
-        Moment(
-            r["at"],
-            r["msg_id"],
-            r["event"],
-            {k: v for k, v in (r["detail"] or {}).items() if v is not None},
-        )
-        for r in rows
-    ]
+async def timelines(
+    pool: AsyncConnectionPool, session_ids: Sequence[str]
+) -> dict[str, list[Moment]]:
+    """Every recorded moment of these sessions' messages, as `nexus trace` shows them, by
+    session in the order given; read in one statement (see `dashboard_timelines`)."""
+    found: dict[str, list[Moment]] = {s: [] for s in session_ids}
+    if not found:
+        return found
+    for r in await _rows(pool, "dashboard_timelines", {"session_ids": list(found)}):
+        detail = {k: v for k, v in (r["detail"] or {}).items() if v is not None}
+        found[r["session_id"]].append(Moment(r["at"], r["msg_id"], r["event"], detail))
+    return found

@@ -24,17 +24,15 @@ extractions AS (
     FROM public.prospect_extractions e, bounds b
     WHERE e.created_at >= b.since
 ),
+-- A row archived before the hour was enqueued before it too: `archived_at`, indexed, bounds the
+-- archives' scans to the hour (see 024).
 dead_letters AS (
     SELECT d.message, d.headers, d.enqueued_at
     FROM pgmq.q_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
     UNION ALL
     SELECT d.message, d.headers, d.enqueued_at
-    FROM pgmq.a_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
-),
-all_dead_letters AS (
-    SELECT d.message, d.headers, d.enqueued_at FROM pgmq.q_nexus_prospect_ingestion_dlq d
-    UNION ALL
-    SELECT d.message, d.headers, d.enqueued_at FROM pgmq.a_nexus_prospect_ingestion_dlq d
+    FROM pgmq.a_nexus_prospect_ingestion_dlq d, bounds b
+    WHERE d.archived_at >= b.since AND d.enqueued_at >= b.since
 ),
 traces AS (
     SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'seq' AS seq,
@@ -44,7 +42,7 @@ traces AS (
     UNION ALL
     SELECT a.msg_id, a.headers ->> 'x-pgmq-group', a.message ->> 'seq', a.enqueued_at
     FROM pgmq.a_nexus_prospect_ingestion a, bounds b
-    WHERE a.enqueued_at >= b.since
+    WHERE a.archived_at >= b.since AND a.enqueued_at >= b.since
     UNION ALL
     SELECT x.msg_id, x.session_id, x.seq::text, COALESCE(x.enqueued_at, x.created_at)
     FROM extractions x
@@ -63,7 +61,7 @@ traced AS MATERIALIZED (
     SELECT DISTINCT t.msg_id FROM traces t
 ),
 -- The traces from before the hour of the messages traced in it, looked up by message id (each
--- of these tables is indexed on it; the dead-letter queue is small).
+-- of these tables is indexed on it; the dead letters on the id they hold, as text, see 024).
 earlier AS (
     SELECT q.msg_id, q.enqueued_at AS at
     FROM traced t
@@ -85,10 +83,17 @@ earlier AS (
     JOIN nexus.message_events m ON m.msg_id = t.msg_id, bounds b
     WHERE m.at < b.since
     UNION ALL
-    SELECT (d.message ->> 'originalMsgId')::bigint, d.enqueued_at
-    FROM all_dead_letters d, bounds b
-    WHERE d.enqueued_at < b.since AND (d.message ->> 'originalMsgId') ~ '^[0-9]{1,18}$'
-      AND (d.message ->> 'originalMsgId')::bigint IN (SELECT t.msg_id FROM traced t)
+    SELECT t.msg_id, d.enqueued_at
+    FROM traced t
+    JOIN pgmq.q_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text,
+         bounds b
+    WHERE d.enqueued_at < b.since
+    UNION ALL
+    SELECT t.msg_id, d.enqueued_at
+    FROM traced t
+    JOIN pgmq.a_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text,
+         bounds b
+    WHERE d.enqueued_at < b.since
 ),
 messages AS (
     SELECT t.msg_id, max(t.session_id) AS session_id, max(t.seq) AS seq, min(t.at) AS at
@@ -99,8 +104,9 @@ messages AS (
     ) t
     GROUP BY t.msg_id
 ),
--- A replay is its dead letter's snapshot: one dead-lettered before the hour dates it too.
-snapshot_keys AS (
+-- A replay is its dead letter's snapshot: one dead-lettered before the hour dates it too. The
+-- dead letters are looked up by session (indexed, see 024), not read whole.
+snapshot_keys AS MATERIALIZED (
     SELECT CASE WHEN m.session_id IS NOT NULL AND m.seq ~ '^[0-9]{1,9}$'
                 THEN ARRAY[m.session_id, m.seq]
                 ELSE ARRAY['', m.msg_id::text] END AS key,
@@ -112,12 +118,19 @@ snapshots AS (
     FROM (
         SELECT k.key, k.at FROM snapshot_keys k
         UNION ALL
-        SELECT ARRAY[d.headers ->> 'x-pgmq-group', d.message -> 'original' ->> 'seq'],
-               d.enqueued_at
-        FROM all_dead_letters d, bounds b
+        SELECT k.key, d.enqueued_at
+        FROM snapshot_keys k
+        JOIN pgmq.q_nexus_prospect_ingestion_dlq d
+            ON d.headers ->> 'x-pgmq-group' = k.key[1]
+           AND d.message -> 'original' ->> 'seq' = k.key[2], bounds b
         WHERE d.enqueued_at < b.since
-          AND ARRAY[d.headers ->> 'x-pgmq-group', d.message -> 'original' ->> 'seq']
-              IN (SELECT k.key FROM snapshot_keys k)
+        UNION ALL
+        SELECT k.key, d.enqueued_at
+        FROM snapshot_keys k
+        JOIN pgmq.a_nexus_prospect_ingestion_dlq d
+            ON d.headers ->> 'x-pgmq-group' = k.key[1]
+           AND d.message -> 'original' ->> 'seq' = k.key[2], bounds b
+        WHERE d.enqueued_at < b.since
     ) k
     GROUP BY k.key
 ),
@@ -147,13 +160,32 @@ LEFT JOIN dead d ON d.minute = m.minute
 ORDER BY m.minute;
 
 -- name: dashboard_totals
-SELECT (SELECT count(*) FROM public.prospect_data)::integer AS prospects,
-       (SELECT count(*) FROM public.prospect_extractions)::integer AS extractions,
-       (SELECT count(*) FROM nexus.sessions)::integer AS sessions;
+-- How many prospects there are: counted up to `exact_up_to`, beyond that the planner's estimate
+-- (its row density, kept by autovacuum's ANALYZE, times the table's pages now), never less
+-- than the count. Counting them all read the whole table on every poll of the overview (every
+-- 5 s): 0.3 s a million rows, and a magnitude is all the card needs.
+WITH counted AS (
+    SELECT count(*) AS n
+    FROM (SELECT 1 FROM public.prospect_data LIMIT %(exact_up_to)s) p
+),
+estimated AS (
+    SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0
+                THEN c.reltuples / c.relpages
+                     * (pg_catalog.pg_relation_size(c.oid)
+                        / pg_catalog.current_setting('block_size')::integer)
+           END AS n
+    FROM pg_catalog.pg_class c
+    WHERE c.oid = 'public.prospect_data'::regclass
+)
+SELECT CASE WHEN c.n < %(exact_up_to)s THEN c.n
+            ELSE GREATEST(c.n, COALESCE(e.n, 0))::bigint END AS prospects,
+       c.n >= %(exact_up_to)s AS prospects_estimated
+FROM counted c, estimated e;
 
 -- name: dashboard_prospects
 -- `pattern` is an escaped ILIKE pattern (or NULL for no search); `sort` is one of
--- interest, recent, name (anything else sorts by recent).
+-- interest, recent, name (anything else sorts by recent). By interest and by recent, the first
+-- page is read off an index (005, 024); by name, and a search, read the table (024 says why).
 SELECT p.fingerprint_id, p.session_id, p.nombre, p.email, p.telefono, p.empresa,
        p.productos_interes, p.nivel_interes, p.intencion, p.idioma,
        p.extraction_count, p.updated_at
@@ -225,3 +257,43 @@ FROM (
 ) t
 ORDER BY t.enqueued_at, t.msg_id
 LIMIT %(limit)s;
+
+-- name: dashboard_timelines
+-- `trace_timeline` (queries.sql) for several sessions in one statement, each row with its
+-- session: the work queue holds no index by session (see 024), so each statement reads its
+-- backlog once, and a page of ten sessions read it ten times.
+SELECT headers ->> 'x-pgmq-group' AS session_id, enqueued_at AS at, msg_id, 'enqueued' AS event,
+       jsonb_build_object('seq', message -> 'seq', 'place', 'queue', 'reads', read_ct) AS detail
+FROM pgmq.q_nexus_prospect_ingestion WHERE headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+UNION ALL
+SELECT headers ->> 'x-pgmq-group', enqueued_at, msg_id, 'enqueued',
+       jsonb_build_object('seq', message -> 'seq', 'reads', read_ct)
+FROM pgmq.a_nexus_prospect_ingestion WHERE headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+UNION ALL
+SELECT headers ->> 'x-pgmq-group', archived_at, msg_id, 'archived', '{}'::jsonb
+FROM pgmq.a_nexus_prospect_ingestion WHERE headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+UNION ALL
+SELECT e.session_id, e.enqueued_at, e.msg_id, 'enqueued', jsonb_build_object('seq', e.seq)
+FROM public.prospect_extractions e
+WHERE e.session_id = ANY(%(session_ids)s::text[]) AND e.enqueued_at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM pgmq.a_nexus_prospect_ingestion a WHERE a.msg_id = e.msg_id)
+UNION ALL
+SELECT session_id, created_at, msg_id, CASE outcome WHEN 'applied' THEN 'saved' ELSE 'stale' END,
+       jsonb_build_object('seq', seq, 'extractor', extractor, 'model', model, 'input_tokens', input_tokens,
+                          'output_tokens', output_tokens, 'cached_tokens', cached_tokens,
+                          'cache_write_tokens', NULLIF(cache_write_tokens, 0),
+                          'batch', NULLIF(batch, false), 'cost_usd', cost_usd, 'latency_ms', latency_ms)
+FROM public.prospect_extractions WHERE session_id = ANY(%(session_ids)s::text[])
+UNION ALL
+SELECT session_id, at, msg_id, event, detail || jsonb_build_object('attempt', attempt)
+FROM nexus.message_events WHERE session_id = ANY(%(session_ids)s::text[])
+UNION ALL
+-- A letter written by hand may carry any `originalMsgId`: only digits are cast.
+SELECT headers ->> 'x-pgmq-group', enqueued_at,
+       CASE WHEN message ->> 'originalMsgId' ~ '^[0-9]{1,18}$'
+            THEN (message ->> 'originalMsgId')::bigint END,
+       'in_dead_letter_queue',
+       jsonb_build_object('dead_letter_id', msg_id, 'kind', message -> 'error' -> 'kind',
+                          'attempts', message -> 'error' -> 'attempts')
+FROM pgmq.q_nexus_prospect_ingestion_dlq WHERE headers ->> 'x-pgmq-group' = ANY(%(session_ids)s::text[])
+ORDER BY 1, 2, 3;
