@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     _yes_flag(purge)
     _json_flag(purge, "one JSON object with the count")
     forget = _command(sub, "forget", "erase everything held about one visitor", cmd_forget)
-    forget.add_argument("fingerprint")
+    forget.add_argument("fingerprint", type=_fingerprint)
     _yes_flag(forget)
     _json_flag(forget, "one JSON object with the counts")
     trace = _command(
@@ -677,6 +677,14 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(render(session_id, moments))
     return 0
+
+
+def _fingerprint(text: str) -> str:
+    """A visitor's fingerprint as the producer takes it: never blank. Forgetting a blank one
+    (an unset shell variable) would erase nobody and still print counts, read as done."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a fingerprint must not be blank")
+    return text
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:

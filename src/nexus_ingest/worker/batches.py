@@ -174,8 +174,14 @@ class BatchTracker:
 
     async def _collect_claimed(self, batch: OpenBatch, results: dict[str, BatchResult]) -> None:
         items = self._submitted.pop(batch.batch_id, None)
+        queued = await self.settler.queued_items(batch.msg_ids)
         if items is None:  # submitted before a restart, or by another worker
-            items = await self.settler.queued_items(batch.msg_ids)
+            items = queued
+        else:
+            # A snapshot no longer queued was erased while the batch ran (`nexus forget`): its
+            # text is not sent to the model again, nor is anything recorded about it.
+            still = {item.message.msg_id for item in queued}
+            items = [item for item in items if item.message.msg_id in still]
         started = time.perf_counter()
         extracted: list[Extracted] = []
         failed: list[Failed] = []
