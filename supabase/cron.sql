@@ -48,12 +48,13 @@ SELECT cron.schedule(
 );
 
 -- Nightly retention (migration 007 schedules the same job when pg_cron is already there; this
--- covers enabling pg_cron later). Change the periods here: archived messages 7 days,
--- extraction history, message events and idle sessions 90 days, idempotency keys 24 hours.
+-- covers enabling pg_cron later). Change the periods here: archived messages 7 days, dead
+-- letters 30 days, extraction history, message events and idle sessions 90 days, idempotency
+-- keys 24 hours.
 SELECT cron.schedule(
     'nexus-maintenance',
     '17 3 * * *',
-    'SELECT nexus.run_maintenance(p_archive_days => 7, p_history_days => 90, p_idempotency_hours => 24)'
+    'SELECT nexus.run_maintenance(p_archive_days => 7, p_history_days => 90, p_idempotency_hours => 24, p_dead_letter_days => 30)'
 );
 
 -- A job every 10 seconds adds 8,640 rows a day to cron.job_run_details: keep a week of them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,23 +23,30 @@ MAINTENANCE_LOCK_KEY = 7_304_225_115
 _RETRY_AFTER_FAILURE_S = 60.0
 
 
-async def run_maintenance(
-    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
-) -> dict[str, int]:
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of row is kept: the `NEXUS_RETENTION_*` settings."""
+
+    archive_days: int
+    history_days: int
+    dead_letter_days: int
+
+
+async def run_maintenance(pool: AsyncConnectionPool, retention: Retention) -> dict[str, int]:
     """Delete what has aged out now; returns how many rows went from each table."""
     async with connection(pool) as conn:
-        return await _run(conn, archive_days=archive_days, history_days=history_days)
+        return await _run(conn, retention)
 
 
 async def try_run_maintenance(
-    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
+    pool: AsyncConnectionPool, retention: Retention
 ) -> dict[str, int] | None:
     """Run the maintenance unless another worker is running it; None when it was skipped."""
     async with connection(pool) as conn, conn.transaction():
         locked = await _fetch_value(conn, "try_maintenance_lock", {"key": MAINTENANCE_LOCK_KEY})
         if not locked:
             return None
-        return await _run(conn, archive_days=archive_days, history_days=history_days)
+        return await _run(conn, retention)
 
 
 async def cron_schedules_maintenance(pool: AsyncConnectionPool) -> bool:
@@ -56,9 +64,8 @@ async def tables_autovacuum_skips(pool: AsyncConnectionPool) -> dict[str, int]:
 
 async def maintenance_loop(
     pool: AsyncConnectionPool,
+    retention: Retention,
     *,
-    archive_days: int,
-    history_days: int,
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
@@ -68,9 +75,7 @@ async def maintenance_loop(
     next run): one blocked on a lock, or on a connection cut off, must not hold up the stop.
     """
     while not stop.is_set():
-        turn = asyncio.create_task(
-            _maintain_once(pool, archive_days=archive_days, history_days=history_days)
-        )
+        turn = asyncio.create_task(_maintain_once(pool, retention))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({turn, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -85,18 +90,14 @@ async def maintenance_loop(
             await asyncio.wait_for(stop.wait(), timeout=pause)
 
 
-async def _maintain_once(
-    pool: AsyncConnectionPool, *, archive_days: int, history_days: int
-) -> bool:
+async def _maintain_once(pool: AsyncConnectionPool, retention: Retention) -> bool:
     """One turn of the loop; False when it failed and should be tried again soon."""
     try:
         await _warn_unless_autovacuumed(pool)
         if await cron_schedules_maintenance(pool):
             log.debug("maintenance.left_to_pg_cron")
             return True
-        deleted = await try_run_maintenance(
-            pool, archive_days=archive_days, history_days=history_days
-        )
+        deleted = await try_run_maintenance(pool, retention)
     except (DatabaseUnavailable, psycopg.Error) as exc:
         log.warning("maintenance.failed", error=type(exc).__name__)
         return False
@@ -120,10 +121,12 @@ async def _warn_unless_autovacuumed(pool: AsyncConnectionPool) -> None:
         )
 
 
-async def _run(
-    conn: psycopg.AsyncConnection[Any], *, archive_days: int, history_days: int
-) -> dict[str, int]:
-    params = {"archive_days": archive_days, "history_days": history_days}
+async def _run(conn: psycopg.AsyncConnection[Any], retention: Retention) -> dict[str, int]:
+    params = {
+        "archive_days": retention.archive_days,
+        "history_days": retention.history_days,
+        "dead_letter_days": retention.dead_letter_days,
+    }
     counts = await _fetch_value(conn, "run_maintenance", params)
     return {str(table): int(count) for table, count in dict(counts).items()}
 

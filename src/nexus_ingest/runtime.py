@@ -24,7 +24,7 @@ import structlog
 from nexus_ingest.db import open_pool
 from nexus_ingest.errors import NexusError
 from nexus_ingest.extract import build_extractor
-from nexus_ingest.maintenance import maintenance_loop
+from nexus_ingest.maintenance import Retention, maintenance_loop
 from nexus_ingest.metrics import MULTIPROCESS_DIR_VARIABLE
 from nexus_ingest.settings import Settings
 from nexus_ingest.stopping import Stop, hurried
@@ -169,8 +169,11 @@ async def run_worker(
             jobs.append(
                 maintenance_loop(
                     pool,
-                    archive_days=settings.retention_archive_days,
-                    history_days=settings.retention_history_days,
+                    Retention(
+                        archive_days=settings.retention_archive_days,
+                        history_days=settings.retention_history_days,
+                        dead_letter_days=settings.retention_dead_letter_days,
+                    ),
                     interval_s=settings.maintenance_interval_s,
                     stop=stop,
                 )

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 
 from nexus_ingest.maintenance import (
     MAINTENANCE_LOCK_KEY,
+    Retention,
     cron_schedules_maintenance,
     maintenance_loop,
     run_maintenance,
@@ -23,6 +24,8 @@ from nexus_ingest.maintenance import (
 )
 
 QUEUE = "nexus_prospect_ingestion"
+# The settings' defaults.
+RETENTION = Retention(archive_days=7, history_days=90, dead_letter_days=30)
 DLQ = "nexus_prospect_ingestion_dlq"
 
 
@@ -149,7 +152,7 @@ async def test_old_archived_messages_go_and_recent_ones_stay(pool: AsyncConnecti
     await archived(pool, DLQ, days_ago=30)
     recent_dead = await archived(pool, DLQ, days_ago=2)
 
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     assert await ids(pool, f"SELECT msg_id FROM pgmq.a_{QUEUE}") == {recent}
     assert await ids(pool, f"SELECT msg_id FROM pgmq.a_{DLQ}") == {recent_dead}
@@ -162,7 +165,7 @@ async def test_old_history_goes_but_prospects_stay(pool: AsyncConnectionPool) ->
     await extraction(pool, "fp-old", days_ago=91)
     await extraction(pool, "fp-new", days_ago=10)
 
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     assert {"fp-new"} == await ids(pool, "SELECT fingerprint_id FROM public.prospect_extractions")
     assert {"fp-old", "fp-new"} == await ids(
@@ -176,7 +179,7 @@ async def test_expired_idempotency_keys_go(pool: AsyncConnectionPool) -> None:
     await idempotency_key(pool, "old", hours_ago=25)
     await idempotency_key(pool, "new", hours_ago=1)
 
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     assert {"new"} == await ids(pool, "SELECT key FROM nexus.idempotency_keys")
     assert counts["idempotency_keys"] == 1
@@ -193,7 +196,7 @@ async def test_old_message_events_go(pool: AsyncConnectionPool) -> None:
             days,
         )
 
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     assert await ids(pool, "SELECT msg_id FROM nexus.message_events") == {3}
     assert counts["message_events"] == 1
@@ -207,7 +210,7 @@ async def test_only_idle_old_sessions_go(pool: AsyncConnectionPool) -> None:
     await queued(pool, QUEUE, "queued")
     await queued(pool, DLQ, "dead")
 
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     remaining = await ids(pool, "SELECT session_id FROM nexus.sessions")
     assert {"queued", "dead", "leased", "recent"} == remaining
@@ -216,10 +219,11 @@ async def test_only_idle_old_sessions_go(pool: AsyncConnectionPool) -> None:
 
 async def test_counts_cover_every_table(pool: AsyncConnectionPool) -> None:
     """The result names each table it cleans, with zero when nothing aged out."""
-    counts = await run_maintenance(pool, archive_days=7, history_days=90)
+    counts = await run_maintenance(pool, RETENTION)
 
     assert counts == {
         "a_nexus_prospect_ingestion": 0,
+        "q_nexus_prospect_ingestion_dlq": 0,
         "a_nexus_prospect_ingestion_dlq": 0,
         "prospect_extractions": 0,
         "idempotency_keys": 0,
@@ -231,7 +235,9 @@ async def test_counts_cover_every_table(pool: AsyncConnectionPool) -> None:
 async def test_negative_retention_is_refused(pool: AsyncConnectionPool) -> None:
     """A negative period is an error, not a licence to delete everything."""
     with pytest.raises(psycopg.errors.InvalidParameterValue):
-        await run_maintenance(pool, archive_days=-1, history_days=90)
+        await run_maintenance(
+            pool, Retention(archive_days=-1, history_days=90, dead_letter_days=30)
+        )
 
 
 async def test_without_pg_cron_workers_do_the_maintenance(pool: AsyncConnectionPool) -> None:
@@ -244,7 +250,7 @@ async def test_a_held_lock_skips_the_run(pool: AsyncConnectionPool, db_url: str)
     await idempotency_key(pool, "old", hours_ago=48)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as other:
         await other.execute("SELECT pg_advisory_lock(%s)", (MAINTENANCE_LOCK_KEY,))
-        result = await try_run_maintenance(pool, archive_days=7, history_days=90)
+        result = await try_run_maintenance(pool, RETENTION)
 
     assert result is None
     assert {"old"} == await ids(pool, "SELECT key FROM nexus.idempotency_keys")
@@ -254,9 +260,7 @@ async def test_loop_runs_once_and_stops_on_the_event(pool: AsyncConnectionPool) 
     """The loop cleans up at once, then waits for its interval and returns when stopped."""
     await idempotency_key(pool, "old", hours_ago=48)
     stop = asyncio.Event()
-    loop = asyncio.create_task(
-        maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-    )
+    loop = asyncio.create_task(maintenance_loop(pool, RETENTION, interval_s=3600, stop=stop))
 
     async def cleaned() -> bool:
         return not await ids(pool, "SELECT key FROM nexus.idempotency_keys")
@@ -273,9 +277,7 @@ async def test_a_stop_does_not_wait_for_a_blocked_turn(
     off in a partition) does not hold up the worker's stop: the turn is cancelled."""
     await blocker.execute("LOCK TABLE nexus.idempotency_keys IN ACCESS EXCLUSIVE MODE")
     stop = asyncio.Event()
-    loop = asyncio.create_task(
-        maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-    )
+    loop = asyncio.create_task(maintenance_loop(pool, RETENTION, interval_s=3600, stop=stop))
 
     async def blocked() -> bool:
         return await lock_waiters(pool) >= 1
@@ -295,12 +297,12 @@ async def test_two_loops_run_it_once(
     stops = [asyncio.Event(), asyncio.Event()]
     with capture_logs() as logs:
         first = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stops[0])
+            maintenance_loop(pool, RETENTION, interval_s=3600, stop=stops[0])
         )
         # The first run takes the lock, then waits behind the blocker's table lock.
         await eventually(lambda: lock_waiters(pool), what="the first run to block")
         second = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stops[1])
+            maintenance_loop(pool, RETENTION, interval_s=3600, stop=stops[1])
         )
 
         async def events(name: str) -> list[MutableMapping[str, Any]]:
@@ -323,9 +325,7 @@ async def logs_until(pool: AsyncConnectionPool, event: str) -> list[MutableMappi
     lines it logged."""
     stop = asyncio.Event()
     with capture_logs() as logs:
-        loop = asyncio.create_task(
-            maintenance_loop(pool, archive_days=7, history_days=90, interval_s=3600, stop=stop)
-        )
+        loop = asyncio.create_task(maintenance_loop(pool, RETENTION, interval_s=3600, stop=stop))
 
         async def logged() -> bool:
             return any(e["event"] == event for e in logs)
@@ -352,7 +352,7 @@ async def test_loop_leaves_the_work_to_pg_cron(pool: AsyncConnectionPool) -> Non
 
 async def test_a_failing_run_does_not_end_the_loop(pool: AsyncConnectionPool) -> None:
     """A database error is logged and the loop keeps going until it is stopped."""
-    await execute(pool, "DROP FUNCTION nexus.run_maintenance(integer, integer, integer)")
+    await execute(pool, "DROP FUNCTION nexus.run_maintenance(integer, integer, integer, integer)")
     logs = await logs_until(pool, "maintenance.failed")
 
     assert [e["error"] for e in logs if e["event"] == "maintenance.failed"] == ["UndefinedFunction"]

@@ -3,7 +3,8 @@
 -- name: run_maintenance
 SELECT nexus.run_maintenance(
     p_archive_days => %(archive_days)s::integer,
-    p_history_days => %(history_days)s::integer);
+    p_history_days => %(history_days)s::integer,
+    p_dead_letter_days => %(dead_letter_days)s::integer);
 
 -- name: try_maintenance_lock
 -- Held until the transaction ends, so a crashed run can never leave it taken.

@@ -113,6 +113,45 @@ $_$;
 
 
 --
+-- Name: drop_events_of_forgotten(); Type: FUNCTION; Schema: nexus; Owner: -
+--
+
+CREATE FUNCTION nexus.drop_events_of_forgotten() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+DECLARE
+    v_fingerprint text;
+BEGIN
+    LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
+    IF NEW.session_id IS NULL OR NOT EXISTS (SELECT 1 FROM nexus.forgotten) THEN
+        RETURN NEW;
+    END IF;
+    SELECT s.fingerprint_id INTO v_fingerprint
+    FROM nexus.sessions s WHERE s.session_id = NEW.session_id;
+    IF FOUND THEN
+        RETURN CASE WHEN EXISTS (
+            SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = v_fingerprint) THEN NULL ELSE NEW END;
+    END IF;
+    SELECT m.fingerprint INTO v_fingerprint
+    FROM (
+        SELECT q.message ->> 'fingerprint' AS fingerprint
+        FROM pgmq.q_nexus_prospect_ingestion q WHERE q.msg_id = NEW.msg_id
+        UNION ALL
+        SELECT a.message ->> 'fingerprint'
+        FROM pgmq.a_nexus_prospect_ingestion a WHERE a.msg_id = NEW.msg_id
+    ) m
+    LIMIT 1;
+    IF NOT FOUND
+       OR EXISTS (SELECT 1 FROM nexus.forgotten f WHERE f.fingerprint_id = v_fingerprint) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+
+--
 -- Name: enqueue_snapshot(text, text, text, jsonb, jsonb, text, text, integer); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
@@ -733,6 +772,8 @@ CREATE FUNCTION nexus.read_snapshots(p_queue text, p_vt integer, p_qty integer, 
 DECLARE
     v_until timestamptz := clock_timestamp() + make_interval(secs => p_vt);
     v_ready_from bigint;
+    -- Looked at once a read: while nobody is forgotten, no snapshot's visitor is looked up.
+    v_anyone_forgotten boolean := EXISTS (SELECT 1 FROM nexus.forgotten);
 BEGIN
     PERFORM nexus.ingestion_queue_only(p_queue);
     -- Only a full read's answer bounds later reads, so only a full read looks for it.
@@ -745,7 +786,10 @@ BEGIN
     RETURN QUERY
     WITH candidates AS (
         SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id,
-               q.message ->> 'fingerprint' AS fingerprint
+               q.message ->> 'fingerprint' AS fingerprint,
+               v_anyone_forgotten AND EXISTS (
+                   SELECT 1 FROM nexus.forgotten f
+                   WHERE f.fingerprint_id = q.message ->> 'fingerprint') AS forgotten
         FROM pgmq.q_nexus_prospect_ingestion q
         WHERE q.msg_id > p_after
           AND q.vt <= clock_timestamp()
@@ -763,18 +807,25 @@ BEGIN
         SELECT DISTINCT ON (c.session_id) c.session_id, COALESCE(c.fingerprint, ''), v_until,
                p_token
         FROM candidates c
-        WHERE c.session_id IS NOT NULL
+        WHERE c.session_id IS NOT NULL AND NOT c.forgotten
         ORDER BY c.session_id
         ON CONFLICT (session_id) DO UPDATE
             SET leased_until = EXCLUDED.leased_until, lease_token = EXCLUDED.lease_token
             WHERE s.leased_until IS NULL OR s.leased_until <= clock_timestamp()
         RETURNING s.session_id, s.last_seq
     ),
+    dropped AS (
+        -- Deleted, not archived: the archive would keep the conversation (020).
+        DELETE FROM pgmq.q_nexus_prospect_ingestion m
+        USING candidates c
+        WHERE m.msg_id = c.msg_id AND c.forgotten
+    ),
     taken AS (
         UPDATE pgmq.q_nexus_prospect_ingestion m
         SET vt = v_until, read_ct = m.read_ct + 1, last_read_at = clock_timestamp()
         FROM candidates c LEFT JOIN claimed cl ON cl.session_id = c.session_id
         WHERE m.msg_id = c.msg_id
+          AND NOT c.forgotten
           AND (c.session_id IS NULL OR cl.session_id IS NOT NULL)
         RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.message, m.headers, cl.last_seq
     )
@@ -792,44 +843,56 @@ CREATE FUNCTION nexus.release_sessions(p_session_ids text[], p_token uuid) RETUR
     LANGUAGE sql
     SET search_path TO ''
     AS $$
+    DELETE FROM nexus.sessions s
+    USING nexus.forgotten f
+    WHERE s.session_id = ANY(p_session_ids) AND s.lease_token = p_token
+      AND f.fingerprint_id = s.fingerprint_id;
     UPDATE nexus.sessions
     SET leased_until = NULL, lease_token = NULL
-    WHERE session_id = ANY(p_session_ids) AND lease_token = p_token
+    WHERE session_id = ANY(p_session_ids) AND lease_token = p_token;
 $$;
 
 
 --
--- Name: run_maintenance(integer, integer, integer); Type: FUNCTION; Schema: nexus; Owner: -
+-- Name: run_maintenance(integer, integer, integer, integer); Type: FUNCTION; Schema: nexus; Owner: -
 --
 
-CREATE FUNCTION nexus.run_maintenance(p_archive_days integer DEFAULT 7, p_history_days integer DEFAULT 90, p_idempotency_hours integer DEFAULT 24) RETURNS jsonb
+CREATE FUNCTION nexus.run_maintenance(p_archive_days integer DEFAULT 7, p_history_days integer DEFAULT 90, p_idempotency_hours integer DEFAULT 24, p_dead_letter_days integer DEFAULT 30) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
 DECLARE
     v_archive_before timestamptz;
+    v_dead_before timestamptz;
     v_history_before timestamptz;
     v_keys_before timestamptz;
     v_archive bigint;
+    v_dead bigint;
     v_dlq_archive bigint;
     v_extractions bigint;
     v_keys bigint;
     v_sessions bigint;
-    v_events bigint := 0;
+    v_events bigint;
 BEGIN
     IF p_archive_days IS NULL OR p_archive_days < 0
+       OR p_dead_letter_days IS NULL OR p_dead_letter_days < 0
        OR p_history_days IS NULL OR p_history_days < 0
        OR p_idempotency_hours IS NULL OR p_idempotency_hours < 0 THEN
-        RAISE EXCEPTION 'retention periods must be zero or more, got % days, % days, % hours',
-            p_archive_days, p_history_days, p_idempotency_hours
+        RAISE EXCEPTION 'retention periods must be zero or more, got % days, % days, % hours, % days',
+            p_archive_days, p_history_days, p_idempotency_hours, p_dead_letter_days
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_archive_before := pg_catalog.now() - pg_catalog.make_interval(days => p_archive_days);
     v_history_before := pg_catalog.now() - pg_catalog.make_interval(days => p_history_days);
+    v_dead_before := pg_catalog.now() - pg_catalog.make_interval(days => p_dead_letter_days);
     v_keys_before := pg_catalog.now() - pg_catalog.make_interval(hours => p_idempotency_hours);
 
     DELETE FROM pgmq.a_nexus_prospect_ingestion a WHERE a.archived_at < v_archive_before;
     GET DIAGNOSTICS v_archive = ROW_COUNT;
+
+    -- A dead letter is sent to its queue when the message dies: enqueued_at is that moment.
+    DELETE FROM pgmq.q_nexus_prospect_ingestion_dlq d WHERE d.enqueued_at < v_dead_before;
+    GET DIAGNOSTICS v_dead = ROW_COUNT;
 
     DELETE FROM pgmq.a_nexus_prospect_ingestion_dlq a WHERE a.archived_at < v_archive_before;
     GET DIAGNOSTICS v_dlq_archive = ROW_COUNT;
@@ -841,11 +904,8 @@ BEGIN
     DELETE FROM nexus.idempotency_keys k WHERE k.created_at < v_keys_before;
     GET DIAGNOSTICS v_keys = ROW_COUNT;
 
-    -- The per-message event log arrives in a later migration (009); until then there is none.
-    IF pg_catalog.to_regclass('nexus.message_events') IS NOT NULL THEN
-        DELETE FROM nexus.message_events m WHERE m.at < v_history_before;
-        GET DIAGNOSTICS v_events = ROW_COUNT;
-    END IF;
+    DELETE FROM nexus.message_events m WHERE m.at < v_history_before;
+    GET DIAGNOSTICS v_events = ROW_COUNT;
 
     -- A session row holds its snapshot counter: dropping it while a snapshot of the session is
     -- queued, dead-lettered or leased would restart the numbering under that snapshot. Only
@@ -864,6 +924,7 @@ BEGIN
 
     RETURN pg_catalog.jsonb_build_object(
         'a_nexus_prospect_ingestion', v_archive,
+        'q_nexus_prospect_ingestion_dlq', v_dead,
         'a_nexus_prospect_ingestion_dlq', v_dlq_archive,
         'prospect_extractions', v_extractions,
         'idempotency_keys', v_keys,
@@ -1465,10 +1526,10 @@ CREATE INDEX sessions_fingerprint_idx ON nexus.sessions USING btree (fingerprint
 
 
 --
--- Name: prospect_data_interest_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: prospect_data_interest_order_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX prospect_data_interest_idx ON public.prospect_data USING btree (nivel_interes DESC NULLS LAST);
+CREATE INDEX prospect_data_interest_order_idx ON public.prospect_data USING btree (nivel_interes DESC NULLS LAST, updated_at DESC, id DESC);
 
 
 --
@@ -1476,6 +1537,13 @@ CREATE INDEX prospect_data_interest_idx ON public.prospect_data USING btree (niv
 --
 
 CREATE INDEX prospect_data_updated_idx ON public.prospect_data USING btree (updated_at DESC);
+
+
+--
+-- Name: prospect_extractions_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX prospect_extractions_created_idx ON public.prospect_extractions USING btree (created_at);
 
 
 --
@@ -1497,6 +1565,13 @@ CREATE UNIQUE INDEX prospect_extractions_msg_idx ON public.prospect_extractions 
 --
 
 CREATE INDEX prospect_extractions_session_idx ON public.prospect_extractions USING btree (session_id, created_at);
+
+
+--
+-- Name: message_events drop_events_of_forgotten; Type: TRIGGER; Schema: nexus; Owner: -
+--
+
+CREATE TRIGGER drop_events_of_forgotten BEFORE INSERT ON nexus.message_events FOR EACH ROW EXECUTE FUNCTION nexus.drop_events_of_forgotten();
 
 
 --
@@ -1532,6 +1607,13 @@ REVOKE ALL ON FUNCTION nexus.archive_messages(p_queue text, p_msg_ids bigint[]) 
 --
 
 REVOKE ALL ON FUNCTION nexus.dead_letter(p_queue text, p_dlq text, p_msg_ids bigint[], p_errors jsonb[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION drop_events_of_forgotten(); Type: ACL; Schema: nexus; Owner: -
+--
+
+REVOKE ALL ON FUNCTION nexus.drop_events_of_forgotten() FROM PUBLIC;
 
 
 --
@@ -1661,11 +1743,11 @@ REVOKE ALL ON FUNCTION nexus.release_sessions(p_session_ids text[], p_token uuid
 
 
 --
--- Name: FUNCTION run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer); Type: ACL; Schema: nexus; Owner: -
+-- Name: FUNCTION run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer, p_dead_letter_days integer); Type: ACL; Schema: nexus; Owner: -
 --
 
-REVOKE ALL ON FUNCTION nexus.run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION nexus.run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer) TO service_role;
+REVOKE ALL ON FUNCTION nexus.run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer, p_dead_letter_days integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION nexus.run_maintenance(p_archive_days integer, p_history_days integer, p_idempotency_hours integer, p_dead_letter_days integer) TO service_role;
 
 
 --

@@ -49,6 +49,9 @@ _HOT_POLL_S = 0.02
 # queue behind (`nexus up`'s p99 over the HTTP floor's: 3.1x at 10 ms, 3.3x at 3, 3.7x at 0,
 # 4.2x at 100). Offline extractors only: an LLM worker reads as slots free up.
 _GATHER_S = 0.01
+# While the database is away, the listener tries to reconnect at least this often: a connection
+# attempt is cheap, and the listener coming back is what wakes a reader deep in its back-off.
+_LISTEN_RETRY_CAP_S = 2.0
 
 
 class Worker:
@@ -128,7 +131,9 @@ class Worker:
                     backoff = 0.5
                 except DatabaseUnavailable:
                     log.warning("worker.database_unavailable", retry_in_s=backoff)
-                    await _wait_any(stop, None, backoff)
+                    # The listener reconnecting wakes us: a back-off grown long while nothing
+                    # answered must not keep the reader asleep once the database is back.
+                    await _wait_any(stop, self._wake, backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 except Exception as exc:  # no batch may stop the worker: its messages come back
@@ -254,7 +259,7 @@ class Worker:
                         self._wake.set()
             except psycopg.Error:
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, _LISTEN_RETRY_CAP_S)
 
     def _forget_task(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
