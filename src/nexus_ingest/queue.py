@@ -269,6 +269,11 @@ class Event:
     detail: Mapping[str, Any]
 
 
+async def hold_off_forgets(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wait for any `nexus forget` under way, and hold off new ones until this transaction ends."""
+    await conn.execute(query("hold_off_forgets"))
+
+
 async def record_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Event]) -> None:
     """Write events in one statement."""
     if events:
@@ -371,6 +376,20 @@ async def record_batch(
     """Remember a submitted batch, claimed by `owner` for `claim_s`; its messages stay hidden."""
     params = {"batch_id": batch_id, "msg_ids": list(msg_ids), "owner": owner, "claim_s": claim_s}
     await conn.execute(query("record_llm_batch"), params)
+
+
+async def reserve_for_batch(
+    conn: psycopg.AsyncConnection[Any], messages: Sequence[QueuedMessage], *, claim_s: float
+) -> set[tuple[int, int]]:
+    """Hide messages about to be sent in a batch as a recorded batch would; returns the
+    (id, read count) of those kept, the ones no other read has taken since."""
+    params = {
+        "msg_ids": [m.msg_id for m in messages],
+        "read_cts": [m.read_ct for m in messages],
+        "claim_s": claim_s,
+    }
+    cursor = await conn.execute(query("reserve_for_llm_batch"), params)
+    return {(msg_id, read_ct) for msg_id, read_ct in await cursor.fetchall()}
 
 
 async def claim_batches(

@@ -101,14 +101,16 @@ def test_migrations_schedule_the_maintenance(cron_url: str) -> None:
 def test_reapplying_the_migration_keeps_one_job(cron_url: str) -> None:
     """Running the maintenance migration again replaces the job instead of adding a second."""
     (maintenance,) = [m for m in load_migrations() if m.name == "maintenance"]
-    with psycopg.connect(cron_url, autocommit=True) as conn:
-        # Rolled back: 007's function is the one 026 replaced with another signature, and
-        # the next test's job would find the two ambiguous.
-        with conn.transaction(force_rollback=True):
-            conn.execute(maintenance.sql)
-            count = conn.execute(
-                "SELECT count(*) FROM cron.job WHERE jobname = 'nexus-maintenance'"
-            ).fetchone()
+    # Rolled back: 007's function is the one 026 replaced with another signature, and the
+    # next test's job would find the two ambiguous.
+    with (
+        psycopg.connect(cron_url, autocommit=True) as conn,
+        conn.transaction(force_rollback=True),
+    ):
+        conn.execute(maintenance.sql)
+        count = conn.execute(
+            "SELECT count(*) FROM cron.job WHERE jobname = 'nexus-maintenance'"
+        ).fetchone()
     assert count == (1,)
 
 

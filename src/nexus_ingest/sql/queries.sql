@@ -82,6 +82,18 @@ UPDATE pgmq.q_nexus_prospect_ingestion q
 SET vt = GREATEST(q.vt, clock_timestamp() + make_interval(secs => 2 * %(claim_s)s))
 WHERE q.msg_id = ANY(%(msg_ids)s::bigint[]);
 
+-- name: reserve_for_llm_batch
+-- Messages about to be sent in a Message Batch, hidden as long as a recorded batch keeps them
+-- (see record_llm_batch) before the upload starts, by this clock: the upload may outlast the
+-- lease of the read that found them. Only those not read again since (their read count
+-- unmoved) are kept and returned: another read's are its own, and sending them too would pay
+-- for them twice.
+UPDATE pgmq.q_nexus_prospect_ingestion q
+SET vt = GREATEST(q.vt, clock_timestamp() + make_interval(secs => 2 * %(claim_s)s))
+FROM unnest(%(msg_ids)s::bigint[], %(read_cts)s::integer[]) AS r(msg_id, read_ct)
+WHERE q.msg_id = r.msg_id AND q.read_ct = r.read_ct
+RETURNING q.msg_id, q.read_ct;
+
 -- name: claim_llm_batches
 -- The batches this worker polls now: its own, and any whose claim ran out (its worker
 -- stopped). Their messages are hidden for longer again.
@@ -204,6 +216,13 @@ SELECT pgmq.purge_queue('nexus_prospect_ingestion_dlq');
 
 -- name: forget_prospect
 SELECT nexus.forget_prospect(%(fingerprint_id)s::text);
+
+-- name: hold_off_forgets
+-- The lock every save takes (012), taken first by a settlement that needs it (to record an
+-- event, dead-letter, archive) after locking rows of the queue or the sessions. Taken after
+-- those rows, it waits for a forget that holds it and waits for those rows in turn: a
+-- deadlock, which Postgres ends after a second by failing the forget or the settlement.
+LOCK TABLE nexus.forgotten IN ROW SHARE MODE;
 
 -- name: record_events
 INSERT INTO nexus.message_events (msg_id, session_id, event, attempt, detail)

@@ -820,6 +820,16 @@ BEGIN
         USING candidates c
         WHERE m.msg_id = c.msg_id AND c.forgotten
     ),
+    dropped_sessions AS (
+        DELETE FROM nexus.sessions s
+        USING candidates c
+        WHERE c.forgotten AND s.session_id = c.session_id AND s.fingerprint_id = c.fingerprint
+    ),
+    dropped_keys AS (
+        DELETE FROM nexus.idempotency_keys k
+        USING candidates c
+        WHERE c.forgotten AND k.session_id = c.session_id AND k.fingerprint_id = c.fingerprint
+    ),
     taken AS (
         UPDATE pgmq.q_nexus_prospect_ingestion m
         SET vt = v_until, read_ct = m.read_ct + 1, last_read_at = clock_timestamp()

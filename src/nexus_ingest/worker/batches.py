@@ -67,6 +67,7 @@ class BatchTracker:
         self._submitted: dict[str, list[WorkItem]] = {}  # this process's batches, by id
         self._unrecorded: dict[str, list[WorkItem]] = {}  # submitted, not yet in the database
         self._wake = asyncio.Event()
+        self._recording = asyncio.Lock()
 
     def add(self, items: Sequence[WorkItem]) -> None:
         """Queue backlog snapshots for the next batch."""
@@ -84,23 +85,37 @@ class BatchTracker:
         return await self.settler.claim_batches(self.owner, self.claim_s)
 
     async def run(self) -> None:
-        """Submit what is gathered and collect what ended, until cancelled."""
-        next_poll = time.monotonic()
+        """Submit what is gathered and collect what ended, until cancelled.
+
+        Polling runs beside submitting, not before it: collecting an ended batch may take
+        minutes (each unusable answer is asked again directly), while what is gathered holds
+        only a read's lease of `vt_s`. Waiting behind a collection, it would be read again at
+        every lease's end, each read counted toward the dead-letter queue.
+        """
+        polling = asyncio.create_task(self._poll_every())
+        try:
+            await self._submit_gathered()
+        finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+
+    async def _submit_gathered(self) -> None:
         while True:
-            now = time.monotonic()
-            wait = next_poll - now
+            wait = None
             if self._gathered:
-                wait = min(wait, self._gathered_at + self.gather_s - now)
+                wait = max(0.0, self._gathered_at + self.gather_s - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wait))
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
-            now = time.monotonic()
             full = len(self._gathered) >= self.max_requests
-            if self._gathered and (full or now >= self._gathered_at + self.gather_s):
+            if self._gathered and (full or time.monotonic() >= self._gathered_at + self.gather_s):
                 await _logged("batch.submit_failed", self.submit)
-            if now >= next_poll:
-                await _logged("batch.poll_failed", self.poll)
-                next_poll = time.monotonic() + self.poll_s
+
+    async def _poll_every(self) -> None:
+        while True:
+            await _logged("batch.poll_failed", self.poll)
+            await asyncio.sleep(self.poll_s)
 
     async def submit(self) -> None:
         """Send what is gathered as one batch (or as many as it takes) and record it."""
@@ -110,6 +125,11 @@ class BatchTracker:
             await self._submit(items)
 
     async def _submit(self, items: list[WorkItem]) -> None:
+        # Hidden first, on the database's clock: the upload may outlast the reads' leases, and
+        # a snapshot read again meanwhile would go in a second batch and be paid for twice.
+        items = await self.settler.reserve_for_batch(items, self.claim_s)
+        if not items:
+            return
         snapshots = {str(item.message.msg_id): item.snapshot.messages for item in items}
         try:
             batch_id = await self.api.submit_batch(snapshots)
@@ -126,18 +146,20 @@ class BatchTracker:
     async def _record(self) -> None:
         """Record submitted batches in the database; one that could not be is tried again at
         the next poll, before its messages reappear."""
-        for batch_id, items in list(self._unrecorded.items()):
-            await self.settler.batched(batch_id, items, owner=self.owner, claim_s=self.claim_s)
-            del self._unrecorded[batch_id]
-            self._submitted[batch_id] = [_unleased(item) for item in items]
+        async with self._recording:  # a submission and a poll may both record
+            for batch_id, items in list(self._unrecorded.items()):
+                await self.settler.batched(batch_id, items, owner=self.owner, claim_s=self.claim_s)
+                del self._unrecorded[batch_id]
+                self._submitted[batch_id] = [_unleased(item) for item in items]
 
     async def poll(self) -> None:
         """Renew the claims, take over abandoned batches, and collect every batch that ended."""
         await self._record()
+        known = set(self._submitted)  # not one recorded while claiming, which is ours
         claimed = await self.claim()
         ours = {batch.batch_id for batch in claimed}
-        for lost in set(self._submitted) - ours:  # another worker took it over
-            del self._submitted[lost]
+        for lost in known - ours:  # another worker took it over
+            self._submitted.pop(lost, None)
         for batch in claimed:
             await _logged("batch.poll_failed", functools.partial(self._poll_one, batch))
 

@@ -142,6 +142,7 @@ class Settler:
         message = failed.item.message
         try:
             async with self._connection() as conn, conn.transaction():
+                await queue.hold_off_forgets(conn)
                 outcome = await _retry_or_dead_letter(
                     conn, message, failed.error, self.config.retry
                 )
@@ -188,6 +189,7 @@ class Settler:
             for d in deferrals
         ]
         async with self._connection() as conn, conn.transaction():
+            await queue.hold_off_forgets(conn)
             await queue.defer(conn, [(d.item.message.msg_id, d.until) for d in deferrals])
             await queue.release_sessions(conn, _leases(messages))
             await queue.record_events(conn, events)
@@ -212,10 +214,22 @@ class Settler:
             for m in messages
         ]
         async with self._connection() as conn, conn.transaction():
+            await queue.hold_off_forgets(conn)
             ids = [m.msg_id for m in messages]
             await queue.record_batch(conn, batch_id, ids, owner=owner, claim_s=claim_s)
             await queue.release_sessions(conn, _leases(messages))
             await queue.record_events(conn, events)
+
+    async def reserve_for_batch(self, items: Sequence[WorkItem], claim_s: float) -> list[WorkItem]:
+        """The items still this worker's to send in a batch, each once, hidden from now on as
+        a recorded batch's are; a lease that ran out and was read again is another read's."""
+        async with self._connection() as conn:
+            kept = await queue.reserve_for_batch(conn, [i.message for i in items], claim_s=claim_s)
+        chosen: dict[int, WorkItem] = {}
+        for item in items:
+            if (item.message.msg_id, item.message.read_ct) in kept:
+                chosen.setdefault(item.message.msg_id, item)
+        return list(chosen.values())
 
     async def claim_batches(self, owner: UUID, claim_s: float) -> list[OpenBatch]:
         """The batches `owner` is to poll now: its own, and those whose worker stopped."""
@@ -280,6 +294,9 @@ async def _settle_without_extraction(
 ) -> None:
     """Acknowledge superseded snapshots and dead-letter poison ones; sessions left with nothing
     to extract are released in the same transaction."""
+    # Its events and dead letters take the forgets' lock after its rows: take it first, or a
+    # forget waiting for those rows while holding it deadlocks with this transaction.
+    await queue.hold_off_forgets(conn)
     await queue.acknowledge(conn, [m.msg_id for m in plan.superseded], archive=archive)
     await queue.release_sessions(conn, _idle_leases(plan))
     await queue.record_events(
