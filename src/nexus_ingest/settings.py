@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     fault_mode: Literal["mixed", "retryable", "permanent", "timeout"] = "mixed"
     """failure simulation: `mixed`, `retryable`, `permanent` or `timeout`"""
     retention_archive_days: int = Field(default=7, ge=0)
-    """days archived messages (and replayed or purged dead letters) are kept"""
+    """days archived messages (and replayed dead letters) are kept"""
     retention_dead_letter_days: int = Field(default=30, ge=0)
     """days a dead letter nobody replayed or purged is kept, counted from its death"""
     retention_history_days: int = Field(default=90, ge=0)
