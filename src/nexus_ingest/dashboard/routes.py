@@ -42,7 +42,9 @@ _HERE = Path(__file__).parent
 STATIC = _HERE / "static"
 COOKIE = "nexus_admin"
 _COOKIE_MAX_AGE_S = 12 * 3600
-_CLOCK_SKEW_S = 60
+# Behind a load balancer the cookie may come back to an API host whose clock is behind the one
+# that issued it: minutes on a badly kept host.
+_CLOCK_SKEW_S = 600
 _MAX_ISSUED_DIGITS = 12
 _MAX_FORM_BYTES = 16 * 1024
 _MAX_FORM_FIELDS = 200
