@@ -1,6 +1,6 @@
 """`nexus forget` against work already under way: a forgotten visitor stays forgotten whatever
 the worker was doing with their snapshots, and whatever they send afterwards (README,
-"Forgetting"; migrations 012, 020, 025, 027)."""
+"Forgetting"; migrations 012, 020, 025, 027, 028)."""
 
 from __future__ import annotations
 

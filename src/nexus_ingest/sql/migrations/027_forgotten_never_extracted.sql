@@ -1,26 +1,10 @@
--- A forgotten visitor's later snapshots are dropped when read, before any extractor sees them,
--- and leave nothing behind.
---
--- 1. 012 and 020 dropped them at the save, after the extraction: an LLM extractor had by then
---    sent the conversation a visitor wrote after being forgotten to the model, and paid for it.
--- 2. The producer numbers a snapshot in its session unless the visitor is forgotten, and checks
---    the tombstone without a lock: a snapshot queued while `nexus forget` runs passes the check
---    before the tombstone commits, and creates (or re-creates, once the forget has deleted it)
---    its session after the forget looked for the visitor's sessions. Both commit, and the
---    session stayed for good under the forgotten fingerprint.
--- 3. The producer records a request's Idempotency-Key before it looks at the tombstone, so
---    every later POST of a forgotten visitor that carried one left its key (their fingerprint
---    and sessionId) until the keys' own retention, a day, ended.
---
--- The read now deletes such a snapshot from the queue (never archived, as in 020), with the
--- visitor's session row and keys of its session, neither leasing the session nor returning the
--- snapshot. Such a snapshot is committed with its session and key, so they are found as surely
--- as the snapshot. Only rows under the forgotten fingerprint go: a forgotten visitor's snapshot
--- is queued unnumbered, under whatever sessionId it names, possibly another visitor's. (Locking
--- the tombstones in the producer instead would put a lock on its every request.) While nobody
--- is forgotten this costs one look at the empty tombstone table a read. A visitor forgotten
--- after the read is still caught by the save (012), and the session their read leased by the
--- release (025).
+-- A forgotten visitor's later snapshots are dropped when read, before any extractor sees them.
+-- 012 and 020 dropped them at the save, after the extraction: an LLM extractor had by then sent
+-- the conversation a visitor wrote after being forgotten to the model, and paid for it. The
+-- read now deletes them from the queue (never archived, as in 020), neither leasing their
+-- session nor returning them. While nobody is forgotten this costs one look at the empty
+-- tombstone table a read. A visitor forgotten after the read is still caught by the save (012),
+-- and the session their read leased by the release (025).
 
 -- As in 019, with the forgotten dropped.
 CREATE OR REPLACE FUNCTION nexus.read_snapshots(
@@ -89,16 +73,6 @@ BEGIN
         DELETE FROM pgmq.q_nexus_prospect_ingestion m
         USING candidates c
         WHERE m.msg_id = c.msg_id AND c.forgotten
-    ),
-    dropped_sessions AS (
-        DELETE FROM nexus.sessions s
-        USING candidates c
-        WHERE c.forgotten AND s.session_id = c.session_id AND s.fingerprint_id = c.fingerprint
-    ),
-    dropped_keys AS (
-        DELETE FROM nexus.idempotency_keys k
-        USING candidates c
-        WHERE c.forgotten AND k.session_id = c.session_id AND k.fingerprint_id = c.fingerprint
     ),
     taken AS (
         UPDATE pgmq.q_nexus_prospect_ingestion m
