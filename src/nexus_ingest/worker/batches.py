@@ -64,7 +64,7 @@ class BatchTracker:
         self.max_requests = max_requests
         self._gathered: list[WorkItem] = []
         self._gathered_at = 0.0
-        self._submitted: dict[str, list[WorkItem]] = {}  # this process's batches, by id
+        self._submitted: set[str] = set()  # this process's batches' ids
         self._unrecorded: dict[str, list[WorkItem]] = {}  # submitted, not yet in the database
         self._wake = asyncio.Event()
         self._recording = asyncio.Lock()
@@ -150,7 +150,7 @@ class BatchTracker:
             for batch_id, items in list(self._unrecorded.items()):
                 await self.settler.batched(batch_id, items, owner=self.owner, claim_s=self.claim_s)
                 del self._unrecorded[batch_id]
-                self._submitted[batch_id] = [_unleased(item) for item in items]
+                self._submitted.add(batch_id)
 
     async def poll(self) -> None:
         """Renew the claims, take over abandoned batches, and collect every batch that ended."""
@@ -159,7 +159,7 @@ class BatchTracker:
         claimed = await self.claim()
         ours = {batch.batch_id for batch in claimed}
         for lost in known - ours:  # another worker took it over
-            self._submitted.pop(lost, None)
+            self._submitted.discard(lost)
         for batch in claimed:
             await _logged("batch.poll_failed", functools.partial(self._poll_one, batch))
 
@@ -171,7 +171,7 @@ class BatchTracker:
             results = await self.api.batch_results(batch.batch_id)
         except Permanent as exc:  # the provider no longer knows it: its snapshots come back
             log.error("batch.lost", batch_id=batch.batch_id, error=str(exc)[:200])
-            self._submitted.pop(batch.batch_id, None)
+            self._submitted.discard(batch.batch_id)
             await self.settler.batch_lost(batch.batch_id)
             return
         await self._collect(batch, results)
@@ -195,15 +195,11 @@ class BatchTracker:
                 await self.claim()
 
     async def _collect_claimed(self, batch: OpenBatch, results: dict[str, BatchResult]) -> None:
-        items = self._submitted.pop(batch.batch_id, None)
-        queued = await self.settler.queued_items(batch.msg_ids)
-        if items is None:  # submitted before a restart, or by another worker
-            items = queued
-        else:
-            # A snapshot no longer queued was erased while the batch ran (`nexus forget`): its
-            # text is not sent to the model again, nor is anything recorded about it.
-            still = {item.message.msg_id for item in queued}
-            items = [item for item in items if item.message.msg_id in still]
+        self._submitted.discard(batch.batch_id)
+        # Read back whoever submitted it (this process, one before a restart, another worker),
+        # unleased, and only what is still queued: a snapshot erased while the batch ran
+        # (`nexus forget`) is not sent to the model again, nor is anything recorded about it.
+        items = await self.settler.queued_items(batch.msg_ids)
         started = time.perf_counter()
         extracted: list[Extracted] = []
         failed: list[Failed] = []
@@ -250,11 +246,6 @@ class BatchTracker:
         submitted comes back after its visibility timeout."""
         with contextlib.suppress(DatabaseUnavailable):
             await self.settler.release_batches(self.owner)
-
-
-def _unleased(item: WorkItem) -> WorkItem:
-    """A submitted item no longer holds its session: its save must not release a later lease."""
-    return item._replace(message=item.message._replace(lease=None))
 
 
 async def _logged(event: str, work: Callable[[], Awaitable[None]]) -> None:
